@@ -1,0 +1,133 @@
+"""Polynomials over the VDAF fields: NTT, interpolation and evaluation.
+
+The FLP of draft-irtf-cfrg-vdaf-18 (Section 7.3) interpolates wire polynomials
+at the powers of a primitive n-th root of unity ``alpha`` (natural order
+``alpha^0, alpha^1, ...``) and evaluates them at a random point.  Interpolation
+through those points is exactly the inverse NTT, so everything here is radix-2
+NTT on arrays whose last axis holds the coefficients (or values); leading axes
+are batches that are transformed together.
+
+Coefficients are little-endian (index i is the coefficient of x^i).
+Must not be used with sizes that are not powers of two.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from crypto.field import _PrimeField
+
+
+def next_power_of_2(n: int) -> int:
+    """Smallest power of two >= n (n >= 1), as in the draft's next_power_of_2."""
+    if n < 1:
+        raise ValueError("n must be positive")
+    return 1 << (n - 1).bit_length()
+
+
+@lru_cache(maxsize=None)
+def _bitrev(n: int) -> np.ndarray:
+    bits = n.bit_length() - 1
+    idx = np.arange(n)
+    rev = np.zeros(n, dtype=np.int64)
+    for b in range(bits):  # log2(n) vectorised steps
+        rev |= ((idx >> b) & 1) << (bits - 1 - b)
+    return rev
+
+
+@lru_cache(maxsize=None)
+def _twiddles(field: type[_PrimeField], n: int, inverse: bool) -> tuple[np.ndarray, ...]:
+    """Per stage m = 1, 2, 4, ...: [w^0 .. w^(m-1)] for w a primitive 2m-th root."""
+    stages = []
+    m = 1
+    while m < n:
+        w = field.root_of_unity(2 * m)
+        if inverse:
+            w = field.s_inv(w)
+        stages.append(field.powers(w, m))
+        m *= 2
+    return tuple(stages)
+
+
+def ntt(field: type[_PrimeField], a: np.ndarray, inverse: bool = False) -> np.ndarray:
+    """Evaluate (or, with inverse=True, interpolate) along the last axis.
+
+    Forward: out[..., k] = sum_j a[..., j] * alpha^(j*k) with alpha = root_of_unity(n).
+    Inverse: the coefficients of the unique polynomial of degree < n with
+    values a[..., k] at alpha^k.
+    """
+    n = a.shape[-1]
+    if n & (n - 1) or n == 0:
+        raise ValueError("NTT size must be a power of two")
+    lead = a.shape[:-1]
+    x = a[..., _bitrev(n)]
+    m = 1
+    for w in _twiddles(field, n, inverse):
+        blocks = x.reshape(lead + (n // (2 * m), 2, m))
+        u = blocks[..., 0, :]
+        v = field.mul(blocks[..., 1, :], w)
+        x = np.stack([field.add(u, v), field.sub(u, v)], axis=-2).reshape(lead + (n,))
+        m *= 2
+    if inverse and n > 1:
+        x = field.mul(x, field.const(field.s_inv(n)))
+    return x
+
+
+def interpolate_roots(field: type[_PrimeField], values: np.ndarray) -> np.ndarray:
+    """Coefficients of the polynomial through (alpha^k, values[k]) (draft poly_interp)."""
+    return ntt(field, values, inverse=True)
+
+
+def evaluate_roots(field: type[_PrimeField], coeffs: np.ndarray, n: int) -> np.ndarray:
+    """Values of each polynomial at alpha_n^k, k < n, for any coefficient length.
+
+    Coefficients beyond n are folded modulo x^n - 1 (which vanishes on the points).
+    """
+    length = coeffs.shape[-1]
+    chunks = max(1, -(-length // n))
+    padded = pad(field, coeffs, chunks * n)
+    if chunks > 1:
+        padded = field.sum(padded.reshape(coeffs.shape[:-1] + (chunks, n)), axis=-2)
+        padded = padded.reshape(coeffs.shape[:-1] + (n,))
+    return ntt(field, padded)
+
+
+def _pad_obj(a: np.ndarray, n: int) -> np.ndarray:
+    out = np.empty(a.shape[:-1] + (n,), dtype=object)
+    out.fill(0)
+    out[..., : a.shape[-1]] = a
+    return out
+
+
+def pad(field: type[_PrimeField], a: np.ndarray, n: int) -> np.ndarray:
+    """Zero-extend the last axis to length n."""
+    if field.dtype is object:
+        return _pad_obj(a, n)
+    return np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, n - a.shape[-1])])
+
+
+def poly_eval(field: type[_PrimeField], coeffs: np.ndarray, t: int) -> np.ndarray:
+    """Evaluate each polynomial (last axis = coefficients) at the point t."""
+    pw = field.powers(t, coeffs.shape[-1])
+    return field.sum(field.mul(coeffs, pw), axis=-1)
+
+
+def poly_mul(field: type[_PrimeField], a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Product of two polynomials via NTT of size next_power_of_2(len(a)+len(b)-1)."""
+    out_len = a.shape[-1] + b.shape[-1] - 1
+    n = next_power_of_2(out_len)
+    prod = field.mul(ntt(field, pad(field, a, n)), ntt(field, pad(field, b, n)))
+    return ntt(field, prod, inverse=True)[..., :out_len]
+
+
+__all__ = [
+    "next_power_of_2",
+    "ntt",
+    "interpolate_roots",
+    "evaluate_roots",
+    "pad",
+    "poly_eval",
+    "poly_mul",
+]

@@ -1,0 +1,133 @@
+"""Extendable-output functions of draft-irtf-cfrg-vdaf-18, Section 6.2.
+
+* `XofTurboShake128` (Section 6.2.1): TurboSHAKE128 with domain byte 1 over
+  ``len(dst) (2 bytes LE) || dst || len(seed) (1 byte) || seed || binder``.
+* `XofFixedKeyAes128` (Section 6.2.2): fixed-key AES-128 in the circular
+  correlation-robust hash mode of GKWWY20; the key is TurboSHAKE128 (domain 2)
+  of ``len(dst) || dst || binder``.  The draft reserves it for IDPFs; we use
+  it only where the draft does.
+
+``next_vec`` samples field elements by rejection exactly as the draft's
+``Xof.next_vec``: read ENCODED_SIZE bytes, mask to next_power_of_2(p) - 1,
+keep if < p.  It reads in batches but consumes exactly the same stream.
+
+TurboSHAKE128 comes from pycryptodome, AES from `cryptography`.
+Must not be used as a password hash, a MAC, or with attacker-chosen seeds
+for XofFixedKeyAes128.
+"""
+
+from __future__ import annotations
+
+from Crypto.Hash import TurboSHAKE128
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+import numpy as np
+
+from crypto.field import _PrimeField
+
+
+class Xof:
+    """Common interface: Xof(seed, dst, binder).next(n); derive_seed; expand_into_vec."""
+
+    SEED_SIZE: int
+
+    def next(self, length: int) -> bytes:
+        raise NotImplementedError
+
+    def next_vec(self, field: type[_PrimeField], length: int) -> np.ndarray:
+        """Next `length` field elements by rejection sampling (draft Xof.next_vec)."""
+        size = field.ENCODED_SIZE
+        mask = (1 << field.MODULUS.bit_length()) - 1
+        out: list[np.ndarray] = []
+        have = 0
+        while have < length:
+            need = length - have
+            raw = self.next(need * size)
+            if mask == (1 << (8 * size)) - 1:
+                # Both draft fields: the mask is all-ones, decode and filter.
+                cand = _decode_unchecked(field, raw)
+            else:
+                cand = field.from_ints(
+                    int.from_bytes(raw[i : i + size], "little") & mask for i in range(0, len(raw), size)
+                )
+            keep = cand[cand < field.MODULUS] if field.dtype is object else cand[cand < np.uint64(field.MODULUS)]
+            out.append(keep)
+            have += keep.shape[0]
+        vec = np.concatenate(out) if len(out) > 1 else out[0]
+        return vec if field.dtype is not object else vec.astype(object)
+
+    @classmethod
+    def derive_seed(cls, seed: bytes, dst: bytes, binder: bytes) -> bytes:
+        return cls(seed, dst, binder).next(cls.SEED_SIZE)  # type: ignore[call-arg]
+
+    @classmethod
+    def expand_into_vec(
+        cls, field: type[_PrimeField], seed: bytes, dst: bytes, binder: bytes, length: int
+    ) -> np.ndarray:
+        return cls(seed, dst, binder).next_vec(field, length)  # type: ignore[call-arg]
+
+
+def _decode_unchecked(field: type[_PrimeField], raw: bytes) -> np.ndarray:
+    if field.ENCODED_SIZE == 8:
+        return np.frombuffer(raw, dtype="<u8").astype(np.uint64)
+    pairs = np.frombuffer(raw, dtype="<u8").reshape(-1, 2)
+    return (pairs[:, 1].astype(object) << 64) | pairs[:, 0].astype(object)
+
+
+class XofTurboShake128(Xof):
+    """Section 6.2.1."""
+
+    SEED_SIZE = 32
+
+    def __init__(self, seed: bytes, dst: bytes, binder: bytes) -> None:
+        if len(seed) > 255:
+            raise ValueError("seed longer than 255 bytes")
+        if len(dst) > 65535:
+            raise ValueError("dst longer than 65535 bytes")
+        msg = len(dst).to_bytes(2, "little") + dst + bytes([len(seed)]) + seed + binder
+        self._h = TurboSHAKE128.new(domain=1, data=msg)
+
+    def next(self, length: int) -> bytes:
+        return self._h.read(length)
+
+    def __repr__(self) -> str:
+        return "XofTurboShake128(<redacted>)"
+
+
+class XofFixedKeyAes128(Xof):
+    """Section 6.2.2."""
+
+    SEED_SIZE = 16
+
+    def __init__(self, seed: bytes, dst: bytes, binder: bytes) -> None:
+        if len(seed) != self.SEED_SIZE:
+            raise ValueError("XofFixedKeyAes128 seed must be 16 bytes")
+        if len(dst) > 65535:
+            raise ValueError("dst longer than 65535 bytes")
+        key = TurboSHAKE128.new(domain=2, data=len(dst).to_bytes(2, "little") + dst + binder).read(16)
+        self._enc = Cipher(algorithms.AES128(key), modes.ECB()).encryptor()
+        self._seed = np.frombuffer(seed, dtype="<u8")  # (lo, hi) 64-bit halves
+        self._consumed = 0
+
+    def next(self, length: int) -> bytes:
+        offset = self._consumed % 16
+        first = self._consumed // 16
+        last = (self._consumed + length) // 16  # inclusive, as in the draft
+        self._consumed += length
+        idx = np.arange(first, last + 1, dtype=np.uint64)
+        blocks = np.empty((idx.shape[0], 2), dtype="<u8")
+        blocks[:, 0] = self._seed[0] ^ idx  # seed XOR to_le_bytes(i, 16); i < 2^64
+        blocks[:, 1] = self._seed[1]
+        # sigma(lo || hi) = hi || (hi XOR lo)
+        sigma = np.empty_like(blocks)
+        sigma[:, 0] = blocks[:, 1]
+        sigma[:, 1] = blocks[:, 1] ^ blocks[:, 0]
+        sig_bytes = sigma.tobytes()
+        enc = np.frombuffer(self._enc.update(sig_bytes), dtype="<u8").reshape(-1, 2)
+        hashed = (enc ^ sigma).tobytes()
+        return hashed[offset : offset + length]
+
+    def __repr__(self) -> str:
+        return "XofFixedKeyAes128(<redacted>)"
+
+
+__all__ = ["Xof", "XofTurboShake128", "XofFixedKeyAes128"]
