@@ -1,0 +1,52 @@
+"""Client role: turn one measurement into a sealed report (VDAF ``shard`` + HPKE).
+
+Each aggregator's input share is sealed to that aggregator only, bound to
+(task id, report id, time, aggregator index, public share digest), so a
+relay or the leader can neither read a helper's share nor move it to another
+report, task or aggregator.  The user never handles a nonce or a seed.
+"""
+
+from __future__ import annotations
+
+import os
+import time as _time
+from collections.abc import Callable
+from typing import Any
+
+from crypto import seal
+from mpc.report import REPORT_ID_SIZE, Report
+from mpc.task import Task
+
+
+def input_share_info(task: Task, report_id: bytes, report_time: int, agg_index: int, public_share: bytes) -> bytes:
+    """HPKE info binding an input share to its report and recipient."""
+    return seal.binding(
+        "input-share",
+        task.task_id,
+        report_id,
+        report_time.to_bytes(8, "big"),
+        bytes([agg_index]),
+        seal.digest(public_share),
+    )
+
+
+def shard_report(
+    task: Task,
+    measurement: Any,
+    *,
+    time: int | None = None,
+    report_id: bytes | None = None,
+    rand: Callable[[int], bytes] = os.urandom,
+) -> Report:
+    """Validate, shard and seal one measurement for `task` (mode 'shares')."""
+    if task.mode != "shares":
+        raise ValueError(f"shard_report is for mode 'shares'; task uses {task.mode!r}")
+    report_time = int(_time.time()) if time is None else int(time)
+    report_id = rand(REPORT_ID_SIZE) if report_id is None else report_id
+    scheme = task.scheme
+    public_share, input_shares = scheme.shard(task.ctx(), measurement, report_id, rand(scheme.RAND_SIZE))
+    sealed = tuple(
+        seal.seal(agg.hpke_config, share, input_share_info(task, report_id, report_time, j, public_share))
+        for j, (agg, share) in enumerate(zip(task.aggregators, input_shares, strict=True))
+    )
+    return Report(report_id, report_time, public_share, sealed)
