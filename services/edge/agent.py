@@ -1,0 +1,373 @@
+"""The edge agent: MQTT readings -> minimisation -> one report per window -> outbox -> upload.
+
+Flow per reading: decode JSON (bounded size, no NaN, bounded nesting) ->
+:class:`~services.edge.pipeline.Pipeline` rules -> the open window's
+:class:`~services.edge.pipeline.WindowAccumulator`.  When a window closes
+(``window_start + window_seconds + grace_seconds <= now``) the agent builds
+the task's measurement, shards and seals it with ``mpc.client.shard_report``
+under the node's deterministic report id, stores it in the durable
+:class:`~services.edge.outbox.Outbox`, and the upload loop forwards it.
+
+Bad input never stops the agent: every rejected message is counted by reason
+in :class:`EdgeMetrics` and logged with the stream name and the reason only
+(never the payload, never the concrete topic, which may carry a device id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from secrets import SystemRandom
+from typing import Any
+
+import aiomqtt
+
+from mpc.client import shard_report
+from mpc.errors import InvalidMeasurement, InvalidTask
+from mpc.measurements import Count, Histogram, MeasurementType, Sum, SumVec
+from mpc.task import Task
+
+from .config import EdgeConfig, EdgeConfigError, StreamConfig, load_edge_config
+from .mqtt_source import MqttSource
+from .outbox import Outbox, OutboxFull, Uploader, WindowAlreadyReported, drain_once
+from .pipeline import Pipeline, RejectedReading, WindowAccumulator, window_start
+
+__all__ = ["EdgeAgent", "EdgeMetrics", "load_stream_task", "run_edge_agent", "to_measurement"]
+
+log = logging.getLogger("twinmpc.edge")
+
+_PSEUDONYM_PURPOSE = b"contributor-pseudonyms"
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+@dataclass
+class EdgeMetrics:
+    """Counters of the agent (Prometheus-style names in :meth:`snapshot`)."""
+
+    messages: int = 0
+    readings_accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    late_readings: int = 0
+    windows_reported: int = 0
+    readings_reported: int = 0
+    windows_empty: int = 0
+    windows_refused: int = 0
+    readings_refused: int = 0
+    windows_clamped: int = 0
+    suppressed_zones: int = 0
+    suppressed_readings: int = 0
+    reports_acked: int = 0
+    reports_replayed: int = 0
+    readings_acked: int = 0
+    dead_letters: int = 0
+    upload_retries: int = 0
+    outbox_full: bool = False
+
+    def snapshot(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "rejected"}
+        out["rejected"] = dict(self.rejected)
+        out["rejected_total"] = sum(self.rejected.values())
+        return out
+
+
+def to_measurement(mtype: MeasurementType, value: int | list[int]) -> tuple[Any, bool]:
+    """Clamp a window's combined value into the task measurement's range.
+
+    Returns (measurement, clamped).  Clamping bounds one node's contribution
+    per window, as the task's sensitivity assumes.
+    """
+    if isinstance(mtype, SumVec):
+        if not isinstance(value, list) or len(value) != mtype.vector_length:
+            raise InvalidMeasurement(f"expected a vector of length {mtype.vector_length}")
+        top = (1 << mtype.bits) - 1
+        out = [min(max(v, 0), top) for v in value]
+        return out, out != value
+    if isinstance(value, list):
+        raise InvalidMeasurement("a scalar task got a vector")
+    if isinstance(mtype, Count):
+        top = 1
+    elif isinstance(mtype, Sum):  # also Mean
+        top = (1 << mtype.bits) - 1
+    elif isinstance(mtype, Histogram):
+        top = mtype.buckets - 1
+    else:
+        raise InvalidMeasurement(f"measurement type {mtype.NAME!r} is not produced by the edge pipeline")
+    clamped = min(max(value, 0), top)
+    return clamped, clamped != value
+
+
+def load_stream_task(cfg: EdgeConfig, stream: StreamConfig) -> Task:
+    """Load the task document a stream feeds (TOML by suffix, else JSON)."""
+    path = cfg.path(stream.task)
+    try:
+        if path.suffix == ".toml":
+            return Task.from_toml(path)
+        return Task.from_json(path.read_bytes())
+    except OSError as exc:
+        raise EdgeConfigError(f"stream {stream.name!r}: cannot read task {path}: {exc.strerror}") from None
+    except InvalidTask as exc:
+        raise EdgeConfigError(f"stream {stream.name!r}: task {path}: {exc}") from None
+
+
+def _check_stream_task(stream: StreamConfig, task: Task) -> None:
+    m = task.measurement
+    if task.mode != "shares":
+        raise EdgeConfigError(f"stream {stream.name!r}: task mode {task.mode!r} is not supported at the edge (use 'shares')")
+    if not isinstance(m, (Count, Sum, Histogram, SumVec)):
+        raise EdgeConfigError(f"stream {stream.name!r}: measurement type {m.NAME!r} is not supported by the edge pipeline")
+    if isinstance(m, SumVec) and stream.measurement.index is None:
+        raise EdgeConfigError(f"stream {stream.name!r}: a sumvec task needs measurement.index")
+    if not isinstance(m, SumVec) and stream.measurement.index is not None:
+        raise EdgeConfigError(f"stream {stream.name!r}: measurement.index is only for sumvec tasks")
+
+
+class _Stream:
+    """A configured stream bound to its task, pipeline and open windows."""
+
+    def __init__(self, cfg: StreamConfig, task: Task, pseudonym_key: bytes) -> None:
+        _check_stream_task(cfg, task)
+        self.cfg = cfg
+        self.task = task
+        self.pipeline = Pipeline(cfg, window_seconds=task.window_seconds, pseudonym_key=pseudonym_key)
+        self.length = task.measurement.vector_length if isinstance(task.measurement, SumVec) else None
+        self.k = self.pipeline.suppress.k if self.pipeline.suppress is not None else None
+        self.open: dict[int, WindowAccumulator] = {}
+
+    def closes_at(self, ws: int) -> int:
+        return ws + self.task.window_seconds + self.cfg.grace_seconds
+
+
+class EdgeAgent:
+    """One edge node: streams, outbox and uploader wired together.
+
+    ``clock`` (seconds) and ``jitter``/``rand`` are seams for tests; in
+    production they are wall time and the OS CSPRNG.
+    """
+
+    def __init__(
+        self,
+        config: EdgeConfig,
+        *,
+        uploader: Uploader,
+        tasks: dict[str, Task] | None = None,
+        clock: Callable[[], float] = time.time,
+        jitter: Callable[[], float] = SystemRandom().random,
+        rand: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.config = config
+        self.uploader = uploader
+        self.clock = clock
+        self._jitter = jitter
+        self._rand = rand
+        self.metrics = EdgeMetrics()
+        self.outbox = Outbox(config.path(config.outbox.dir), max_reports=config.outbox.max_reports, clock=clock, rand=rand)
+        key = self.outbox.derive_key(_PSEUDONYM_PURPOSE)
+        tasks = tasks or {}
+        self.streams = [
+            _Stream(s, tasks[s.name] if s.name in tasks else load_stream_task(config, s), key) for s in config.streams
+        ]
+        self._route_cache: dict[str, tuple[_Stream, ...]] = {}
+        self._last_warning: dict[str, float] = {}
+        self._stop = asyncio.Event()
+        self.source: MqttSource | None = None
+
+    def __repr__(self) -> str:
+        return f"EdgeAgent(node_id={self.config.node_id!r}, streams={[s.cfg.name for s in self.streams]})"
+
+    # -- ingestion --------------------------------------------------------
+    def _routes(self, topic: str) -> tuple[_Stream, ...]:
+        hit = self._route_cache.get(topic)
+        if hit is None:
+            t = aiomqtt.Topic(topic)
+            hit = tuple(s for s in self.streams if any(t.matches(f) for f in s.cfg.topics))
+            if len(self._route_cache) >= 4096:
+                self._route_cache.clear()
+            self._route_cache[topic] = hit
+        return hit
+
+    def _reject(self, stream: str, reason: str, detail: str = "") -> None:
+        self.metrics.rejected[reason] += 1
+        key = f"{stream}/{reason}"
+        now = time.monotonic()
+        # At most one warning per (stream, reason) and minute: a flood of bad
+        # messages must not flood the log.
+        if now - self._last_warning.get(key, -1e9) >= 60.0:
+            self._last_warning[key] = now
+            log.warning("stream %s: message rejected: %s%s (further ones this minute at debug)", stream, reason, detail)
+        else:
+            log.debug("stream %s: message rejected: %s%s", stream, reason, detail)
+
+    def handle_message(self, topic: str, payload: bytes) -> None:
+        """Ingest one MQTT message; never raises on bad input."""
+        self.metrics.messages += 1
+        routes = self._routes(topic)
+        if not routes:
+            self._reject("-", "no_stream")
+            return
+        name = routes[0].cfg.name
+        if len(payload) > self.config.mqtt.max_payload_bytes:
+            self._reject(name, "too_large", f" ({len(payload)} bytes)")
+            return
+        try:
+            record = json.loads(payload, parse_constant=_no_constants)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            self._reject(name, "bad_json", f" ({len(payload)} bytes)")
+            return
+        now = int(self.clock())
+        for stream in routes:
+            try:
+                reading = stream.pipeline.apply(record, now)
+                ws = window_start(reading.time, stream.task.window_seconds)
+                if stream.closes_at(ws) <= now:
+                    self.metrics.late_readings += 1
+                    self._reject(stream.cfg.name, "late")
+                    continue
+                acc = stream.open.get(ws)
+                if acc is None:
+                    acc = stream.open[ws] = WindowAccumulator(stream.cfg.measurement.combine, stream.k, stream.length)
+                acc.add(reading)
+                self.metrics.readings_accepted += 1
+            except RejectedReading as exc:
+                where = f" at rules[{exc.rule_index}]" if exc.rule_index is not None else ""
+                what = f" field {exc.field!r}" if exc.field is not None else ""
+                self._reject(stream.cfg.name, exc.reason, where + what)
+
+    # -- windows ----------------------------------------------------------
+    def close_due_windows(self, now: float | None = None) -> int:
+        """Close every window whose end plus grace has passed; returns reports stored."""
+        now = int(self.clock() if now is None else now)
+        stored = 0
+        for stream in self.streams:
+            for ws in sorted(w for w in stream.open if stream.closes_at(w) <= now):
+                stored += self._close(stream, ws, stream.open.pop(ws))
+        return stored
+
+    def _close(self, stream: _Stream, ws: int, acc: WindowAccumulator) -> int:
+        result = acc.close()
+        m = self.metrics
+        m.suppressed_zones += result.suppressed_zones
+        m.suppressed_readings += result.suppressed_readings
+        if result.value is None:
+            m.windows_empty += 1
+            return 0
+        task = stream.task
+        measurement, clamped = to_measurement(task.measurement, result.value)
+        m.windows_clamped += int(clamped)
+        report = shard_report(
+            task, measurement, time=ws, report_id=self.outbox.report_id(task.task_id, ws), rand=self._rand
+        )
+        try:
+            self.outbox.put(task.task_id, ws, report, stream=stream.cfg.name, readings=result.readings)
+        except OutboxFull as exc:
+            m.outbox_full = True
+            m.windows_refused += 1
+            m.readings_refused += result.readings
+            log.error(
+                "ALARM outbox full: window %d of stream %s refused (%d readings not reported): %s",
+                ws, stream.cfg.name, result.readings, exc,
+            )
+            return 0
+        except WindowAlreadyReported:
+            m.late_readings += result.readings
+            log.warning("stream %s: window %d was already reported before a restart; %d readings not reported",
+                        stream.cfg.name, ws, result.readings)
+            return 0
+        m.outbox_full = False
+        m.windows_reported += 1
+        m.readings_reported += result.readings
+        return 1
+
+    # -- upload -----------------------------------------------------------
+    async def drain(self) -> int:
+        """Upload every due report once; returns how many were settled as delivered."""
+        ob = self.config.outbox
+        res = await drain_once(
+            self.outbox,
+            self.uploader,
+            now=self.clock(),
+            batch_size=ob.batch_size,
+            retry_initial=ob.retry_initial_seconds,
+            retry_max=ob.retry_max_seconds,
+            jitter=self._jitter,
+        )
+        m = self.metrics
+        m.reports_acked += res.accepted
+        m.reports_replayed += res.replayed
+        m.readings_acked += res.readings_acked
+        m.dead_letters += res.dead
+        m.upload_retries += res.retried
+        if res.accepted or res.replayed:
+            m.outbox_full = self.outbox.pending() >= self.outbox.max_reports
+        return res.accepted + res.replayed
+
+    async def tick(self) -> None:
+        """One step of the background loop: close due windows, drain the outbox, prune the ledger."""
+        self.close_due_windows()
+        while await self.drain() >= self.config.outbox.batch_size:
+            pass  # a full batch went through: more may be due right now
+        self.outbox.prune(self.clock() - self.config.outbox.ledger_retention_seconds)
+
+    async def _tick_loop(self) -> None:
+        while not self._stop.is_set():
+            await self.tick()
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=self.config.outbox.tick_seconds)
+            except TimeoutError:
+                pass
+
+    # -- lifecycle --------------------------------------------------------
+    async def run(self) -> None:
+        """Run until :meth:`stop`: MQTT ingestion plus the window/upload loop."""
+        topics = [t for s in self.streams for t in s.cfg.topics]
+        self.source = MqttSource(
+            self.config.mqtt,
+            topics,
+            self.handle_message,
+            password=self.config.mqtt.password(Path(self.config.base_dir)),
+            base_dir=self.config.base_dir,
+            jitter=self._jitter,
+        )
+        mqtt_task = asyncio.create_task(self.source.run(), name="edge-mqtt")
+        tick_task = asyncio.create_task(self._tick_loop(), name="edge-tick")
+        stop_task = asyncio.create_task(self._stop.wait(), name="edge-stop")
+        try:
+            done, _ = await asyncio.wait({mqtt_task, tick_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not stop_task and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
+        finally:
+            self._stop.set()
+            for t in (mqtt_task, stop_task):
+                t.cancel()
+            await asyncio.gather(mqtt_task, stop_task, return_exceptions=True)
+            await asyncio.gather(tick_task, return_exceptions=True)
+            open_readings = sum(a.readings for s in self.streams for a in s.open.values())
+            if open_readings:
+                log.warning("stopping with %d readings in still-open windows (not reported)", open_readings)
+            self.outbox.close()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish (graceful: the outbox keeps every stored report)."""
+        self._stop.set()
+
+
+async def run_edge_agent(config_path: str) -> None:
+    """Entry point behind ``twinmpc edge run --config``: load, connect, run until cancelled."""
+    cfg = load_edge_config(config_path)
+    if cfg.upload is None:
+        raise EdgeConfigError(f"{config_path}: an [upload] table is needed to run the agent")
+    from services.client import UploadClient  # the services layer's gRPC upload client
+
+    uploader = UploadClient.from_edge_config(cfg.upload, base_dir=cfg.base_dir)
+    agent = EdgeAgent(cfg, uploader=uploader)
+    await agent.run()
