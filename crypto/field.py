@@ -131,7 +131,7 @@ class _PrimeField:
     @classmethod
     def inner(cls, a: np.ndarray, b: np.ndarray) -> int:
         """Inner product <a, b> as a Python int."""
-        return int(cls.sum(cls.mul(a, b), axis=-1))
+        return int(cls.sum(cls.mul(a, b), axis=-1)[0])
 
     @classmethod
     def pow(cls, a: np.ndarray, e: int) -> np.ndarray:

@@ -94,6 +94,47 @@ def evaluate_roots(field: type[_PrimeField], coeffs: np.ndarray, n: int) -> np.n
     return ntt(field, padded)
 
 
+def extend_lagrange(field: type[_PrimeField], values: np.ndarray, n: int) -> np.ndarray:
+    """Values at all n-th roots of the unique polynomial of degree < l = len(values)
+    whose values at w_n^0 .. w_n^(l-1) are given (draft-18 Lagrange-basis gadget polynomial).
+
+    The m = n - l missing values solve the m x m system "coefficients l..n-1
+    vanish"; m is tiny (1 for degree-2 gadgets), solved exactly on Python ints.
+    """
+    l = values.shape[-1]
+    if l > n:
+        raise ValueError("more values than roots")
+    m = n - l
+    if m == 0:
+        return values
+    p = field.MODULUS
+    w_inv = field.s_inv(field.root_of_unity(n))
+    # Known part: rhs_j = -sum_{k<l} v_k w^{-jk}, j in [l, n).
+    rhs = []
+    for j in range(l, n):
+        pw = field.powers(pow(w_inv, j, p), l)
+        rhs.append((-field.inner(values, pw)) % p)
+    mat = [[pow(w_inv, j * k, p) for k in range(l, n)] for j in range(l, n)]
+    unknown = _solve_mod(mat, rhs, p)
+    return np.concatenate([values, field.from_ints(unknown)])
+
+
+def _solve_mod(mat: list[list[int]], rhs: list[int], p: int) -> list[int]:
+    """Gauss-Jordan elimination mod p on a small non-singular system."""
+    m = len(rhs)
+    a = [row[:] + [r] for row, r in zip(mat, rhs)]
+    for col in range(m):
+        piv = next(r for r in range(col, m) if a[r][col] % p)
+        a[col], a[piv] = a[piv], a[col]
+        inv = pow(a[col][col], -1, p)
+        a[col] = [x * inv % p for x in a[col]]
+        for r in range(m):
+            if r != col and a[r][col]:
+                fac = a[r][col]
+                a[r] = [(x - fac * y) % p for x, y in zip(a[r], a[col])]
+    return [a[r][m] for r in range(m)]
+
+
 def _pad_obj(a: np.ndarray, n: int) -> np.ndarray:
     out = np.empty(a.shape[:-1] + (n,), dtype=object)
     out.fill(0)
@@ -127,6 +168,7 @@ __all__ = [
     "ntt",
     "interpolate_roots",
     "evaluate_roots",
+    "extend_lagrange",
     "pad",
     "poly_eval",
     "poly_mul",

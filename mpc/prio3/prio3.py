@@ -1,0 +1,485 @@
+"""Prio3 (draft-irtf-cfrg-vdaf-18, Section 7): an FLP turned into a one-round VDAF.
+
+Roles (see mpc/vdaf.py):
+
+* client:      `Prio3.shard` -> (public share, [leader share, helper seed shares...])
+* aggregator:  `verify_init` -> (state, verifier share); `verify_next` -> output share
+* leader:      `verifier_shares_to_message` -> verifier message (decides the proofs)
+* collector:   `unshard`
+
+Everything crossing a wire is bytes in the draft's encoding (Section 7.2.7);
+decoders reject wrong lengths, trailing bytes and non-canonical field elements
+with `DecodeError`; a failed proof or joint-randomness check raises
+`VerifyError`.  Randomness is the caller's ``rand`` (RAND_SIZE bytes) so the
+draft's vectors are reproducible; `Prio3.shard` callers in production pass
+``os.urandom(vdaf.RAND_SIZE)``.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field as dc_field
+from fractions import Fraction
+from typing import Any, Generic, Optional, Sequence, TypeVar
+
+import numpy as np
+
+from crypto.field import Field64, Field128, _PrimeField
+from crypto.xof import Xof, XofTurboShake128
+from mpc.errors import DecodeError, InvalidMeasurement, InvalidTask, VerifyError
+from mpc.prio3.circuits import Count, FixedPointBoundedL2Vec, Histogram, MultihotCountVec, Sum, SumVec
+from mpc.prio3.flp import FlpBBCGGI19, Valid
+
+# Draft-18 Section 6.2.3: format_dst(algo_class, algo, usage) starts with VERSION.
+VERSION = 18
+ALGO_CLASS_VDAF = 0
+
+USAGE_MEAS_SHARE = 1
+USAGE_PROOF_SHARE = 2
+USAGE_JOINT_RANDOMNESS = 3
+USAGE_PROVE_RANDOMNESS = 4
+USAGE_QUERY_RANDOMNESS = 5
+USAGE_JOINT_RAND_SEED = 6
+USAGE_JOINT_RAND_PART = 7
+
+M = TypeVar("M")
+R = TypeVar("R")
+
+
+def format_dst(algo_class: int, algo: int, usage: int) -> bytes:
+    """Domain separation tag prefix (draft Section 6.2.3)."""
+    return bytes([VERSION, algo_class]) + algo.to_bytes(4, "big") + usage.to_bytes(2, "big")
+
+
+@dataclass(frozen=True)
+class Prio3VerifyState:
+    """An aggregator's state between verify_init and verify_next (redacted in repr)."""
+
+    out_share: np.ndarray = dc_field(repr=False)
+    corrected_joint_rand_seed: Optional[bytes] = dc_field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Prio3VerifyState(<redacted>)"
+
+
+class Prio3(Generic[M, R]):
+    """Generic Prio3 over a validity circuit; concrete variants below fix the circuit and ID."""
+
+    NONCE_SIZE = 16
+    ROUNDS = 1
+    ID: int
+
+    def __init__(self, shares: int, valid: Valid[M, R], num_proofs: int, algo_id: int, xof: type[Xof] = XofTurboShake128):
+        if not isinstance(shares, int) or not 2 <= shares < 256:
+            raise InvalidTask("Prio3 needs 2 <= shares < 256")
+        if not isinstance(num_proofs, int) or not 1 <= num_proofs < 256:
+            raise InvalidTask("Prio3 needs 1 <= num_proofs < 256")
+        if not 0 <= algo_id < 2**32:
+            raise InvalidTask("algorithm id must fit in 32 bits")
+        self.SHARES = shares
+        self.PROOFS = num_proofs
+        self.ID = algo_id
+        self.xof = xof
+        self.flp = FlpBBCGGI19(valid)
+        self.field: type[_PrimeField] = valid.field
+        seed = xof.SEED_SIZE
+        self.VERIFY_KEY_SIZE = seed
+        self.RAND_SIZE = seed * shares * (2 if self.flp.JOINT_RAND_LEN > 0 else 1)
+        self._dst_cache: dict[tuple[int, bytes], bytes] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(shares={self.SHARES}, proofs={self.PROOFS}, id={self.ID:#010x})"
+
+    # ------------------------------------------------------------------ helpers
+    def _dst(self, usage: int, ctx: bytes) -> bytes:
+        key = (usage, ctx)
+        dst = self._dst_cache.get(key)
+        if dst is None:
+            dst = format_dst(ALGO_CLASS_VDAF, self.ID, usage) + ctx
+            if len(self._dst_cache) < 64:
+                self._dst_cache[key] = dst
+        return dst
+
+    @property
+    def _uses_jr(self) -> bool:
+        return self.flp.JOINT_RAND_LEN > 0
+
+    def _helper_meas_share(self, ctx: bytes, agg_id: int, share: bytes) -> np.ndarray:
+        return self.xof.expand_into_vec(
+            self.field, share, self._dst(USAGE_MEAS_SHARE, ctx), bytes([agg_id]), self.flp.MEAS_LEN
+        )
+
+    def _helper_proofs_share(self, ctx: bytes, agg_id: int, share: bytes) -> np.ndarray:
+        return self.xof.expand_into_vec(
+            self.field,
+            share,
+            self._dst(USAGE_PROOF_SHARE, ctx),
+            bytes([self.PROOFS, agg_id]),
+            self.flp.PROOF_LEN * self.PROOFS,
+        )
+
+    def _prove_rands(self, ctx: bytes, seed: bytes) -> np.ndarray:
+        return self.xof.expand_into_vec(
+            self.field, seed, self._dst(USAGE_PROVE_RANDOMNESS, ctx), bytes([self.PROOFS]),
+            self.flp.PROVE_RAND_LEN * self.PROOFS,
+        )
+
+    def _query_rands(self, verify_key: bytes, ctx: bytes, nonce: bytes) -> np.ndarray:
+        return self.xof.expand_into_vec(
+            self.field, verify_key, self._dst(USAGE_QUERY_RANDOMNESS, ctx), bytes([self.PROOFS]) + nonce,
+            self.flp.QUERY_RAND_LEN * self.PROOFS,
+        )
+
+    def _joint_rand_part(self, ctx: bytes, agg_id: int, blind: bytes, meas_share: np.ndarray, nonce: bytes) -> bytes:
+        return self.xof.derive_seed(
+            blind, self._dst(USAGE_JOINT_RAND_PART, ctx), bytes([agg_id]) + nonce + self.field.encode_vec(meas_share)
+        )
+
+    def _joint_rand_seed(self, ctx: bytes, parts: Sequence[bytes]) -> bytes:
+        return self.xof.derive_seed(bytes(self.xof.SEED_SIZE), self._dst(USAGE_JOINT_RAND_SEED, ctx), b"".join(parts))
+
+    def _joint_rands(self, ctx: bytes, seed: bytes) -> np.ndarray:
+        return self.xof.expand_into_vec(
+            self.field, seed, self._dst(USAGE_JOINT_RANDOMNESS, ctx), bytes([self.PROOFS]),
+            self.flp.JOINT_RAND_LEN * self.PROOFS,
+        )
+
+    # ------------------------------------------------------------------ client
+    def shard(self, ctx: bytes, measurement: M, nonce: bytes, rand: bytes) -> tuple[bytes, list[bytes]]:
+        """Client: encode, secret-share, prove (draft Section 7.2.1)."""
+        meas = self.flp.encode(measurement)
+        return self.shard_encoded(ctx, meas, nonce, rand)
+
+    def shard_encoded(self, ctx: bytes, meas: np.ndarray, nonce: bytes, rand: bytes) -> tuple[bytes, list[bytes]]:
+        """Shard an already encoded measurement (also how tests play a malicious client)."""
+        if len(nonce) != self.NONCE_SIZE:
+            raise ValueError("nonce must be NONCE_SIZE bytes")
+        if len(rand) != self.RAND_SIZE:
+            raise ValueError("rand must be RAND_SIZE bytes")
+        if meas.shape != (self.flp.MEAS_LEN,):
+            raise InvalidMeasurement("encoded measurement has the wrong length")
+        f = self.field
+        s = self.xof.SEED_SIZE
+        seeds = [rand[i : i + s] for i in range(0, len(rand), s)]
+        k = self.SHARES - 1
+        if self._uses_jr:
+            helper_shares = seeds[0 : 2 * k : 2]
+            helper_blinds = seeds[1 : 2 * k : 2]
+            leader_blind, prove_seed = seeds[2 * k], seeds[2 * k + 1]
+        else:
+            helper_shares = seeds[:k]
+            helper_blinds = []
+            leader_blind, prove_seed = b"", seeds[k]
+
+        leader_meas = meas
+        parts: list[bytes] = []
+        for j, share in enumerate(helper_shares, start=1):
+            helper_meas = self._helper_meas_share(ctx, j, share)
+            leader_meas = f.sub(leader_meas, helper_meas)
+            if self._uses_jr:
+                parts.append(self._joint_rand_part(ctx, j, helper_blinds[j - 1], helper_meas, nonce))
+        if self._uses_jr:
+            parts.insert(0, self._joint_rand_part(ctx, 0, leader_blind, leader_meas, nonce))
+            joint_rands = self._joint_rands(ctx, self._joint_rand_seed(ctx, parts))
+
+        prove_rands = self._prove_rands(ctx, prove_seed)
+        jl, pl = self.flp.JOINT_RAND_LEN, self.flp.PROVE_RAND_LEN
+        proofs = [
+            self.flp.prove(
+                meas,
+                prove_rands[i * pl : (i + 1) * pl],
+                joint_rands[i * jl : (i + 1) * jl] if self._uses_jr else f.zeros(0),
+            )
+            for i in range(self.PROOFS)
+        ]
+        leader_proofs = np.concatenate(proofs)
+        for j, share in enumerate(helper_shares, start=1):
+            leader_proofs = f.sub(leader_proofs, self._helper_proofs_share(ctx, j, share))
+
+        leader = f.encode_vec(leader_meas) + f.encode_vec(leader_proofs) + leader_blind
+        helpers = [share + blind for share, blind in zip(helper_shares, helper_blinds or [b""] * k)]
+        return b"".join(parts), [leader] + helpers
+
+    # ------------------------------------------------------------------ decoding
+    def _decode_public_share(self, encoded: bytes) -> list[bytes] | None:
+        s = self.xof.SEED_SIZE
+        if not self._uses_jr:
+            if encoded:
+                raise DecodeError("public share must be empty for this Prio3 variant")
+            return None
+        if len(encoded) != s * self.SHARES:
+            raise DecodeError("public share has the wrong length")
+        return [encoded[i : i + s] for i in range(0, len(encoded), s)]
+
+    def _decode_input_share(self, ctx: bytes, agg_id: int, encoded: bytes) -> tuple[np.ndarray, np.ndarray, bytes]:
+        f = self.field
+        s = self.xof.SEED_SIZE
+        blind_len = s if self._uses_jr else 0
+        if agg_id == 0:
+            meas_len = f.ENCODED_SIZE * self.flp.MEAS_LEN
+            proof_len = f.ENCODED_SIZE * self.flp.PROOF_LEN * self.PROOFS
+            if len(encoded) != meas_len + proof_len + blind_len:
+                raise DecodeError("leader input share has the wrong length")
+            meas = f.decode_vec(encoded[:meas_len])
+            proofs = f.decode_vec(encoded[meas_len : meas_len + proof_len])
+            return meas, proofs, encoded[meas_len + proof_len :]
+        if len(encoded) != s + blind_len:
+            raise DecodeError("helper input share has the wrong length")
+        share = encoded[:s]
+        return self._helper_meas_share(ctx, agg_id, share), self._helper_proofs_share(ctx, agg_id, share), encoded[s:]
+
+    def _check_agg_param(self, agg_param: bytes) -> None:
+        if agg_param != b"":
+            raise DecodeError("Prio3 takes no aggregation parameter")
+
+    # ------------------------------------------------------------------ aggregators
+    def verify_init(
+        self,
+        verify_key: bytes,
+        ctx: bytes,
+        agg_id: int,
+        agg_param: bytes,
+        nonce: bytes,
+        public_share: bytes,
+        input_share: bytes,
+    ) -> tuple[Prio3VerifyState, bytes]:
+        """Aggregator: expand its share, query the proofs (draft Section 7.2.2)."""
+        if len(verify_key) != self.VERIFY_KEY_SIZE:
+            raise ValueError("verify_key must be VERIFY_KEY_SIZE bytes")
+        if not 0 <= agg_id < self.SHARES:
+            raise ValueError("agg_id out of range")
+        if len(nonce) != self.NONCE_SIZE:
+            raise DecodeError("nonce has the wrong length")
+        self._check_agg_param(agg_param)
+        f = self.field
+        parts = self._decode_public_share(public_share)
+        meas_share, proofs_share, blind = self._decode_input_share(ctx, agg_id, input_share)
+        out_share = self.flp.truncate(meas_share)
+
+        corrected_seed: bytes | None = None
+        jr_part = b""
+        joint_rands = f.zeros(0)
+        if self._uses_jr:
+            assert parts is not None  # guaranteed by _decode_public_share (not a validation)
+            jr_part = self._joint_rand_part(ctx, agg_id, blind, meas_share, nonce)
+            parts = list(parts)
+            parts[agg_id] = jr_part
+            corrected_seed = self._joint_rand_seed(ctx, parts)
+            joint_rands = self._joint_rands(ctx, corrected_seed)
+
+        query_rands = self._query_rands(verify_key, ctx, nonce)
+        pl, ql, jl = self.flp.PROOF_LEN, self.flp.QUERY_RAND_LEN, self.flp.JOINT_RAND_LEN
+        verifiers = [
+            self.flp.query(
+                meas_share,
+                proofs_share[i * pl : (i + 1) * pl],
+                query_rands[i * ql : (i + 1) * ql],
+                joint_rands[i * jl : (i + 1) * jl],
+                self.SHARES,
+            )
+            for i in range(self.PROOFS)
+        ]
+        verifier_share = f.encode_vec(np.concatenate(verifiers)) + jr_part
+        return Prio3VerifyState(out_share, corrected_seed), verifier_share
+
+    def _decode_verifier_share(self, encoded: bytes) -> tuple[np.ndarray, bytes]:
+        f = self.field
+        vlen = f.ENCODED_SIZE * self.flp.VERIFIER_LEN * self.PROOFS
+        jlen = self.xof.SEED_SIZE if self._uses_jr else 0
+        if len(encoded) != vlen + jlen:
+            raise DecodeError("verifier share has the wrong length")
+        return f.decode_vec(encoded[:vlen]), encoded[vlen:]
+
+    def verifier_shares_to_message(self, ctx: bytes, agg_param: bytes, verifier_shares: list[bytes]) -> bytes:
+        """Leader: sum verifier shares, decide each proof, derive the joint randomness seed."""
+        self._check_agg_param(agg_param)
+        if len(verifier_shares) != self.SHARES:
+            raise DecodeError("expected one verifier share per aggregator")
+        f = self.field
+        decoded = [self._decode_verifier_share(v) for v in verifier_shares]
+        total = decoded[0][0]
+        for vec, _ in decoded[1:]:
+            total = f.add(total, vec)
+        vl = self.flp.VERIFIER_LEN
+        for i in range(self.PROOFS):
+            if not self.flp.decide(total[i * vl : (i + 1) * vl]):
+                raise VerifyError("proof verifier check failed")
+        if not self._uses_jr:
+            return b""
+        return self._joint_rand_seed(ctx, [part for _, part in decoded])
+
+    def verify_next(self, ctx: bytes, state: Prio3VerifyState, verifier_message: bytes) -> np.ndarray:
+        """Aggregator: check the joint randomness the client used, release the output share."""
+        if self._uses_jr:
+            if len(verifier_message) != self.xof.SEED_SIZE:
+                raise DecodeError("verifier message has the wrong length")
+            assert state.corrected_joint_rand_seed is not None  # set by verify_init when jr is used
+            if not hmac.compare_digest(verifier_message, state.corrected_joint_rand_seed):
+                raise VerifyError("joint randomness check failed")
+        elif verifier_message != b"":
+            raise DecodeError("verifier message must be empty for this Prio3 variant")
+        return state.out_share
+
+    # ------------------------------------------------------------------ aggregation
+    def agg_init(self, agg_param: bytes) -> np.ndarray:
+        self._check_agg_param(agg_param)
+        return self.field.zeros(self.flp.OUTPUT_LEN)
+
+    def agg_update(self, agg_param: bytes, agg_share: np.ndarray, out_share: np.ndarray) -> np.ndarray:
+        self._check_agg_param(agg_param)
+        if out_share.shape != (self.flp.OUTPUT_LEN,):
+            raise ValueError("output share has the wrong length")
+        return self.field.add(agg_share, out_share)
+
+    def merge(self, agg_param: bytes, agg_shares: list[np.ndarray]) -> np.ndarray:
+        agg = self.agg_init(agg_param)
+        for share in agg_shares:
+            agg = self.agg_update(agg_param, agg, share)
+        return agg
+
+    def encode_agg_share(self, agg_share: np.ndarray) -> bytes:
+        return self.field.encode_vec(agg_share)
+
+    def decode_agg_share(self, encoded: bytes) -> np.ndarray:
+        if len(encoded) != self.field.ENCODED_SIZE * self.flp.OUTPUT_LEN:
+            raise DecodeError("aggregate share has the wrong length")
+        return self.field.decode_vec(encoded)
+
+    def unshard(self, agg_param: bytes, agg_shares: list[bytes], num_measurements: int) -> R:
+        """Collector: sum the aggregate shares and decode (draft Section 7.2.6)."""
+        if len(agg_shares) != self.SHARES:
+            raise DecodeError("expected one aggregate share per aggregator")
+        if num_measurements < 1:
+            raise ValueError("num_measurements must be positive")
+        agg = self.merge(agg_param, [self.decode_agg_share(a) for a in agg_shares])
+        return self.flp.decode(agg, num_measurements)
+
+
+# ---------------------------------------------------------------------- variants
+class Prio3Count(Prio3[int, int]):
+    """Draft Section 7.4.1, ID 0x00000001, Field64, 1 proof."""
+
+    def __init__(self, shares: int) -> None:
+        super().__init__(shares, Count(Field64), 1, 0x00000001)
+
+
+class Prio3Sum(Prio3[int, int]):
+    """Draft Section 7.4.2, ID 0x00000002, Field64, 1 proof."""
+
+    def __init__(self, shares: int, max_measurement: int) -> None:
+        _check_pos_int("max_measurement", max_measurement)
+        try:
+            valid = Sum(Field64, max_measurement)
+        except ValueError as exc:
+            raise InvalidTask(str(exc)) from exc
+        super().__init__(shares, valid, 1, 0x00000002)
+
+
+class Prio3SumVec(Prio3[list[int], list[int]]):
+    """Draft Section 7.4.3, ID 0x00000003, Field128, 1 proof."""
+
+    def __init__(self, shares: int, length: int, max_measurement: int, chunk_length: int) -> None:
+        for name, v in (("length", length), ("max_measurement", max_measurement), ("chunk_length", chunk_length)):
+            _check_pos_int(name, v)
+        try:
+            valid = SumVec(Field128, length, max_measurement, chunk_length)
+        except ValueError as exc:
+            raise InvalidTask(str(exc)) from exc
+        super().__init__(shares, valid, 1, 0x00000003)
+
+
+class Prio3Histogram(Prio3[int, list[int]]):
+    """Draft Section 7.4.4, ID 0x00000004, Field128, 1 proof."""
+
+    def __init__(self, shares: int, length: int, chunk_length: int) -> None:
+        for name, v in (("length", length), ("chunk_length", chunk_length)):
+            _check_pos_int(name, v)
+        super().__init__(shares, Histogram(Field128, length, chunk_length), 1, 0x00000004)
+
+
+class Prio3MultihotCountVec(Prio3[list[int], list[int]]):
+    """Draft Section 7.4.5, ID 0x00000005, Field128, 1 proof."""
+
+    def __init__(self, shares: int, length: int, max_weight: int, chunk_length: int) -> None:
+        for name, v in (("length", length), ("max_weight", max_weight), ("chunk_length", chunk_length)):
+            _check_pos_int(name, v)
+        try:
+            valid = MultihotCountVec(Field128, length, max_weight, chunk_length)
+        except ValueError as exc:
+            raise InvalidTask(str(exc)) from exc
+        super().__init__(shares, valid, 1, 0x00000005)
+
+
+class Prio3SumVecWithMultiproof(Prio3[list[int], list[int]]):
+    """Draft Section 7.4.3 with a smaller field and several proofs (test codepoint 0xFFFFFFFF).
+
+    The draft's vectors use Field64 with 3 proofs; see docs/prio3.md for the
+    robustness trade-off (Section 9.7 of the draft).
+    """
+
+    def __init__(
+        self,
+        shares: int,
+        length: int,
+        max_measurement: int,
+        chunk_length: int,
+        num_proofs: int = 3,
+        field: type[_PrimeField] = Field64,
+    ) -> None:
+        for name, v in (("length", length), ("max_measurement", max_measurement), ("chunk_length", chunk_length)):
+            _check_pos_int(name, v)
+        if field not in (Field64, Field128):
+            raise InvalidTask("field must be Field64 or Field128")
+        if field is Field64 and num_proofs < 2:
+            raise InvalidTask("Field64 needs at least 2 proofs for the draft's robustness bound")
+        try:
+            valid = SumVec(field, length, max_measurement, chunk_length)
+        except ValueError as exc:
+            raise InvalidTask(str(exc)) from exc
+        super().__init__(shares, valid, num_proofs, 0xFFFFFFFF)
+
+
+class Prio3FixedPointBoundedL2Vec(Prio3[Sequence[float], list[float]]):
+    """Our extension (private codepoint 0xFFFF1000, Field128): see docs/prio3.md."""
+
+    def __init__(
+        self,
+        shares: int,
+        length: int,
+        frac_bits: int,
+        chunk_length: int,
+        norm_chunk_length: int,
+        max_norm_sq: Fraction | int | str = 1,
+        num_proofs: int = 1,
+    ) -> None:
+        for name, v in (("length", length), ("frac_bits", frac_bits), ("chunk_length", chunk_length),
+                        ("norm_chunk_length", norm_chunk_length)):
+            _check_pos_int(name, v)
+        try:
+            valid = FixedPointBoundedL2Vec(
+                Field128, length, frac_bits, chunk_length, norm_chunk_length, Fraction(max_norm_sq)
+            )
+        except (ValueError, ZeroDivisionError) as exc:
+            raise InvalidTask(str(exc)) from exc
+        super().__init__(shares, valid, num_proofs, 0xFFFF1000)
+        self.valid = valid
+
+
+def _check_pos_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidTask(f"{name} must be a positive integer")
+
+
+__all__ = [
+    "Prio3",
+    "Prio3VerifyState",
+    "Prio3Count",
+    "Prio3Sum",
+    "Prio3SumVec",
+    "Prio3Histogram",
+    "Prio3MultihotCountVec",
+    "Prio3SumVecWithMultiproof",
+    "Prio3FixedPointBoundedL2Vec",
+    "format_dst",
+    "VERSION",
+]
