@@ -287,7 +287,7 @@ def test_controller_denied_on_edge_only_method(tpki: ProbePki, caplog: pytest.Lo
 def test_denial_names_all_allowed_roles(tpki: ProbePki) -> None:
     async def body(r: Running) -> Any:
         async with channel(r, tpki.leaves["controller"].channel()) as ch:
-            return await outcome(ch.stream_unary(m("Ingest"))(requests(b"a"), timeout=10))
+            return await outcome(ch.stream_unary(m("Ingest"))(requests(), timeout=10))
 
     code, details = run(serve(tpki, body))
     assert code is grpc.StatusCode.PERMISSION_DENIED
@@ -402,12 +402,12 @@ def test_sync_handler_rejected(tpki: ProbePki) -> None:
 # --- all four call shapes, allowed and refused --------------------------------------
 
 
-def _shape_call(ch: grpc.aio.Channel, name: str) -> Awaitable[Any]:
+def _shape_call(ch: grpc.aio.Channel, name: str, *, send: bool = True) -> Awaitable[Any]:
     if name in ("Watch", "WatchWrite"):
         return collect(ch.unary_stream(m(name))(b"req", timeout=10))
     if name == "Ingest":
-        return ch.stream_unary(m(name))(requests(b"ab", b"cde"), timeout=10)
-    return collect(ch.stream_stream(m(name))(requests(b"p", b"q"), timeout=10))
+        return ch.stream_unary(m(name))(requests(*(b"ab", b"cde")[: 2 * send]), timeout=10)
+    return collect(ch.stream_stream(m(name))(requests(*(b"p", b"q")[: 2 * send]), timeout=10))
 
 
 @pytest.mark.parametrize(
@@ -433,9 +433,12 @@ def test_streaming_shapes_allowed(tpki: ProbePki, name: str, role: str, expected
     [("Watch", "edge"), ("WatchWrite", "admin"), ("Ingest", "controller"), ("Echo", "edge")],
 )
 def test_streaming_shapes_denied(tpki: ProbePki, name: str, role: str) -> None:
+    # Request streams stay empty: a grpc.aio *client* that is still writing when the
+    # server's status arrives may report INTERNAL "Internal error from Core" instead of
+    # the server's status (grpc/grpc#36066, fix proposed in grpc/grpc#43486).
     async def body(r: Running) -> Any:
         async with channel(r, tpki.leaves[role].channel()) as ch:
-            return await outcome(_shape_call(ch, name)), r.probe.invoked
+            return await outcome(_shape_call(ch, name, send=False)), r.probe.invoked
 
     (code, details), invoked = run(serve(tpki, body))
     assert code is grpc.StatusCode.PERMISSION_DENIED
