@@ -27,11 +27,17 @@ def zeros(n: int) -> np.ndarray:
 def from_ints(values) -> np.ndarray:
     """Reduce Python/numpy integers (any sign, any size) into the ring."""
     arr = np.asarray(values)
+    if arr.dtype.kind == "f" and not isinstance(values, np.ndarray):
+        # numpy promotes a list mixing int64- and uint64-sized ints to float64: keep them exact
+        arr = np.asarray(values, dtype=object)
     if arr.dtype.kind in "iu":
         return arr.astype(DTYPE)  # C cast: two's complement for negatives
     if arr.dtype.kind != "O":
         raise TypeError(f"ring elements must be integers, got dtype {arr.dtype}")
-    return np.array([int(v) % MODULUS for v in arr.ravel()], dtype=DTYPE).reshape(arr.shape)
+    flat = arr.ravel()
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in flat):
+        raise TypeError("ring elements must be integers")
+    return np.array([int(v) % MODULUS for v in flat], dtype=DTYPE).reshape(arr.shape)
 
 
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
