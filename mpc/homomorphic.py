@@ -108,6 +108,21 @@ class HomomorphicParams:
                 raise InvalidTask("max_reports * max_abs exceeds the CKKS decryptable range")
 
 
+def public_key_from_bytes(
+    mode: Literal["paillier", "ckks"], data: bytes, *, insecure_test_bits: int | None = None
+) -> PublicKey:
+    """Load a task's ``he_public_key`` (Paillier JSON or CKKS public context bundle).
+
+    ``insecure_test_bits`` admits a small Paillier test modulus (tests only).
+    Raises `DecodeError` on malformed or secret-bearing key material.
+    """
+    if mode == "paillier":
+        return paillier.PaillierPublicKey.from_json(data, insecure_test_bits=insecure_test_bits)
+    if mode == "ckks":
+        return ckks.CkksPublicContext.from_bytes(data)
+    raise InvalidTask(f"no homomorphic public key for mode {mode!r}")
+
+
 def _public(key: PublicKey | SecretKey) -> PublicKey:
     if isinstance(key, paillier.PaillierSecretKey):
         return key.public_key
@@ -120,9 +135,9 @@ def _paillier_values(params: HomomorphicParams, measurement: Any) -> list[int]:
     arr = np.atleast_1d(np.asarray(measurement))
     if arr.dtype.kind not in "iu" and not (arr.dtype == object and all(isinstance(v, int) for v in arr.flat)):
         raise InvalidMeasurement("paillier measurements must be integers")
-    values = [int(v) for v in arr.tolist()]
-    if arr.ndim != 1 or len(values) != params.length:
+    if arr.ndim != 1 or arr.size != params.length:
         raise InvalidMeasurement(f"measurement must have {params.length} entries")
+    values = [int(v) for v in arr.tolist()]
     if any(abs(v) > params.max_abs for v in values):
         raise InvalidMeasurement(f"measurement entry exceeds max_abs = {params.max_abs}")
     return values
@@ -132,8 +147,10 @@ def _ckks_values(params: HomomorphicParams, measurement: Any) -> np.ndarray:
     arr = np.atleast_1d(np.asarray(measurement, dtype=np.float64))
     if arr.ndim != 1 or arr.size != params.length:
         raise InvalidMeasurement(f"measurement must have {params.length} entries")
-    if not np.all(np.isfinite(arr)) or np.any(np.abs(arr) > params.max_abs):
-        raise InvalidMeasurement(f"measurement entries must be finite with |x| <= {params.max_abs}")
+    if not np.all(np.isfinite(arr)):
+        raise InvalidMeasurement("measurement entries must be finite")
+    if np.any(np.abs(arr) > params.max_abs):
+        raise InvalidMeasurement(f"measurement entry exceeds max_abs = {params.max_abs}")
     return arr
 
 
@@ -324,7 +341,10 @@ def add_noise_homomorphically(
     if acc.noised:
         raise ValueError("noise already added to this accumulator")
     arr = np.asarray(noise)
-    if arr.ndim != 1 or arr.size != acc.params.length or arr.dtype.kind not in "iu":
+    integral = arr.dtype.kind in "iu" or (
+        arr.dtype == object and all(isinstance(v, int) and not isinstance(v, bool) for v in arr.flat)
+    )
+    if arr.ndim != 1 or arr.size != acc.params.length or not integral:
         raise ValueError(f"noise must be an integer vector of length {acc.params.length}")
     key = acc._keys[acc.current_key_id]
     if acc.params.mode == "paillier":
