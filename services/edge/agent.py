@@ -28,6 +28,7 @@ from secrets import SystemRandom
 from typing import Any
 
 import aiomqtt
+import numpy as np
 
 from mpc.client import shard_report
 from mpc.errors import InvalidMeasurement, InvalidTask
@@ -129,6 +130,10 @@ def _check_stream_task(stream: StreamConfig, task: Task) -> None:
         raise EdgeConfigError(f"stream {stream.name!r}: a sumvec task needs measurement.index")
     if not isinstance(m, SumVec) and stream.measurement.index is not None:
         raise EdgeConfigError(f"stream {stream.name!r}: measurement.index is only for sumvec tasks")
+    if any(r.rule == "local_noise" for r in stream.rules) and not isinstance(m, (Sum, SumVec)):
+        raise EdgeConfigError(
+            f"stream {stream.name!r}: local_noise needs a sum, mean or sumvec task (a {m.NAME} is not additive noise's domain)"
+        )
 
 
 class _Stream:
@@ -150,8 +155,8 @@ class _Stream:
 class EdgeAgent:
     """One edge node: streams, outbox and uploader wired together.
 
-    ``clock`` (seconds) and ``jitter``/``rand`` are seams for tests; in
-    production they are wall time and the OS CSPRNG.
+    ``clock`` (seconds), ``jitter``/``rand`` and ``noise_rng`` are seams for
+    tests; in production they are wall time and the OS CSPRNG.
     """
 
     def __init__(
@@ -163,8 +168,10 @@ class EdgeAgent:
         clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = SystemRandom().random,
         rand: Callable[[int], bytes] = os.urandom,
+        noise_rng: np.random.Generator | None = None,
     ) -> None:
         self.config = config
+        self._noise_rng = noise_rng
         self.uploader = uploader
         self.clock = clock
         self._jitter = jitter
@@ -261,7 +268,8 @@ class EdgeAgent:
             m.windows_empty += 1
             return 0
         task = stream.task
-        measurement, clamped = to_measurement(task.measurement, result.value)
+        noisy = stream.pipeline.add_noise(result.value, self._noise_rng)
+        measurement, clamped = to_measurement(task.measurement, noisy)
         m.windows_clamped += int(clamped)
         report = shard_report(
             task, measurement, time=ws, report_id=self.outbox.report_id(task.task_id, ws), rand=self._rand

@@ -20,6 +20,7 @@ import os
 import re
 import stat
 import tomllib
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -35,6 +36,7 @@ __all__ = [
     "EdgeConfig",
     "EdgeConfigError",
     "KeepRule",
+    "LocalNoiseRule",
     "MeasurementMap",
     "MqttConfig",
     "OutboxConfig",
@@ -182,12 +184,63 @@ class SuppressBelowKRule(_Model):
     k: int = Field(ge=2, le=1 << 20)
 
 
+def _exact(value: Any, what: str) -> Fraction:
+    """A DP parameter as an exact rational: 0.1 means 1/10, not the nearest double."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{what} must be a number or a decimal string")
+    try:
+        q = Fraction(str(value))
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{what} is not a number") from None
+    if q <= 0:
+        raise ValueError(f"{what} must be > 0")
+    return q
+
+
+class LocalNoiseRule(_Model):
+    """Local DP: add exact discrete noise to the node's window measurement (then clamp).
+
+    ``discrete_laplace``: scale = sensitivity / epsilon, epsilon-DP per window
+    (CKS20 Algorithm 2).  ``discrete_gaussian``: sigma^2 = sensitivity^2 / (2 rho),
+    rho-zCDP per window (CKS20 Algorithm 3, Theorem 14).  ``sensitivity`` is
+    how much one contributor can move the window measurement (after clipping).
+    A window-level rule: it must be the last rule of the stream.
+    """
+
+    rule: Literal["local_noise"]
+    mechanism: Literal["discrete_laplace", "discrete_gaussian"]
+    sensitivity: int = Field(ge=1, le=1 << 40)
+    epsilon: Fraction | None = None
+    rho: Fraction | None = None
+
+    @field_validator("epsilon", "rho", mode="before")
+    @classmethod
+    def _rational(cls, value: Any, info: Any) -> Fraction | None:
+        return None if value is None else _exact(value, info.field_name)
+
+    @model_validator(mode="after")
+    def _params(self) -> "LocalNoiseRule":
+        if self.mechanism == "discrete_laplace" and (self.epsilon is None or self.rho is not None):
+            raise ValueError("discrete_laplace takes epsilon (and no rho)")
+        if self.mechanism == "discrete_gaussian" and (self.rho is None or self.epsilon is not None):
+            raise ValueError("discrete_gaussian takes rho (and no epsilon)")
+        return self
+
+    def scale(self) -> Fraction:
+        """Laplace scale t/s or Gaussian sigma^2, exact."""
+        if self.epsilon is not None:
+            return Fraction(self.sensitivity) / self.epsilon
+        return Fraction(self.sensitivity**2) / (2 * self.rho)  # type: ignore[operator]
+
+
 Rule = Annotated[
-    Union[DropRule, KeepRule, CoarsenTimeRule, ZoneRule, BucketRule, QuantizeRule, ClipRule, SuppressBelowKRule],
+    Union[
+        DropRule, KeepRule, CoarsenTimeRule, ZoneRule, BucketRule, QuantizeRule, ClipRule, SuppressBelowKRule, LocalNoiseRule
+    ],
     Field(discriminator="rule"),
 ]
 
-RULE_NAMES = ("drop", "keep", "coarsen_time", "zone", "bucket", "quantize", "clip", "suppress_below_k")
+RULE_NAMES = ("drop", "keep", "coarsen_time", "zone", "bucket", "quantize", "clip", "suppress_below_k", "local_noise")
 
 
 class MeasurementMap(_Model):
@@ -259,6 +312,9 @@ class StreamConfig(_Model):
             culprit = _removed_after(self.rules, name)
             if culprit is not None:
                 raise ValueError(f"measurement field {name!r} is removed by {culprit}")
+        noise = [i for i, r in enumerate(self.rules) if isinstance(r, LocalNoiseRule)]
+        if noise and noise != [len(self.rules) - 1]:
+            raise ValueError(f"local_noise acts on the window measurement: one rule, the last one (found at {noise})")
         suppress = [i for i, r in enumerate(self.rules) if isinstance(r, SuppressBelowKRule)]
         if len(suppress) > 1:
             raise ValueError(f"at most one suppress_below_k rule per stream (rules {suppress})")
@@ -330,7 +386,7 @@ class MqttConfig(_Model):
                     raise EdgeConfigError(f"mqtt.password_file {path}: permissions {oct(mode & 0o777)}, need 0600")
                 return SecretStr(path.read_text(encoding="utf-8").rstrip("\r\n"))
             except OSError as e:
-                raise EdgeConfigError(f"mqtt.password_file {path}: {e.strerror}") from None
+                raise EdgeConfigError(f"mqtt.password_file {path}: cannot read: {e.strerror}") from None
         return None
 
 

@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Hashable
 
+import numpy as np
+
+from crypto import dp_noise
 from mpc.errors import TwinMpcError
 
 from .config import (
@@ -31,6 +34,7 @@ from .config import (
     CoarsenTimeRule,
     DropRule,
     KeepRule,
+    LocalNoiseRule,
     QuantizeRule,
     StreamConfig,
     SuppressBelowKRule,
@@ -115,6 +119,7 @@ class Pipeline:
         self.suppress: SuppressBelowKRule | None = next(
             (r for r in stream.rules if isinstance(r, SuppressBelowKRule)), None
         )
+        self.noise: LocalNoiseRule | None = next((r for r in stream.rules if isinstance(r, LocalNoiseRule)), None)
 
     def __repr__(self) -> str:
         return f"Pipeline(stream={self.stream.name!r}, rules={len(self.stream.rules)}, key=<redacted>)"
@@ -158,6 +163,8 @@ class Pipeline:
             elif isinstance(rule, ClipRule):
                 v = _number(rec, rule.field, i)
                 rec[rule.field] = min(max(v, rule.min), rule.max)
+            elif isinstance(rule, LocalNoiseRule):
+                pass  # window-level: see add_noise()
             elif isinstance(rule, SuppressBelowKRule):
                 contributor = self._pseudonym(rec.pop(rule.contributor, None), rule, i)
                 if not isinstance(rec.get(rule.zone), (int, str)) or isinstance(rec.get(rule.zone), bool):
@@ -169,6 +176,22 @@ class Pipeline:
         index = _integer(rec, m.index, None) if m.index is not None else None
         zone = rec[self.suppress.zone] if self.suppress is not None else None
         return MinimisedReading(time=t, value=value, index=index, zone=zone, contributor=contributor, fields=rec)
+
+    def add_noise(self, value: int | list[int], rng: np.random.Generator | None = None) -> int | list[int]:
+        """Add the local_noise rule's exact discrete noise to a window value (identity without one).
+
+        ``rng`` is a seam for tests only; production noise comes from os.urandom.
+        """
+        if self.noise is None:
+            return value
+        n = len(value) if isinstance(value, list) else 1
+        if self.noise.mechanism == "discrete_laplace":
+            noise = dp_noise.discrete_laplace_batch(self.noise.scale(), n, rng)
+        else:
+            noise = dp_noise.discrete_gaussian_batch(self.noise.scale(), n, rng)
+        if isinstance(value, list):
+            return [v + int(z) for v, z in zip(value, noise.tolist())]
+        return value + int(noise[0])
 
     @staticmethod
     def _zone(rule: ZoneRule, rec: dict[str, Any], i: int) -> int:
