@@ -412,24 +412,32 @@ def issue_in_memory(
 
 
 def _write_file(path: Path, data: bytes, mode: int, overwrite: bool) -> None:
-    """Write atomically (temp + rename) with `mode` set before any byte is written."""
-    if path.exists() and not overwrite:
-        raise PkiError(f"{path} exists; refusing to overwrite")
+    """Write a complete file atomically, with `mode` set before any byte is written.
+
+    The data goes to a private temp file first; it is then renamed over `path`
+    (overwrite) or hard-linked to it, which fails if `path` exists (no clobbering,
+    even when two `issue` calls race).
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        os.fchmod(fd, mode)  # the umask may have narrowed or the FS widened it
+        os.fchmod(fd, mode)  # the umask may have narrowed it
         with os.fdopen(fd, "wb") as fh:
             fd = -1
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise PkiError(f"{path} exists; refusing to overwrite") from None
+    finally:
         if fd >= 0:
             os.close(fd)
         tmp.unlink(missing_ok=True)
-        raise
 
 
 def _read_secret_file(path: Path) -> bytes:
