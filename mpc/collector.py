@@ -22,6 +22,7 @@ class CollectionResult:
     report_count: int
     result: Any
     dp: dict[str, Any]
+    collection_id: str = ""
 
 
 def unshard(

@@ -80,6 +80,10 @@ class TwinRing64:
         leader, helper_seeds = sharing.split(encoded, self.SHARES, self._binder(ctx, nonce), rand=lambda _n: next(seeds))
         return b"", [ring.encode(leader), *helper_seeds]
 
+    def input_share_size(self, agg_id: int) -> int:
+        """Encoded size of aggregator `agg_id`'s input share (checked on upload)."""
+        return self.measurement.length * ring.ELEMENT_SIZE if agg_id == 0 else prg.SEED_SIZE
+
     def _expand(self, ctx: bytes, agg_id: int, nonce: bytes, input_share: bytes) -> np.ndarray:
         if agg_id == 0:
             return ring.decode(input_share, self.measurement.length)

@@ -1,0 +1,1 @@
+"""The aggregator service: gRPC servicers around the pure protocol in `mpc`."""

@@ -1,0 +1,83 @@
+"""Aggregator configuration: typed, rejects unknown keys, secrets only from files.
+
+Example (``aggregator.toml``)::
+
+    listen = "127.0.0.1:7001"
+    data_dir = "/var/lib/twinmpc/agg1"     # SQLite store, HPKE and datastore keys
+    identity = "agg1"
+
+    [tls]
+    cert = "pki/agg1.crt"
+    key = "pki/agg1.key"
+    ca = "pki/ca.crt"
+
+    [limits]
+    max_message_bytes = 16777216
+    upload_rate_per_second = 20000
+    upload_burst = 40000
+    collect_rate_per_second = 10
+    collect_burst = 20
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mpc.errors import InvalidTask
+
+
+class TlsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cert: Path
+    key: Path
+    ca: Path
+
+
+class Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1 << 30)
+    upload_rate_per_second: int = Field(50_000, ge=1)
+    upload_burst: int = Field(100_000, ge=1)
+    collect_rate_per_second: int = Field(20, ge=1)
+    collect_burst: int = Field(40, ge=1)
+    job_size: int = Field(2000, ge=1, le=100_000)
+    peer_timeout_seconds: float = Field(30.0, gt=0)
+
+
+class AggregatorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    listen: str = "127.0.0.1:0"
+    data_dir: Path
+    identity: str = "aggregator"
+    tls: TlsConfig
+    limits: Limits = Limits()
+    hpke_suite: str = "x25519-hkdf-sha256-aes128gcm"
+    log_level: str = "INFO"
+
+
+class ConfigError(InvalidTask):
+    """A configuration file failed validation; the message names the key."""
+
+
+def load_aggregator_config(path: str | Path) -> AggregatorConfig:
+    """Parse and validate an aggregator TOML file; relative paths resolve against it."""
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    base = path.parent
+    for section, keys in (("tls", ("cert", "key", "ca")),):
+        for k in keys:
+            if isinstance(doc.get(section), dict) and k in doc[section]:
+                doc[section][k] = str(base / doc[section][k])
+    if "data_dir" in doc:
+        doc["data_dir"] = str(base / doc["data_dir"])
+    try:
+        return AggregatorConfig.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"{path}: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from exc

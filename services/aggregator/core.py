@@ -1,0 +1,522 @@
+"""Aggregator state machine: uploads, aggregation jobs, collection.
+
+Transport-free: the servicers in `services.aggregator.servicers` decode
+protobuf, call these methods and map domain errors to gRPC status codes.
+The leader (aggregator index 0 of a task) stores uploaded reports durably,
+drives aggregation jobs as reports arrive (not on a timer), and answers
+collections; helpers verify their shares, de-duplicate report ids and
+accumulate.  Job steps are idempotent, so any process can be killed and
+restarted at any point without losing or double-counting a report:
+
+    leader                       helper(s)
+    acquire reports -> job J     .
+    InitJob(J) ---------------->  record report ids (replay check), open, verify_init
+    <----------------------------  verifier shares
+    verifier messages, persist J as 'continuing'
+    ContinueJob(J) ------------>  verify_next, accumulate, mark J done (once)
+    <----------------------------  accepted count, rejected ids
+    accumulate own shares, mark reports accepted, J done (one transaction)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from mpc import aggregator as agg
+from mpc.errors import (
+    BatchNotClosed,
+    BatchTooSmall,
+    DecodeError,
+    InvalidReport,
+    InvalidTask,
+    ReplayedReport,
+    StaleReport,
+    TwinMpcError,
+    UnknownTask,
+    VerifyError,
+)
+from mpc.report import REPORT_ID_SIZE, Report
+from mpc.task import Task
+from protos.twinmpc.v1 import twinmpc_pb2 as pb
+from protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
+from services.aggregator.config import AggregatorConfig
+from services.aggregator.keys import load_or_create_datastore_key, load_or_create_hpke
+from services.aggregator.metrics import Metrics
+from services.storage import HelperReportRow, NotFound, PendingReport, SqliteDatastore, TaskRecord
+
+log = logging.getLogger("twinmpc.aggregator")
+
+
+class NotThisRole(TwinMpcError):
+    """The request needs another aggregator role for this task (leader vs helper)."""
+
+
+class PeerFailure(TwinMpcError):
+    """A peer aggregator could not complete its step; the job will be retried."""
+
+
+class BatchMismatch(TwinMpcError):
+    """Aggregators disagree on which reports a window holds."""
+
+
+@dataclass(frozen=True)
+class LoadedTask:
+    task: Task
+    agg_index: int
+    verify_key: bytes
+
+    def __repr__(self) -> str:
+        return f"LoadedTask({self.task.task_id_b64}, agg_index={self.agg_index})"
+
+
+def _merge_accumulators(task: Task) -> Callable[[bytes | None, bytes], bytes]:
+    def merge(old: bytes | None, delta: bytes) -> bytes:
+        if old is None:
+            return delta
+        acc = agg.Accumulator.decode(task, old)
+        acc.merge(agg.Accumulator.decode(task, delta))
+        return acc.encode()
+
+    return merge
+
+
+class AggregatorCore:
+    """Everything one aggregator process knows and does, minus the transport."""
+
+    def __init__(
+        self,
+        config: AggregatorConfig,
+        *,
+        peer_credentials: grpc.ChannelCredentials | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.hpke = load_or_create_hpke(config.data_dir / "hpke_key.json", config.hpke_suite)
+        self.store = SqliteDatastore(config.data_dir / "aggregator.sqlite3", load_or_create_datastore_key(config.data_dir / "datastore.key"))
+        self.metrics = Metrics()
+        self.clock = clock
+        self._peer_credentials = peer_credentials
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._tasks: dict[bytes, LoadedTask] = {}
+        self._helper_states: dict[tuple[bytes, bytes], object] = {}
+        self._wakeup = asyncio.Event()
+        self._job_lock = asyncio.Lock()
+        self._driver: asyncio.Task | None = None
+        self._stopping = False
+
+    # --------------------------------------------------------------- tasks ---
+    def put_task(self, task_json: str, agg_index: int, verify_key: bytes) -> Task:
+        task = Task.from_json(task_json)
+        if not 0 <= agg_index < task.num_aggregators:
+            raise InvalidTask(f"aggregator_index {agg_index} outside 0..{task.num_aggregators - 1}")
+        mine = task.aggregators[agg_index].hpke_config
+        if task.mode == "shares" and mine != self.hpke.config:
+            raise InvalidTask(f"aggregators[{agg_index}].hpke_config is not this aggregator's HPKE config")
+        if task.mode == "shares" and len(verify_key) != task.scheme.VERIFY_KEY_SIZE:
+            raise InvalidTask(f"verify_key must be {task.scheme.VERIFY_KEY_SIZE} bytes for {task.vdaf}")
+        self.store.put_task(task.task_id, TaskRecord(task.to_json(), agg_index, verify_key))
+        self._tasks[task.task_id] = LoadedTask(task, agg_index, verify_key)
+        log.info("task stored", extra={"task": task.task_id_b64, "agg_index": agg_index})
+        return task
+
+    def load_task(self, task_id: bytes) -> LoadedTask:
+        loaded = self._tasks.get(task_id)
+        if loaded is None:
+            try:
+                record = self.store.get_task(task_id)
+            except NotFound:
+                raise UnknownTask("unknown task id") from None
+            loaded = LoadedTask(Task.from_json(record.task_json), record.agg_index, record.verify_key)
+            self._tasks[task_id] = loaded
+        return loaded
+
+    def list_tasks(self) -> list[Task]:
+        return [Task.from_json(r.task_json) for r in self.store.list_tasks()]
+
+    # -------------------------------------------------------------- upload ---
+    def ingest(self, task_id: bytes, reports: list[pb.Report]) -> list[pb.ReportOutcome]:
+        """Leader: validate, open own share, store durably; one outcome per report."""
+        started = time.perf_counter()
+        loaded = self.load_task(task_id)
+        if loaded.agg_index != 0:
+            raise NotThisRole("uploads go to the task's leader (aggregator 0)")
+        task = loaded.task
+        now = self.clock()
+        outcomes: list[pb.ReportOutcome | None] = []
+        rows: list[tuple[int, PendingReport]] = []
+        positions: list[int] = []
+        seen: set[bytes] = set()
+        for msg in reports:
+            try:
+                row = self._check_report(task, msg, now)
+                if row.report_id in seen:
+                    raise ReplayedReport("report id repeated within the upload")
+                seen.add(row.report_id)
+            except InvalidReport as exc:
+                outcomes.append(_outcome(msg.report_id, exc))
+                continue
+            positions.append(len(outcomes))
+            outcomes.append(None)
+            rows.append((task.window_start(row.time), row))
+        for pos, (_, row), result in zip(positions, rows, self.store.put_reports(task_id, rows), strict=True):
+            if result == "ok":
+                outcomes[pos] = pb.ReportOutcome(report_id=row.report_id, status=pb.ACCEPTED)
+            elif result == "replay":
+                outcomes[pos] = _outcome(row.report_id, ReplayedReport("report id already uploaded"))
+            else:
+                outcomes[pos] = _outcome(row.report_id, StaleReport("window already collected"))
+        accepted = sum(1 for o in outcomes if o is not None and o.status == pb.ACCEPTED)
+        self.metrics.inc("reports_uploaded_total", accepted, task=task.task_id_b64[:8])
+        for o in outcomes:
+            if o is not None and o.status != pb.ACCEPTED:
+                self.metrics.inc("reports_refused_total", status=pb.ReportStatus.Name(o.status))
+                log.warning("report refused: %s (%s)", pb.ReportStatus.Name(o.status), o.message)
+        if accepted:
+            self._wakeup.set()
+        self.metrics.observe("upload", time.perf_counter() - started)
+        return outcomes  # type: ignore[return-value]
+
+    def _check_report(self, task: Task, msg: pb.Report, now: float) -> PendingReport:
+        if len(msg.report_id) != REPORT_ID_SIZE:
+            raise DecodeError(f"report_id must be {REPORT_ID_SIZE} bytes, got {len(msg.report_id)}")
+        if abs(msg.time - now) > task.max_skew_seconds:
+            raise StaleReport(f"report time {msg.time} is outside +-{task.max_skew_seconds}s of the aggregator clock")
+        if len(msg.sealed_shares) != task.num_aggregators:
+            raise DecodeError(f"report carries {len(msg.sealed_shares)} sealed shares, task has {task.num_aggregators} aggregators")
+        report = Report(msg.report_id, msg.time, msg.public_share, tuple(msg.sealed_shares))
+        share = agg.open_input_share(task, self.hpke, 0, report)
+        expected = task.scheme.input_share_size(0)
+        if len(share) != expected:
+            raise DecodeError(f"leader input share is {len(share)} bytes, expected {expected}")
+        return PendingReport(report.report_id, report.time, report.public_share, share, report.sealed_shares[1:])
+
+    # ---------------------------------------------------------- leader jobs ---
+    def start(self) -> None:
+        """Start the job driver; resumes jobs a previous process left unfinished."""
+        if self._driver is None:
+            self._driver = asyncio.get_running_loop().create_task(self._drive_forever(), name="aggregation-driver")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wakeup.set()
+        if self._driver is not None:
+            self._driver.cancel()
+            try:
+                await self._driver
+            except (asyncio.CancelledError, Exception):
+                pass
+        for channel in self._channels.values():
+            await channel.close()
+        self.store.close()
+
+    async def _drive_forever(self) -> None:
+        backoff = 0.05
+        while not self._stopping:
+            try:
+                async with self._job_lock:
+                    worked = await self._resume_unfinished() or await self._run_next_job()
+                backoff = 0.05
+            except PeerFailure as exc:
+                log.warning("aggregation job postponed: %s", exc)
+                worked = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            if not worked:
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=0.5)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def _resume_unfinished(self) -> bool:
+        jobs = self.store.get_unfinished_jobs()
+        for job in jobs:
+            reports = self.store.get_job_reports(job.job_id)
+            loaded = self.load_task(job.task_id)
+            verdicts = None
+            if job.state == "continuing":
+                parsed = pb.AggregationJobContinue.FromString(job.verdicts)
+                verdicts = list(parsed.verdicts)
+            await self._run_job(loaded, job.job_id, reports, verdicts)
+        return bool(jobs)
+
+    async def _run_next_job(self) -> bool:
+        job_id = os.urandom(16)
+        claimed = self.store.acquire_pending_reports(job_id, self.config.limits.job_size)
+        if claimed is None:
+            return False
+        task_id, reports = claimed
+        await self._run_job(self.load_task(task_id), job_id, reports, None)
+        return True
+
+    async def flush_window(self, loaded: LoadedTask, window_start: int) -> None:
+        """Aggregate every stored report of a window now (before a collection)."""
+        async with self._job_lock:
+            await self._resume_unfinished()
+            while True:
+                job_id = os.urandom(16)
+                reports = self.store.acquire_window_reports(job_id, loaded.task.task_id, window_start, self.config.limits.job_size)
+                if not reports:
+                    break
+                await self._run_job(loaded, job_id, reports, None)
+
+    async def _run_job(self, loaded: LoadedTask, job_id: bytes, reports: list[PendingReport], verdicts) -> None:
+        started = time.perf_counter()
+        task = loaded.task
+        states: dict[bytes, object] = {}
+        leader_vshares: dict[bytes, bytes] = {}
+        for r in reports:
+            try:
+                states[r.report_id], leader_vshares[r.report_id] = agg.verify_init(
+                    task, loaded.verify_key, 0, r.report_id, r.public_share, r.leader_share
+                )
+            except InvalidReport:
+                pass
+        if verdicts is None:
+            verdicts = await self._init_helpers(task, job_id, reports, leader_vshares)
+            self.store.update_job_verdicts(
+                job_id, pb.AggregationJobContinue(task_id=task.task_id, job_id=job_id, verdicts=verdicts).SerializeToString()
+            )
+        rejected_by_helpers = await self._continue_helpers(task, job_id, verdicts)
+        accepted_ids: list[bytes] = []
+        rejected_ids: list[bytes] = []
+        deltas: dict[int, agg.Accumulator] = {}
+        by_id = {r.report_id: r for r in reports}
+        for v in verdicts:
+            state = states.get(v.report_id)
+            out = None
+            if v.accept and state is not None and v.report_id not in rejected_by_helpers:
+                try:
+                    out = agg.verify_finish(task, state, v.verifier_message)
+                except InvalidReport:
+                    out = None
+            if out is None:
+                rejected_ids.append(v.report_id)
+                continue
+            window = task.window_start(by_id[v.report_id].time)
+            deltas.setdefault(window, agg.Accumulator(task)).add([v.report_id], [out])
+            accepted_ids.append(v.report_id)
+        self.store.finish_leader_job(
+            job_id, task.task_id, {w: a.encode() for w, a in deltas.items()}, _merge_accumulators(task), accepted_ids, rejected_ids
+        )
+        self.metrics.inc("reports_aggregated_total", len(accepted_ids))
+        if rejected_ids:
+            self.metrics.inc("reports_invalid_total", len(rejected_ids))
+            log.warning("aggregation job rejected %d report(s) as invalid", len(rejected_ids))
+        self.metrics.observe("aggregate_job", time.perf_counter() - started)
+
+    def _stub(self, endpoint: str) -> pb_grpc.AggregationStub:
+        channel = self._channels.get(endpoint)
+        if channel is None:
+            if self._peer_credentials is None:
+                raise PeerFailure("no peer credentials configured")
+            opts = [("grpc.max_receive_message_length", self.config.limits.max_message_bytes),
+                    ("grpc.max_send_message_length", self.config.limits.max_message_bytes)]
+            channel = grpc.aio.secure_channel(endpoint, self._peer_credentials, options=opts)
+            self._channels[endpoint] = channel
+        return pb_grpc.AggregationStub(channel)
+
+    async def _call_helpers(self, task: Task, make_call):
+        timeout = self.config.limits.peer_timeout_seconds
+        calls = [make_call(self._stub(a.endpoint), j, timeout) for j, a in enumerate(task.aggregators) if j > 0]
+        try:
+            return await asyncio.gather(*calls)
+        except grpc.aio.AioRpcError as exc:
+            raise PeerFailure(f"helper call failed: {exc.code().name}: {exc.details()}") from exc
+
+    async def _init_helpers(self, task: Task, job_id: bytes, reports: list[PendingReport], leader_vshares: dict[bytes, bytes]):
+        def call(stub, j, timeout):
+            shares = [pb.ReportShare(report_id=r.report_id, time=r.time, public_share=r.public_share, sealed_share=r.helper_shares[j - 1]) for r in reports]
+            return stub.InitJob(pb.AggregationJobInit(task_id=task.task_id, job_id=job_id, reports=shares), timeout=timeout)
+
+        responses = await self._call_helpers(task, call)
+        verdicts = []
+        for i, r in enumerate(reports):
+            vshares = [leader_vshares.get(r.report_id)]
+            for resp in responses:
+                result = resp.results[i] if i < len(resp.results) else None
+                vshares.append(result.verifier_share if result is not None and result.ok and result.report_id == r.report_id else None)
+            message = None
+            if all(v is not None for v in vshares):
+                try:
+                    message = agg.verifier_message(task, vshares)
+                except InvalidReport:
+                    message = None
+            verdicts.append(pb.ReportVerdict(report_id=r.report_id, accept=message is not None, verifier_message=message or b""))
+        return verdicts
+
+    async def _continue_helpers(self, task: Task, job_id: bytes, verdicts) -> set[bytes]:
+        def call(stub, j, timeout):
+            return stub.ContinueJob(pb.AggregationJobContinue(task_id=task.task_id, job_id=job_id, verdicts=verdicts), timeout=timeout)
+
+        responses = await self._call_helpers(task, call)
+        rejected: set[bytes] = set()
+        for resp in responses:
+            rejected.update(resp.rejected_report_ids)
+        return rejected
+
+    # --------------------------------------------------------- helper side ---
+    def helper_init(self, task_id: bytes, job_id: bytes, shares: list[pb.ReportShare]) -> list[pb.VerifierShareResult]:
+        loaded = self.load_task(task_id)
+        if loaded.agg_index == 0:
+            raise NotThisRole("this aggregator is the task's leader, not a helper")
+        if len(job_id) != 16:
+            raise DecodeError("job_id must be 16 bytes")
+        if self.store.get_job_state(job_id) == "done":
+            raise NotThisRole("aggregation job already finished")
+        task = loaded.task
+        rows = []
+        for s in shares:
+            if len(s.report_id) != REPORT_ID_SIZE:
+                raise DecodeError("report_id must be 16 bytes")
+            rows.append((task.window_start(s.time), HelperReportRow(s.report_id, s.time, s.public_share, s.sealed_share)))
+        fresh = self.store.put_helper_job(job_id, task_id, rows)
+        return [self._helper_verify(loaded, job_id, row, is_fresh) for (_, row), is_fresh in zip(rows, fresh, strict=True)]
+
+    def _helper_verify(self, loaded: LoadedTask, job_id: bytes, row: HelperReportRow, fresh: bool) -> pb.VerifierShareResult:
+        if not fresh:
+            self.metrics.inc("reports_refused_total", status="REPLAYED")
+            return pb.VerifierShareResult(report_id=row.report_id, ok=False, error="replayed report id")
+        try:
+            state, vshare = self._helper_state(loaded, row)
+        except InvalidReport as exc:
+            log.warning("helper rejects report: %s", exc)
+            return pb.VerifierShareResult(report_id=row.report_id, ok=False, error=str(exc))
+        self._helper_states[(job_id, row.report_id)] = state
+        return pb.VerifierShareResult(report_id=row.report_id, ok=True, verifier_share=vshare)
+
+    def _helper_state(self, loaded: LoadedTask, row: HelperReportRow):
+        task = loaded.task
+        report = Report(row.report_id, row.time, row.public_share, (b"",) * loaded.agg_index + (row.sealed_share,) + (b"",) * (task.num_aggregators - loaded.agg_index - 1))
+        share = agg.open_input_share(task, self.hpke, loaded.agg_index, report)
+        return agg.verify_init(task, loaded.verify_key, loaded.agg_index, row.report_id, row.public_share, share)
+
+    def helper_continue(self, task_id: bytes, job_id: bytes, verdicts: list[pb.ReportVerdict]) -> tuple[int, list[bytes]]:
+        loaded = self.load_task(task_id)
+        if loaded.agg_index == 0:
+            raise NotThisRole("this aggregator is the task's leader, not a helper")
+        state = self.store.get_job_state(job_id)
+        if state is None:
+            raise NotFound("unknown aggregation job")
+        rows = {row.report_id: (w, row) for w, row in self.store.get_helper_job_rows(job_id)}
+        if state == "done":
+            stored = self.store.get_blob(f"helper-job-rejected/{job_id.hex()}") or b""
+            rejected = [stored[i : i + 16] for i in range(0, len(stored), 16)]
+            return len(verdicts) - len(rejected), rejected
+        task = loaded.task
+        deltas: dict[int, agg.Accumulator] = {}
+        rejected: list[bytes] = []
+        for v in verdicts:
+            if not v.accept:
+                continue
+            entry = rows.get(v.report_id)
+            if entry is None:
+                raise DecodeError("verdict names a report that is not part of this job")
+            window, row = entry
+            try:
+                st = self._helper_states.pop((job_id, v.report_id), None)
+                if st is None:
+                    st, _ = self._helper_state(loaded, row)
+                out = agg.verify_finish(task, st, v.verifier_message)
+            except InvalidReport:
+                rejected.append(v.report_id)
+                continue
+            deltas.setdefault(window, agg.Accumulator(task)).add([v.report_id], [out])
+        self.store.put_blob(f"helper-job-rejected/{job_id.hex()}", b"".join(rejected))
+        self.store.finish_helper_job(job_id, task_id, {w: a.encode() for w, a in deltas.items()}, _merge_accumulators(task))
+        accepted = sum(a.count for a in deltas.values())
+        self.metrics.inc("reports_aggregated_total", accepted)
+        return accepted, rejected
+
+    # ----------------------------------------------------------- collection ---
+    def _check_window(self, task: Task, window_start: int) -> None:
+        if window_start % task.window_seconds:
+            raise InvalidTask(f"window_start {window_start} is not aligned to the task's {task.window_seconds}s windows")
+        if self.clock() < window_start + task.window_seconds:
+            raise BatchNotClosed(f"window {window_start} closes at {window_start + task.window_seconds}")
+
+    def _window_accumulator(self, task: Task, window_start: int) -> agg.Accumulator:
+        record = self.store.get_window(task.task_id, window_start)
+        if record is None or record.accumulator is None:
+            return agg.Accumulator(task)
+        return agg.Accumulator.decode(task, record.accumulator)
+
+    def _noised_share(self, task: Task, acc: agg.Accumulator) -> tuple[np.ndarray, dict]:
+        """Hook for distributed DP noise; without a DP block the share is sent as is."""
+        return acc.agg_share, {"algo": task.dp.get("algo", "none")}
+
+    async def collect(self, task_id: bytes, window_start: int) -> pb.CollectResponse:
+        started = time.perf_counter()
+        loaded = self.load_task(task_id)
+        if loaded.agg_index != 0:
+            raise NotThisRole("collections go to the task's leader (aggregator 0)")
+        task = loaded.task
+        self._check_window(task, window_start)
+        self.store.update_window_collected(task_id, window_start)  # late uploads now refused
+        await self.flush_window(loaded, window_start)
+        acc = self._window_accumulator(task, window_start)
+        if acc.count < task.min_batch_size:
+            raise BatchTooSmall(f"window holds {acc.count} reports, min_batch_size is {task.min_batch_size}")
+        collection_id = os.urandom(8).hex()
+
+        def call(stub, j, timeout):
+            req = pb.AggregateShareRequest(task_id=task_id, window_start=window_start, report_count=acc.count, checksum=acc.checksum, collection_id=collection_id)
+            return stub.GetAggregateShare(req, timeout=timeout)
+
+        helper_shares = await self._call_helpers(task, call)
+        share, dp_applied = self._noised_share(task, acc)
+        sealed = [agg.seal_aggregate_share(task, window_start, 0, acc, share)] + [h.sealed_aggregate_share for h in helper_shares]
+        self.metrics.inc("collections_total")
+        self.metrics.observe("collect", time.perf_counter() - started)
+        return pb.CollectResponse(
+            task_id=task_id,
+            window_start=window_start,
+            window_seconds=task.window_seconds,
+            report_count=acc.count,
+            checksum=acc.checksum,
+            sealed_aggregate_shares=sealed,
+            dp_applied_json=json.dumps(dp_applied, sort_keys=True),
+            collection_id=collection_id,
+        )
+
+    def helper_aggregate_share(self, req: pb.AggregateShareRequest) -> pb.AggregateShareResponse:
+        loaded = self.load_task(req.task_id)
+        if loaded.agg_index == 0:
+            raise NotThisRole("this aggregator is the task's leader, not a helper")
+        task = loaded.task
+        self._check_window(task, req.window_start)
+        self.store.update_window_collected(task.task_id, req.window_start)
+        acc = self._window_accumulator(task, req.window_start)
+        if acc.count != req.report_count or acc.checksum != req.checksum:
+            raise BatchMismatch(f"helper holds {acc.count} reports for this window, leader claims {req.report_count} (or the report sets differ)")
+        if acc.count < task.min_batch_size:
+            raise BatchTooSmall(f"window holds {acc.count} reports, min_batch_size is {task.min_batch_size}")
+        share, dp_applied = self._noised_share(task, acc)
+        sealed = agg.seal_aggregate_share(task, req.window_start, loaded.agg_index, acc, share)
+        return pb.AggregateShareResponse(sealed_aggregate_share=sealed, dp_applied_json=json.dumps(dp_applied, sort_keys=True))
+
+
+_STATUS_BY_ERROR = (
+    (ReplayedReport, pb.REPLAYED),
+    (StaleReport, pb.STALE),
+    (InvalidReport, pb.INVALID),
+)
+
+
+def _outcome(report_id: bytes, exc: InvalidReport) -> pb.ReportOutcome:
+    status = next(code for cls, code in _STATUS_BY_ERROR if isinstance(exc, cls))
+    return pb.ReportOutcome(report_id=report_id, status=status, message=str(exc))
+
+
+__all__ = ["AggregatorCore", "BatchMismatch", "LoadedTask", "NotThisRole", "PeerFailure", "VerifyError"]

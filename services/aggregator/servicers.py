@@ -1,0 +1,139 @@
+"""Thin gRPC servicers: decode, call `AggregatorCore`, map errors in one place."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import grpc
+
+from mpc.errors import (
+    BatchNotClosed,
+    BatchTooSmall,
+    BudgetExhausted,
+    CollectionRefused,
+    DecodeError,
+    InvalidReport,
+    InvalidTask,
+    ReplayedReport,
+    SealError,
+    StaleReport,
+    UnknownTask,
+)
+from protos.twinmpc.v1 import twinmpc_pb2 as pb
+from protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
+from services.aggregator.core import AggregatorCore, BatchMismatch, NotThisRole, PeerFailure
+from services.storage import NotFound
+
+log = logging.getLogger("twinmpc.aggregator")
+
+# Most specific first: the one table that turns domain errors into gRPC status codes.
+STATUS_FOR_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (UnknownTask, grpc.StatusCode.NOT_FOUND),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (ReplayedReport, grpc.StatusCode.ALREADY_EXISTS),
+    (StaleReport, grpc.StatusCode.FAILED_PRECONDITION),
+    (SealError, grpc.StatusCode.INVALID_ARGUMENT),
+    (DecodeError, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidReport, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidTask, grpc.StatusCode.INVALID_ARGUMENT),
+    (BatchNotClosed, grpc.StatusCode.FAILED_PRECONDITION),
+    (BatchTooSmall, grpc.StatusCode.FAILED_PRECONDITION),
+    (BudgetExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (CollectionRefused, grpc.StatusCode.FAILED_PRECONDITION),
+    (BatchMismatch, grpc.StatusCode.ABORTED),
+    (NotThisRole, grpc.StatusCode.FAILED_PRECONDITION),
+    (PeerFailure, grpc.StatusCode.UNAVAILABLE),
+)
+
+_OUTCOME_STATUS = {
+    pb.REPLAYED: grpc.StatusCode.ALREADY_EXISTS,
+    pb.STALE: grpc.StatusCode.FAILED_PRECONDITION,
+    pb.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+}
+
+
+def status_for(exc: Exception) -> grpc.StatusCode | None:
+    return next((code for cls, code in STATUS_FOR_ERROR if isinstance(exc, cls)), None)
+
+
+def mapped_errors(method):
+    """Turn domain errors raised by `method` into an aborted RPC with a precise status."""
+
+    @functools.wraps(method)
+    async def wrapper(self, request, context):
+        try:
+            return await method(self, request, context)
+        except Exception as exc:
+            code = status_for(exc)
+            if code is None:
+                log.exception("internal error in %s", method.__name__)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            log.warning("%s refused: %s: %s", method.__name__, code.name, exc)
+            await context.abort(code, str(exc))
+
+    return wrapper
+
+
+class UploadServicer(pb_grpc.UploadServicer):
+    def __init__(self, core: AggregatorCore) -> None:
+        self.core = core
+
+    @mapped_errors
+    async def UploadReport(self, request: pb.UploadReportRequest, context) -> pb.UploadReportResponse:
+        (outcome,) = self.core.ingest(request.task_id, [request.report])
+        if outcome.status != pb.ACCEPTED:
+            await context.abort(_OUTCOME_STATUS[outcome.status], outcome.message)
+        return pb.UploadReportResponse()
+
+    @mapped_errors
+    async def UploadReports(self, request_iterator, context) -> pb.UploadBatchResponse:
+        outcomes: list[pb.ReportOutcome] = []
+        async for batch in request_iterator:
+            outcomes.extend(self.core.ingest(batch.task_id, list(batch.reports)))
+        return pb.UploadBatchResponse(outcomes=outcomes)
+
+
+class AggregationServicer(pb_grpc.AggregationServicer):
+    def __init__(self, core: AggregatorCore) -> None:
+        self.core = core
+
+    @mapped_errors
+    async def InitJob(self, request: pb.AggregationJobInit, context) -> pb.AggregationJobInitResponse:
+        return pb.AggregationJobInitResponse(results=self.core.helper_init(request.task_id, request.job_id, list(request.reports)))
+
+    @mapped_errors
+    async def ContinueJob(self, request: pb.AggregationJobContinue, context) -> pb.AggregationJobContinueResponse:
+        accepted, rejected = self.core.helper_continue(request.task_id, request.job_id, list(request.verdicts))
+        return pb.AggregationJobContinueResponse(accepted=accepted, rejected_report_ids=rejected)
+
+    @mapped_errors
+    async def GetAggregateShare(self, request: pb.AggregateShareRequest, context) -> pb.AggregateShareResponse:
+        return self.core.helper_aggregate_share(request)
+
+
+class CollectionServicer(pb_grpc.CollectionServicer):
+    def __init__(self, core: AggregatorCore) -> None:
+        self.core = core
+
+    @mapped_errors
+    async def Collect(self, request: pb.CollectRequest, context) -> pb.CollectResponse:
+        return await self.core.collect(request.task_id, request.window_start)
+
+
+class TaskAdminServicer(pb_grpc.TaskAdminServicer):
+    def __init__(self, core: AggregatorCore) -> None:
+        self.core = core
+
+    @mapped_errors
+    async def PutTask(self, request: pb.PutTaskRequest, context) -> pb.PutTaskResponse:
+        task = self.core.put_task(request.task_json, request.aggregator_index, request.verify_key)
+        return pb.PutTaskResponse(task_id=task.task_id)
+
+    @mapped_errors
+    async def ListTasks(self, request, context) -> pb.ListTasksResponse:
+        return pb.ListTasksResponse(task_json=[t.to_json() for t in self.core.list_tasks()])
+
+    @mapped_errors
+    async def GetHpkeConfig(self, request, context) -> pb.GetHpkeConfigResponse:
+        return pb.GetHpkeConfigResponse(hpke_config=self.core.hpke.config.encode())

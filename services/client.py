@@ -1,0 +1,151 @@
+"""Python clients for edge nodes, controllers and operators (grpc.aio over mTLS).
+
+* `UploadClient`: edge -> leader, batched client-streaming upload with one
+  outcome per report.
+* `Collector`: controller -> leader; unseals the K aggregate shares with the
+  collector's HPKE key and returns a `CollectionResult`.
+* `TaskAdminClient`: operator -> each aggregator; `provision_task` builds the
+  task document from every aggregator's HPKE config and installs it with a
+  fresh verify key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from crypto.seal import HpkeConfig, HpkeKeypair
+from mpc import collector
+from mpc.collector import CollectionResult
+from mpc.report import Report
+from mpc.task import Task, b64encode
+from protos.twinmpc.v1 import twinmpc_pb2 as pb
+from protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
+
+DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
+
+
+def _channel(endpoint: str, credentials: grpc.ChannelCredentials, max_message: int = DEFAULT_MAX_MESSAGE) -> grpc.aio.Channel:
+    opts = [("grpc.max_receive_message_length", max_message), ("grpc.max_send_message_length", max_message)]
+    return grpc.aio.secure_channel(endpoint, credentials, options=opts)
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    report_id: bytes
+    accepted: bool
+    permanent: bool  # a rejection that retrying cannot fix (replay, invalid, stale)
+    status: str
+    message: str
+
+
+def report_to_proto(report: Report) -> pb.Report:
+    return pb.Report(report_id=report.report_id, time=report.time, public_share=report.public_share, sealed_shares=list(report.sealed_shares))
+
+
+class UploadClient:
+    """Edge node's connection to a task's leader."""
+
+    def __init__(self, endpoint: str, credentials: grpc.ChannelCredentials, *, batch_size: int = 500, timeout: float = 30.0) -> None:
+        self._channel = _channel(endpoint, credentials)
+        self._stub = pb_grpc.UploadStub(self._channel)
+        self.batch_size = batch_size
+        self.timeout = timeout
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> UploadClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def upload(self, task_id: bytes, report: Report) -> None:
+        """Upload one report; raises grpc.aio.AioRpcError with a precise status on refusal."""
+        await self._stub.UploadReport(pb.UploadReportRequest(task_id=task_id, report=report_to_proto(report)), timeout=self.timeout)
+
+    async def upload_batch(self, task_id: bytes, reports: Sequence[Report]) -> list[UploadOutcome]:
+        """Stream reports in batches; one outcome per report, in order.
+
+        A transport failure raises grpc.aio.AioRpcError: the caller retries the
+        whole batch (report ids make the retry idempotent: already stored
+        reports come back REPLAYED, which the caller may treat as delivered).
+        """
+
+        async def batches():
+            for i in range(0, len(reports), self.batch_size):
+                chunk = reports[i : i + self.batch_size]
+                yield pb.UploadBatch(task_id=task_id, reports=[report_to_proto(r) for r in chunk])
+
+        response = await self._stub.UploadReports(batches(), timeout=self.timeout)
+        return [
+            UploadOutcome(o.report_id, o.status == pb.ACCEPTED, o.status != pb.ACCEPTED, pb.ReportStatus.Name(o.status), o.message)
+            for o in response.outcomes
+        ]
+
+
+class Collector:
+    """Controller API: collect a closed window's result from the task's leader."""
+
+    def __init__(self, endpoint: str, credentials: grpc.ChannelCredentials, collector_key: HpkeKeypair, *, timeout: float = 60.0) -> None:
+        self._channel = _channel(endpoint, credentials)
+        self._stub = pb_grpc.CollectionStub(self._channel)
+        self._key = collector_key
+        self.timeout = timeout
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> Collector:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def collect(self, task: Task, window_start: int) -> CollectionResult:
+        response = await self._stub.Collect(pb.CollectRequest(task_id=task.task_id, window_start=window_start), timeout=self.timeout)
+        result = collector.unshard(
+            task, self._key, window_start, response.report_count, response.checksum, list(response.sealed_aggregate_shares)
+        )
+        dp = json.loads(response.dp_applied_json) if response.dp_applied_json else {}
+        return CollectionResult(result.task_id, window_start, task.window_seconds, response.report_count, result.result, dp, response.collection_id)
+
+
+class TaskAdminClient:
+    """Operator's connection to one or more aggregators."""
+
+    def __init__(self, credentials: grpc.ChannelCredentials, *, timeout: float = 30.0) -> None:
+        self._credentials = credentials
+        self.timeout = timeout
+
+    async def _with(self, endpoint: str, fn):
+        async with _channel(endpoint, self._credentials) as channel:
+            return await fn(pb_grpc.TaskAdminStub(channel))
+
+    async def hpke_config(self, endpoint: str) -> HpkeConfig:
+        resp = await self._with(endpoint, lambda s: s.GetHpkeConfig(pb.GetHpkeConfigRequest(), timeout=self.timeout))
+        return HpkeConfig.decode(resp.hpke_config)
+
+    async def list_tasks(self, endpoint: str) -> list[Task]:
+        resp = await self._with(endpoint, lambda s: s.ListTasks(pb.ListTasksRequest(), timeout=self.timeout))
+        return [Task.from_json(t) for t in resp.task_json]
+
+    async def provision_task(self, endpoints: Sequence[str], document: dict[str, Any], *, verify_key: bytes | None = None) -> Task:
+        """Fill in each aggregator's HPKE config, then install the task on all of them."""
+        configs = await asyncio.gather(*(self.hpke_config(e) for e in endpoints))
+        doc = dict(document)
+        doc.setdefault("task_id", b64encode(os.urandom(32)))
+        doc["aggregators"] = [{"endpoint": e, "hpke_config": b64encode(c.encode())} for e, c in zip(endpoints, configs, strict=True)]
+        task = Task.from_dict(doc)
+        key = os.urandom(task.scheme.VERIFY_KEY_SIZE) if verify_key is None else verify_key
+        for index, endpoint in enumerate(endpoints):
+            req = pb.PutTaskRequest(task_json=task.to_json(), aggregator_index=index, verify_key=key)
+            await self._with(endpoint, lambda s, req=req: s.PutTask(req, timeout=self.timeout))
+        return task

@@ -1,0 +1,29 @@
+"""Aggregator storage: one small interface (`Datastore`), SQLite as the embedded default."""
+
+from services.storage.base import (
+    AlreadyExists,
+    Datastore,
+    HelperReportRow,
+    JobRecord,
+    NotFound,
+    PendingReport,
+    StorageError,
+    TaskRecord,
+    WindowClosed,
+    WindowRecord,
+)
+from services.storage.sqlite import SqliteDatastore
+
+__all__ = [
+    "AlreadyExists",
+    "Datastore",
+    "HelperReportRow",
+    "JobRecord",
+    "NotFound",
+    "PendingReport",
+    "SqliteDatastore",
+    "StorageError",
+    "TaskRecord",
+    "WindowClosed",
+    "WindowRecord",
+]

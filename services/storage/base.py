@@ -1,0 +1,125 @@
+"""The storage interface every aggregator backend implements (janus datastore style).
+
+Uniform verbs (`get_`, `put_`, `update_`, `acquire_`, `finish_`), typed errors,
+and every multi-row change inside one transaction, so that a crash at any
+point leaves either the old or the new state: that is what makes "an
+acknowledged report is counted exactly once" hold across SIGKILL.
+
+Errors::
+
+    StorageError
+    ├── NotFound
+    ├── AlreadyExists
+    └── WindowClosed   the window was already collected: no late reports
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Protocol
+
+MergeFn = Callable[[bytes | None, bytes], bytes]
+
+from mpc.errors import TwinMpcError
+
+
+class StorageError(TwinMpcError):
+    """Base class of storage failures."""
+
+
+class NotFound(StorageError):
+    pass
+
+
+class AlreadyExists(StorageError):
+    pass
+
+
+class WindowClosed(StorageError):
+    pass
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    task_json: str
+    agg_index: int
+    verify_key: bytes
+
+    def __repr__(self) -> str:
+        return f"TaskRecord(agg_index={self.agg_index}, verify_key=<redacted>)"
+
+
+@dataclass(frozen=True)
+class PendingReport:
+    """A leader-side report awaiting aggregation (leader share already opened)."""
+
+    report_id: bytes
+    time: int
+    public_share: bytes
+    leader_share: bytes
+    helper_shares: tuple[bytes, ...]
+
+    def __repr__(self) -> str:
+        return f"PendingReport(id={self.report_id.hex()}, time={self.time})"
+
+
+@dataclass(frozen=True)
+class HelperReportRow:
+    report_id: bytes
+    time: int
+    public_share: bytes
+    sealed_share: bytes
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: bytes
+    task_id: bytes
+    state: str  # "init" | "continuing" | "done"
+    report_ids: tuple[bytes, ...]
+    verdicts: bytes  # encoded verdict list once state == "continuing"
+
+
+@dataclass(frozen=True)
+class WindowRecord:
+    task_id: bytes
+    window_start: int
+    state: str  # "open" | "collected"
+    accumulator: bytes | None
+    collections: int
+
+
+class Datastore(Protocol):
+    # tasks
+    def put_task(self, task_id: bytes, record: TaskRecord) -> None: ...
+    def get_task(self, task_id: bytes) -> TaskRecord: ...
+    def list_tasks(self) -> list[TaskRecord]: ...
+
+    # leader: reports and jobs
+    def put_reports(self, task_id: bytes, rows: list[tuple[int, PendingReport]]) -> list[str]: ...
+    def acquire_pending_reports(self, job_id: bytes, limit: int) -> tuple[bytes, list[PendingReport]] | None: ...
+    def acquire_window_reports(self, job_id: bytes, task_id: bytes, window_start: int, limit: int) -> list[PendingReport]: ...
+    def get_job_reports(self, job_id: bytes) -> list[PendingReport]: ...
+    def update_job_verdicts(self, job_id: bytes, verdicts: bytes) -> None: ...
+    def get_unfinished_jobs(self) -> list[JobRecord]: ...
+    def finish_leader_job(
+        self, job_id: bytes, task_id: bytes, deltas: dict[int, bytes], merge: MergeFn, accepted: list[bytes], rejected: list[bytes]
+    ) -> None: ...
+
+    # helper: replay protection and idempotent jobs
+    def put_helper_job(self, job_id: bytes, task_id: bytes, rows: list[tuple[int, HelperReportRow]]) -> list[bool]: ...
+    def get_helper_job_rows(self, job_id: bytes) -> list[tuple[int, HelperReportRow]]: ...
+    def get_job_state(self, job_id: bytes) -> str | None: ...
+    def finish_helper_job(self, job_id: bytes, task_id: bytes, deltas: dict[int, bytes], merge: MergeFn) -> bool: ...
+
+    # windows
+    def get_window(self, task_id: bytes, window_start: int) -> WindowRecord | None: ...
+    def update_window_collected(self, task_id: bytes, window_start: int) -> WindowRecord: ...
+    def count_pending(self, task_id: bytes, window_start: int) -> int: ...
+
+    # key/value for small durable state (privacy ledger, HPKE keys metadata)
+    def get_blob(self, name: str) -> bytes | None: ...
+    def put_blob(self, name: str, value: bytes) -> None: ...
+
+    def close(self) -> None: ...

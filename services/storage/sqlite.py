@@ -1,0 +1,336 @@
+"""SQLite backend (WAL, synchronous=FULL): the embedded default.
+
+Every public method is one transaction.  ``synchronous=FULL`` makes a commit
+durable before the call returns, so the upload servicer can acknowledge a
+report as soon as `put_reports` returns.  Secret columns (verify keys, the
+leader's opened input shares) are sealed with AES-256-GCM under the
+datastore key, with table, row and column bound as associated data.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from services.storage.base import (
+    HelperReportRow,
+    JobRecord,
+    MergeFn,
+    NotFound,
+    PendingReport,
+    TaskRecord,
+    WindowRecord,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id BLOB PRIMARY KEY, task_json TEXT NOT NULL, agg_index INTEGER NOT NULL, verify_key BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS reports (
+    task_id BLOB NOT NULL, report_id BLOB NOT NULL, window_start INTEGER NOT NULL, time INTEGER NOT NULL,
+    public_share BLOB NOT NULL, leader_share BLOB NOT NULL, helper_shares BLOB NOT NULL,
+    state INTEGER NOT NULL DEFAULT 0, job_id BLOB,
+    PRIMARY KEY (task_id, report_id));
+CREATE INDEX IF NOT EXISTS reports_pending ON reports (state, task_id, window_start);
+CREATE INDEX IF NOT EXISTS reports_job ON reports (job_id);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id BLOB PRIMARY KEY, task_id BLOB NOT NULL, role TEXT NOT NULL, state TEXT NOT NULL, verdicts BLOB);
+CREATE TABLE IF NOT EXISTS helper_reports (
+    task_id BLOB NOT NULL, report_id BLOB NOT NULL, job_id BLOB NOT NULL, window_start INTEGER NOT NULL,
+    time INTEGER NOT NULL, public_share BLOB NOT NULL, sealed_share BLOB NOT NULL,
+    PRIMARY KEY (task_id, report_id));
+CREATE INDEX IF NOT EXISTS helper_reports_job ON helper_reports (job_id);
+CREATE TABLE IF NOT EXISTS windows (
+    task_id BLOB NOT NULL, window_start INTEGER NOT NULL, state TEXT NOT NULL DEFAULT 'open',
+    accumulator BLOB, collections INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (task_id, window_start));
+CREATE TABLE IF NOT EXISTS blobs (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+"""
+
+PENDING, IN_JOB, ACCEPTED, REJECTED = 0, 1, 2, 3
+
+
+def _pack_list(items: tuple[bytes, ...] | list[bytes]) -> bytes:
+    return b"".join(struct.pack(">I", len(i)) + i for i in items)
+
+
+def _unpack_list(data: bytes) -> tuple[bytes, ...]:
+    out, pos = [], 0
+    while pos < len(data):
+        (n,) = struct.unpack_from(">I", data, pos)
+        out.append(data[pos + 4 : pos + 4 + n])
+        pos += 4 + n
+    return tuple(out)
+
+
+class SqliteDatastore:
+    """Thread-safe (one lock) SQLite datastore; one file per aggregator."""
+
+    def __init__(self, path: str | Path, datastore_key: bytes) -> None:
+        if len(datastore_key) != 32:
+            raise ValueError("datastore key must be 32 bytes")
+        self.path = str(path)
+        self._aead = AESGCM(datastore_key)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"SqliteDatastore({self.path!r})"
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # --- secret columns --------------------------------------------------------
+    def _seal(self, table: str, row: bytes, column: str, value: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, value, _ad(table, row, column))
+
+    def _open(self, table: str, row: bytes, column: str, value: bytes) -> bytes:
+        return self._aead.decrypt(value[:12], value[12:], _ad(table, row, column))
+
+    # --- tasks -------------------------------------------------------------------
+    def put_task(self, task_id: bytes, record: TaskRecord) -> None:
+        key = self._seal("tasks", task_id, "verify_key", record.verify_key)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO tasks VALUES (?,?,?,?) ON CONFLICT(task_id) DO UPDATE SET "
+                "task_json=excluded.task_json, agg_index=excluded.agg_index, verify_key=excluded.verify_key",
+                (task_id, record.task_json, record.agg_index, key),
+            )
+
+    def get_task(self, task_id: bytes) -> TaskRecord:
+        with self._lock:
+            row = self._db.execute("SELECT task_json, agg_index, verify_key FROM tasks WHERE task_id=?", (task_id,)).fetchone()
+        if row is None:
+            raise NotFound("unknown task")
+        return TaskRecord(row[0], row[1], self._open("tasks", task_id, "verify_key", row[2]))
+
+    def list_tasks(self) -> list[TaskRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT task_id, task_json, agg_index, verify_key FROM tasks ORDER BY task_id").fetchall()
+        return [TaskRecord(r[1], r[2], self._open("tasks", r[0], "verify_key", r[3])) for r in rows]
+
+    # --- leader: reports -----------------------------------------------------------
+    def put_reports(self, task_id: bytes, rows: list[tuple[int, PendingReport]]) -> list[str]:
+        """Insert reports durably; per row 'ok', 'replay' or 'window_closed'."""
+        results: list[str] = []
+        sealed = [
+            self._seal("reports", task_id + r.report_id, "leader_share", r.leader_share) for _, r in rows
+        ]
+        with self._tx() as db:
+            closed = {
+                w
+                for (w,) in db.execute(
+                    f"SELECT window_start FROM windows WHERE task_id=? AND state='collected' AND window_start IN "
+                    f"({','.join('?' * len({w for w, _ in rows}))})",
+                    (task_id, *{w for w, _ in rows}),
+                )
+            } if rows else set()
+            for (window_start, r), share in zip(rows, sealed, strict=True):
+                if window_start in closed:
+                    results.append("window_closed")
+                    continue
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO reports (task_id, report_id, window_start, time, public_share, leader_share, helper_shares) "
+                    "VALUES (?,?,?,?,?,?,?)",
+                    (task_id, r.report_id, window_start, r.time, r.public_share, share, _pack_list(r.helper_shares)),
+                )
+                results.append("ok" if cur.rowcount == 1 else "replay")
+        return results
+
+    def _rows_to_reports(self, task_id: bytes, rows) -> list[PendingReport]:
+        return [
+            PendingReport(rid, t, ps, self._open("reports", task_id + rid, "leader_share", ls), _unpack_list(hs))
+            for rid, t, ps, ls, hs in rows
+        ]
+
+    def _claim(self, db: sqlite3.Connection, job_id: bytes, task_id: bytes, ids: list[bytes]) -> None:
+        db.executemany("UPDATE reports SET state=?, job_id=? WHERE task_id=? AND report_id=?", [(IN_JOB, job_id, task_id, i) for i in ids])
+        db.execute("INSERT INTO jobs VALUES (?,?,?,?,NULL)", (job_id, task_id, "leader", "init"))
+
+    def acquire_pending_reports(self, job_id: bytes, limit: int) -> tuple[bytes, list[PendingReport]] | None:
+        """Claim up to `limit` pending reports of one task into a new job."""
+        with self._tx() as db:
+            first = db.execute("SELECT task_id FROM reports WHERE state=? LIMIT 1", (PENDING,)).fetchone()
+            if first is None:
+                return None
+            task_id = first[0]
+            rows = db.execute(
+                "SELECT report_id, time, public_share, leader_share, helper_shares FROM reports "
+                "WHERE state=? AND task_id=? ORDER BY window_start LIMIT ?",
+                (PENDING, task_id, limit),
+            ).fetchall()
+            self._claim(db, job_id, task_id, [r[0] for r in rows])
+        return task_id, self._rows_to_reports(task_id, rows)
+
+    def acquire_window_reports(self, job_id: bytes, task_id: bytes, window_start: int, limit: int) -> list[PendingReport]:
+        """Claim pending reports of one window (used to flush before a collection)."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT report_id, time, public_share, leader_share, helper_shares FROM reports "
+                "WHERE state=? AND task_id=? AND window_start=? LIMIT ?",
+                (PENDING, task_id, window_start, limit),
+            ).fetchall()
+            if rows:
+                self._claim(db, job_id, task_id, [r[0] for r in rows])
+        return self._rows_to_reports(task_id, rows)
+
+    def get_job_reports(self, job_id: bytes) -> list[PendingReport]:
+        with self._lock:
+            task = self._db.execute("SELECT task_id FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+            if task is None:
+                raise NotFound("unknown job")
+            rows = self._db.execute(
+                "SELECT report_id, time, public_share, leader_share, helper_shares FROM reports WHERE job_id=? ORDER BY rowid",
+                (job_id,),
+            ).fetchall()
+        return self._rows_to_reports(task[0], rows)
+
+    def update_job_verdicts(self, job_id: bytes, verdicts: bytes) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET state='continuing', verdicts=? WHERE job_id=?", (verdicts, job_id))
+
+    def get_unfinished_jobs(self) -> list[JobRecord]:
+        with self._lock:
+            jobs = self._db.execute("SELECT job_id, task_id, state, verdicts FROM jobs WHERE role='leader' AND state!='done'").fetchall()
+            out = []
+            for job_id, task_id, state, verdicts in jobs:
+                ids = tuple(r[0] for r in self._db.execute("SELECT report_id FROM reports WHERE job_id=? ORDER BY rowid", (job_id,)))
+                out.append(JobRecord(job_id, task_id, state, ids, verdicts or b""))
+        return out
+
+    def _merge_windows(self, db: sqlite3.Connection, task_id: bytes, deltas: dict[int, bytes], merge: MergeFn) -> None:
+        for window_start, delta in deltas.items():
+            row = db.execute("SELECT accumulator FROM windows WHERE task_id=? AND window_start=?", (task_id, window_start)).fetchone()
+            merged = merge(row[0] if row else None, delta)
+            db.execute(
+                "INSERT INTO windows (task_id, window_start, accumulator) VALUES (?,?,?) "
+                "ON CONFLICT(task_id, window_start) DO UPDATE SET accumulator=excluded.accumulator",
+                (task_id, window_start, merged),
+            )
+
+    def finish_leader_job(
+        self, job_id: bytes, task_id: bytes, deltas: dict[int, bytes], merge: MergeFn, accepted: list[bytes], rejected: list[bytes]
+    ) -> None:
+        with self._tx() as db:
+            state = db.execute("SELECT state FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+            if state is None or state[0] == "done":
+                return
+            self._merge_windows(db, task_id, deltas, merge)
+            db.executemany("UPDATE reports SET state=? WHERE task_id=? AND report_id=?", [(ACCEPTED, task_id, i) for i in accepted])
+            # rejected reports keep their row (anti-replay) but drop their share material
+            db.executemany(
+                "UPDATE reports SET state=?, leader_share=x'', helper_shares=x'' WHERE task_id=? AND report_id=?",
+                [(REJECTED, task_id, i) for i in rejected],
+            )
+            db.execute("UPDATE jobs SET state='done', verdicts=NULL WHERE job_id=?", (job_id,))
+
+    # --- helper ------------------------------------------------------------------------
+    def put_helper_job(self, job_id: bytes, task_id: bytes, rows: list[tuple[int, HelperReportRow]]) -> list[bool]:
+        """Record a job's reports; False for a report id already seen in another job (replay)."""
+        fresh: list[bool] = []
+        with self._tx() as db:
+            existing = db.execute("SELECT state FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+            if existing is None:
+                db.execute("INSERT INTO jobs VALUES (?,?,?,?,NULL)", (job_id, task_id, "helper", "init"))
+            for window_start, r in rows:
+                prior = db.execute("SELECT job_id FROM helper_reports WHERE task_id=? AND report_id=?", (task_id, r.report_id)).fetchone()
+                if prior is None:
+                    db.execute(
+                        "INSERT INTO helper_reports VALUES (?,?,?,?,?,?,?)",
+                        (task_id, r.report_id, job_id, window_start, r.time, r.public_share, r.sealed_share),
+                    )
+                    fresh.append(True)
+                else:
+                    fresh.append(prior[0] == job_id)  # same job retried: not a replay
+        return fresh
+
+    def get_helper_job_rows(self, job_id: bytes) -> list[tuple[int, HelperReportRow]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT window_start, report_id, time, public_share, sealed_share FROM helper_reports WHERE job_id=?", (job_id,)
+            ).fetchall()
+        return [(w, HelperReportRow(rid, t, ps, ss)) for w, rid, t, ps, ss in rows]
+
+    def get_job_state(self, job_id: bytes) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT state FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+        return row[0] if row else None
+
+    def finish_helper_job(self, job_id: bytes, task_id: bytes, deltas: dict[int, bytes], merge: MergeFn) -> bool:
+        """Commit a job's accepted shares once; False if it was already committed."""
+        with self._tx() as db:
+            state = db.execute("SELECT state FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+            if state is None:
+                raise NotFound("unknown aggregation job")
+            if state[0] == "done":
+                return False
+            self._merge_windows(db, task_id, deltas, merge)
+            db.execute("UPDATE helper_reports SET sealed_share=x'' WHERE job_id=?", (job_id,))
+            db.execute("UPDATE jobs SET state='done' WHERE job_id=?", (job_id,))
+        return True
+
+    # --- windows -----------------------------------------------------------------------
+    def get_window(self, task_id: bytes, window_start: int) -> WindowRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state, accumulator, collections FROM windows WHERE task_id=? AND window_start=?", (task_id, window_start)
+            ).fetchone()
+        return WindowRecord(task_id, window_start, row[0], row[1], row[2]) if row else None
+
+    def update_window_collected(self, task_id: bytes, window_start: int) -> WindowRecord:
+        """Close the window to late reports and count one more collection."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO windows (task_id, window_start, state, collections) VALUES (?,?,'collected',1) "
+                "ON CONFLICT(task_id, window_start) DO UPDATE SET state='collected', collections=collections+1",
+                (task_id, window_start),
+            )
+            row = db.execute(
+                "SELECT state, accumulator, collections FROM windows WHERE task_id=? AND window_start=?", (task_id, window_start)
+            ).fetchone()
+        return WindowRecord(task_id, window_start, row[0], row[1], row[2])
+
+    def count_pending(self, task_id: bytes, window_start: int) -> int:
+        with self._lock:
+            (n,) = self._db.execute(
+                "SELECT COUNT(*) FROM reports WHERE task_id=? AND window_start=? AND state IN (?,?)",
+                (task_id, window_start, PENDING, IN_JOB),
+            ).fetchone()
+        return n
+
+    # --- small durable state -------------------------------------------------------------
+    def get_blob(self, name: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM blobs WHERE name=?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def put_blob(self, name: str, value: bytes) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO blobs VALUES (?,?) ON CONFLICT(name) DO UPDATE SET value=excluded.value", (name, value))
+
+
+def _ad(table: str, row: bytes, column: str) -> bytes:
+    return b"twinmpc/v1/datastore\x00" + table.encode() + b"\x00" + column.encode() + b"\x00" + row
