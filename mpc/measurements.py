@@ -210,9 +210,12 @@ class FixedPointVec(MeasurementType):
 
     def encode(self, measurement: Any) -> np.ndarray:
         try:
-            v = np.asarray(measurement, dtype=np.float64)
+            raw = np.asarray(measurement)
         except (TypeError, ValueError) as exc:
             raise InvalidMeasurement("fixedpointvec: not a vector of numbers") from exc
+        if raw.dtype.kind not in "biuf":  # numeric strings, None, objects: a client bug, not a number
+            raise InvalidMeasurement(f"fixedpointvec: not a vector of numbers (dtype {raw.dtype})")
+        v = raw.astype(np.float64)
         if v.shape != (self.vector_length,):
             raise InvalidMeasurement(f"fixedpointvec: expected {self.vector_length} entries, got shape {v.shape}")
         return fixedpoint.encode(v, self.frac_bits, self.clip)
