@@ -150,23 +150,18 @@ class _Refusal:
     trailing: tuple[tuple[str, str], ...] = ()
 
 
-def _require_async_result(result: Any, method: str) -> None:
-    if not (inspect.isawaitable(result) or hasattr(result, "__aiter__")):
-        # Sync behaviours would block the event loop and cannot read aio request streams.
-        raise TypeError(f"{method}: AuthInterceptor supports async handlers only")
-
-
-async def _unary_result(behavior: Behavior, arg: Any, context: Any, method: str) -> Any:
-    result = behavior(arg, context)
-    _require_async_result(result, method)
-    return await result
+def _is_async(behavior: Behavior) -> bool:
+    """Coroutine or async-generator function (also via partial, bound method, __call__)."""
+    for f in (behavior, getattr(type(behavior), "__call__", None)):
+        if inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f):
+            return True
+    return False
 
 
 async def _stream_result(
-    behavior: Behavior, arg: Any, context: Any, method: str
+    behavior: Behavior, arg: Any, context: Any
 ) -> AsyncIterator[Any]:
     result = behavior(arg, context)
-    _require_async_result(result, method)
     if hasattr(result, "__aiter__"):
         async for item in result:
             yield item
@@ -270,6 +265,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         await context.abort(decision.code, decision.reason, trailing_metadata=decision.trailing)
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        behavior = (
+            handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+        )
+        if not _is_async(behavior):
+            # Refuse before anything runs: a sync behaviour would block the event loop
+            # and cannot read grpc.aio request streams.
+            raise TypeError(f"{method}: AuthInterceptor supports async handlers only")
         admit = self._admit
         kw = {
             "request_deserializer": handler.request_deserializer,
@@ -280,7 +282,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 await admit(method, context)
-                return await _unary_result(inner, request, context, method)
+                return await inner(request, context)
 
             return grpc.unary_unary_rpc_method_handler(unary_unary, **kw)
         if not handler.request_streaming:
@@ -288,7 +290,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
             async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 await admit(method, context)
-                async for item in _stream_result(inner, request, context, method):
+                async for item in _stream_result(inner, request, context):
                     yield item
 
             return grpc.unary_stream_rpc_method_handler(unary_stream, **kw)
@@ -297,14 +299,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
             async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
                 await admit(method, context)
-                return await _unary_result(inner, requests, context, method)
+                return await inner(requests, context)
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, **kw)
         inner = handler.stream_stream
 
         async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             await admit(method, context)
-            async for item in _stream_result(inner, requests, context, method):
+            async for item in _stream_result(inner, requests, context):
                 yield item
 
         return grpc.stream_stream_rpc_method_handler(stream_stream, **kw)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -393,10 +394,25 @@ def test_principal_does_not_leak_into_exempt_methods(tpki: ProbePki) -> None:
 def test_sync_handler_rejected(tpki: ProbePki) -> None:
     async def body(r: Running) -> Any:
         async with channel(r, tpki.leaves["edge"].channel()) as ch:
-            return await outcome(unary(ch, "Sync"))
+            return await outcome(unary(ch, "Sync")), r.probe.invoked
 
-    code, _ = run(serve(tpki, body))
+    (code, details), invoked = run(serve(tpki, body))
     assert code is grpc.StatusCode.UNKNOWN
+    assert invoked == []  # refused before the sync body could run
+
+
+def test_async_callables_accepted() -> None:
+    class Callable_:
+        async def __call__(self, request: bytes, context: object) -> bytes:
+            return request
+
+    async def fn(request: bytes, context: object) -> bytes:
+        return request
+
+    interceptor = AuthInterceptor(POLICY)
+    for behavior in (fn, functools.partial(fn), Callable_(), Probe().edge_only):
+        handler = grpc.unary_unary_rpc_method_handler(behavior)
+        assert interceptor._wrap(handler, m("EdgeOnly")) is not handler
 
 
 # --- all four call shapes, allowed and refused --------------------------------------
