@@ -52,9 +52,12 @@ def b64decode(text: str, what: str) -> bytes:
     if not isinstance(text, str):
         raise InvalidTask(f"{what} must be a base64url string")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (ValueError, TypeError) as exc:
         raise InvalidTask(f"{what} is not valid base64url") from exc
+    if b64encode(raw) != text.rstrip("="):  # '+', '/', stray bits: one text per value
+        raise InvalidTask(f"{what} is not canonical base64url")
+    return raw
 
 
 @dataclass(frozen=True)
