@@ -286,20 +286,24 @@ class Outbox:
             ).fetchone():
                 raise WindowAlreadyReported(f"window {window_start} of task {task_id.hex()[:16]} already has a report")
             (pending,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
-            if pending >= self.max_reports:
+            refused: OutboxFull | None = None
+            if pending >= self.max_reports:  # committed: the ledger remembers the refusal
                 db.execute(
                     "INSERT INTO windows VALUES (?, ?, NULL, 'refused', ?, ?)", (task_id, window_start, readings, now)
                 )
-                raise OutboxFull(f"outbox holds {pending} pending reports (max_reports={self.max_reports})")
-            db.execute(
-                "INSERT INTO windows VALUES (?, ?, ?, 'pending', ?, ?)",
-                (task_id, window_start, report.report_id, readings, now),
-            )
-            db.execute(
-                "INSERT INTO outbox (report_id, task_id, window_start, stream, payload, readings, created_at, "
-                "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (report.report_id, task_id, window_start, stream, report.encode(), readings, now, now),
-            )
+                refused = OutboxFull(f"outbox holds {pending} pending reports (max_reports={self.max_reports})")
+            else:
+                db.execute(
+                    "INSERT INTO windows VALUES (?, ?, ?, 'pending', ?, ?)",
+                    (task_id, window_start, report.report_id, readings, now),
+                )
+                db.execute(
+                    "INSERT INTO outbox (report_id, task_id, window_start, stream, payload, readings, created_at, "
+                    "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (report.report_id, task_id, window_start, stream, report.encode(), readings, now, now),
+                )
+        if refused is not None:
+            raise refused
 
     def refuse(self, task_id: bytes, window_start: int, *, readings: int) -> None:
         """Record in the ledger that a window was refused (so it is never reported later)."""
