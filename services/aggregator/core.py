@@ -50,7 +50,7 @@ from mpc.task import Task
 from protos.twinmpc.v1 import twinmpc_pb2 as pb
 from protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
 from services.aggregator.config import AggregatorConfig
-from services.aggregator.keys import load_or_create_datastore_key, load_or_create_hpke
+from services.keyfiles import load_or_create_datastore_key, load_or_create_hpke
 from services.aggregator.metrics import Metrics
 from services.storage import HelperReportRow, NotFound, PendingReport, SqliteDatastore, TaskRecord
 

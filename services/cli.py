@@ -1,0 +1,264 @@
+"""`twinmpc` command line: PKI, aggregator, tasks, upload, collect, demo.
+
+Exit codes: 0 success, 1 operation refused or failed (message on stderr),
+2 bad usage or invalid input file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import grpc
+import typer
+
+from mpc.errors import TwinMpcError
+
+app = typer.Typer(help="twinmpc: secure multi-party aggregation for smart-city digital twins.", no_args_is_help=True, add_completion=False)
+pki_app = typer.Typer(help="Create a CA and issue role certificates for mTLS.", no_args_is_help=True)
+agg_app = typer.Typer(help="Run an aggregator server.", no_args_is_help=True)
+task_app = typer.Typer(help="Create and list tasks on aggregators.", no_args_is_help=True)
+key_app = typer.Typer(help="Collector HPKE keys.", no_args_is_help=True)
+app.add_typer(pki_app, name="pki")
+app.add_typer(agg_app, name="aggregator")
+app.add_typer(task_app, name="task")
+app.add_typer(key_app, name="collector-key")
+
+PkiDir = Annotated[Path, typer.Option("--pki-dir", help="Folder with ca.crt and <identity>.crt/.key")]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _creds(pki_dir: Path, identity: str) -> grpc.ChannelCredentials:
+    from services import pki
+
+    return pki.channel_credentials(pki_dir / f"{identity}.crt", pki_dir / f"{identity}.key", pki_dir / "ca.crt")
+
+
+def _run(coro):
+    """Run a coroutine, turning RPC and domain errors into exit code 1 with a message."""
+    try:
+        return asyncio.run(coro)
+    except grpc.aio.AioRpcError as exc:
+        raise fail(f"{exc.code().name}: {exc.details()}") from None
+    except TwinMpcError as exc:
+        raise fail(str(exc)) from None
+
+
+# ------------------------------------------------------------------ pki ---
+@pki_app.command("init")
+def pki_init(directory: Annotated[Path, typer.Option("--dir")], name: str = "twinmpc CA") -> None:
+    """Create a CA (ca.crt, ca.key 0600; key encrypted if $TWINMPC_CA_PASSPHRASE is set)."""
+    from services import pki
+
+    try:
+        pki.init_ca(directory, name)
+    except pki.PkiError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"CA written to {directory}")
+
+
+@pki_app.command("issue")
+def pki_issue(
+    directory: Annotated[Path, typer.Option("--dir", help="CA folder")],
+    role: Annotated[str, typer.Option(help="edge | aggregator | controller | admin")],
+    identity: Annotated[str, typer.Option()],
+    out: Annotated[Optional[Path], typer.Option(help="output folder (default: the CA folder)")] = None,
+    host: Annotated[Optional[list[str]], typer.Option(help="SAN host names/IPs")] = None,
+) -> None:
+    """Issue a certificate carrying ROLE and IDENTITY."""
+    from services import pki
+
+    try:
+        paths = pki.issue(directory, role, identity, out or directory, hosts=host or ["localhost", "127.0.0.1"])
+    except (pki.PkiError, ValueError) as exc:
+        raise fail(str(exc), 2) from None
+    typer.echo(f"{paths.cert}\n{paths.key}")
+
+
+# ------------------------------------------------------------ aggregator ---
+@agg_app.command("serve")
+def aggregator_serve(
+    config: Annotated[Path, typer.Option(help="aggregator TOML")],
+    port_file: Annotated[Optional[str], typer.Option(help="write the bound port here once listening")] = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT."""
+    from services.aggregator.config import ConfigError, load_aggregator_config
+    from services.aggregator.server import serve
+
+    try:
+        cfg = load_aggregator_config(config)
+    except ConfigError as exc:
+        raise fail(str(exc), 2) from None
+    logging.basicConfig(level=cfg.log_level, format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    asyncio.run(serve(cfg, port_file=port_file))
+
+
+# --------------------------------------------------------------- keys ---
+@key_app.command("generate")
+def collector_key_generate(out: Annotated[Path, typer.Option()], suite: str = "x25519-hkdf-sha256-aes128gcm") -> None:
+    """Create a collector HPKE key file (0600) and print its public config (base64url)."""
+    from services.keyfiles import write_hpke_key
+
+    try:
+        kp = write_hpke_key(out, suite)
+    except (ValueError, FileExistsError) as exc:
+        raise fail(str(exc), 2) from None
+    from mpc.task import b64encode
+
+    typer.echo(b64encode(kp.config.encode()))
+
+
+# --------------------------------------------------------------- tasks ---
+def _load_task(path: Path):
+    from mpc.task import Task
+
+    try:
+        return Task.from_json(path.read_text())
+    except OSError as exc:
+        raise fail(str(exc), 2) from None
+    except TwinMpcError as exc:
+        raise fail(f"{path}: {exc}", 2) from None
+
+
+@task_app.command("create")
+def task_create(
+    endpoint: Annotated[list[str], typer.Option(help="aggregator endpoints, leader first")],
+    measurement: Annotated[str, typer.Option(help='JSON, e.g. {"type": "sum", "bits": 16}')],
+    collector_key: Annotated[Path, typer.Option(help="collector key file (its public config goes into the task)")],
+    pki_dir: PkiDir,
+    identity: str = "admin",
+    window_seconds: int = 60,
+    min_batch_size: int = 100,
+    vdaf: str = "twinring64",
+    dp: Annotated[str, typer.Option(help='JSON DP block, e.g. {"algo": "discrete-gaussian", "epsilon": 1.0, "delta": 1e-9}')] = '{"algo": "none"}',
+    out: Annotated[Optional[Path], typer.Option(help="write the task document here")] = None,
+) -> None:
+    """Provision a task on every aggregator and print its document."""
+    from mpc.task import b64encode
+    from services.client import TaskAdminClient
+    from services.keyfiles import KeyFileError, load_hpke_key
+
+    try:
+        doc = {
+            "measurement": json.loads(measurement),
+            "dp": json.loads(dp),
+            "vdaf": vdaf,
+            "window_seconds": window_seconds,
+            "min_batch_size": min_batch_size,
+            "collector_hpke_config": b64encode(load_hpke_key(collector_key).config.encode()),
+        }
+    except (json.JSONDecodeError, ValueError, OSError, KeyFileError) as exc:
+        raise fail(str(exc), 2) from None
+    task = _run(TaskAdminClient(_creds(pki_dir, identity)).provision_task(endpoint, doc))
+    text = json.dumps(task.to_dict(), indent=2, sort_keys=True)
+    if out:
+        out.write_text(text + "\n")
+    typer.echo(text)
+
+
+@task_app.command("list")
+def task_list(endpoint: Annotated[str, typer.Option()], pki_dir: PkiDir, identity: str = "admin") -> None:
+    """List the tasks an aggregator knows."""
+    from services.client import TaskAdminClient
+
+    for task in _run(TaskAdminClient(_creds(pki_dir, identity)).list_tasks(endpoint)):
+        typer.echo(f"{task.task_id_b64}  {task.measurement.params()}  window={task.window_seconds}s  min_batch={task.min_batch_size}")
+
+
+# -------------------------------------------------------------- upload ---
+@app.command("upload")
+def upload(
+    task_file: Annotated[Path, typer.Option("--task", help="task document (JSON)")],
+    pki_dir: PkiDir,
+    identity: str = "edge-1",
+    source: Annotated[Optional[Path], typer.Option("--file", help="JSON lines of measurements (default: stdin)")] = None,
+    time_: Annotated[Optional[int], typer.Option("--time", help="report timestamp (default: now)")] = None,
+) -> None:
+    """Shard, seal and upload one report per JSON line of measurements."""
+    from mpc.client import shard_report
+    from services.client import UploadClient
+
+    task = _load_task(task_file)
+    lines = (source.read_text() if source else sys.stdin.read()).splitlines()
+    reports = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            reports.append(shard_report(task, json.loads(line), time=time_))
+        except (json.JSONDecodeError, TwinMpcError) as exc:
+            raise fail(f"line {number}: {exc}", 2) from None
+
+    async def go():
+        async with UploadClient(task.aggregators[0].endpoint, _creds(pki_dir, identity)) as client:
+            return await client.upload_batch(task.task_id, reports)
+
+    outcomes = _run(go())
+    accepted = sum(o.accepted for o in outcomes)
+    for o in outcomes:
+        if not o.accepted:
+            typer.echo(f"rejected {o.report_id.hex()}: {o.status}: {o.message}", err=True)
+    typer.echo(f"{accepted}/{len(outcomes)} reports accepted")
+    if accepted != len(outcomes):
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------- collect ---
+@app.command("collect")
+def collect(
+    task_file: Annotated[Path, typer.Option("--task")],
+    window: Annotated[int, typer.Option(help="window start (unix seconds)")],
+    collector_key: Annotated[Path, typer.Option()],
+    pki_dir: PkiDir,
+    identity: str = "controller-1",
+) -> None:
+    """Collect a closed window's result and print it as JSON."""
+    from services.client import Collector
+    from services.keyfiles import KeyFileError, load_hpke_key
+
+    task = _load_task(task_file)
+    try:
+        key = load_hpke_key(collector_key)
+    except KeyFileError as exc:
+        raise fail(str(exc), 2) from None
+
+    async def go():
+        async with Collector(task.aggregators[0].endpoint, _creds(pki_dir, identity), key) as c:
+            return await c.collect(task, window)
+
+    r = _run(go())
+    typer.echo(json.dumps({"task_id": task.task_id_b64, "window_start": r.window_start, "window_seconds": r.window_seconds,
+                           "report_count": r.report_count, "result": r.result, "dp": r.dp, "collection_id": r.collection_id}))
+
+
+# ---------------------------------------------------------------- demo ---
+@app.command("demo")
+def demo(
+    intersections: Annotated[int, typer.Option(help="simulated edge nodes")] = 200,
+    windows: Annotated[int, typer.Option(help="windows to run")] = 3,
+    window_seconds: Annotated[int, typer.Option(help="window length")] = 2,
+    aggregators: Annotated[int, typer.Option(help="number of aggregators (K)")] = 2,
+    seed: int = 7,
+    workdir: Annotated[Optional[Path], typer.Option(help="keep PKI, stores and logs here (default: temp dir)")] = None,
+) -> None:
+    """Run a simulated city through K aggregator processes on loopback and check every result."""
+    from services.demo import run_demo
+
+    ok = asyncio.run(run_demo(intersections=intersections, windows=windows, window_seconds=window_seconds, k=aggregators, seed=seed, workdir=workdir))
+    raise typer.Exit(0 if ok else 1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
