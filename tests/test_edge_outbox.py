@@ -24,6 +24,7 @@ from mpc import collector
 from mpc.client import shard_report
 from mpc.errors import InvalidReport
 from mpc.report import Report
+from services.client import UploadOutcome
 from services.edge.outbox import (
     NODE_KEY_SIZE,
     Outbox,
@@ -51,10 +52,9 @@ class FakeClock:
         return self.now
 
 
-@dataclass(frozen=True)
-class Outcome:
-    status: str
-    reason: str = ""
+def Outcome(status: str, message: str = "", report_id: bytes = bytes(16)) -> UploadOutcome:
+    """An outcome as services.client.UploadClient returns it."""
+    return UploadOutcome(report_id, status == "ACCEPTED", status in ("REPLAYED", "INVALID", "STALE"), status, message)
 
 
 @dataclass
@@ -82,7 +82,7 @@ class InProcessAggregators:
         for r in reports:
             self.uploaded.append(r.encode())
             if r.report_id in self.seen:
-                out.append(Outcome("rejected", "replay"))
+                out.append(Outcome("REPLAYED", "report id already uploaded"))
                 continue
             try:
                 inits = []
@@ -91,14 +91,14 @@ class InProcessAggregators:
                     inits.append(agg.verify_init(kit.task, kit.verify_key, j, r.report_id, r.public_share, share))
                 message = agg.verifier_message(kit.task, [v for _, v in inits])
             except InvalidReport as exc:
-                out.append(Outcome("rejected", f"invalid: {type(exc).__name__}"))
+                out.append(Outcome("INVALID", type(exc).__name__))
                 continue
             ws = kit.task.window_start(r.time)
             accs = self.accs.setdefault((task_id, ws), [agg.Accumulator(kit.task) for _ in kit.agg_keys])
             for j, (state, _) in enumerate(inits):
                 accs[j].add([r.report_id], [agg.verify_finish(kit.task, state, message)])
             self.seen.add(r.report_id)
-            out.append(Outcome("accepted"))
+            out.append(Outcome("ACCEPTED"))
         if self.lose_acks:
             self.lose_acks -= 1
             raise ConnectionResetError("answer lost")
@@ -296,7 +296,7 @@ def test_permanent_rejection_goes_to_dead_letter(tmp_path, kit):
     res = drain(ob, up, clock)
     assert res.dead == 1 and ob.pending() == 0
     [(rid, ws, stream, reason)] = ob.dead_letters()
-    assert (rid, ws, stream) == (bad.report_id, T0, "s") and reason == "invalid: SealError"
+    assert (rid, ws, stream) == (bad.report_id, T0, "s") and reason == "INVALID: SealError"
     assert ob.window_status(tid, T0) == "dead"
     assert drain(ob, up, clock).dead == 0  # never retried
 
@@ -309,7 +309,7 @@ def test_transient_outcome_and_corrupt_row(tmp_path, kit):
 
     class Busy:
         async def upload_batch(self, task_id, reports):
-            return [Outcome("transient", "UNAVAILABLE") for _ in reports]
+            return [UploadOutcome(bytes(16), False, False, "REPORT_STATUS_UNSPECIFIED", "busy") for _ in reports]
 
     assert drain(ob, Busy(), clock).retried == 1
     assert ob.entries()[0].attempts == 1
@@ -334,12 +334,13 @@ def test_uploader_answering_wrong_count_is_an_error(tmp_path, kit):
 
 
 def test_classify_outcome():
-    assert classify_outcome(Outcome("accepted"))[0] is OutcomeKind.ACCEPTED
-    assert classify_outcome(Outcome("rejected", "REPLAYED_REPORT"))[0] is OutcomeKind.REPLAYED
-    assert classify_outcome(Outcome("rejected", "stale")) == (OutcomeKind.REJECTED, "stale")
-    assert classify_outcome(Outcome("transient", "deadline"))[0] is OutcomeKind.TRANSIENT
+    assert classify_outcome(Outcome("ACCEPTED"))[0] is OutcomeKind.ACCEPTED
+    assert classify_outcome(Outcome("REPLAYED", "seen"))[0] is OutcomeKind.REPLAYED
+    assert classify_outcome(Outcome("STALE", "window collected")) == (OutcomeKind.REJECTED, "STALE: window collected")
+    assert classify_outcome(Outcome("INVALID"))[0] is OutcomeKind.REJECTED
+    assert classify_outcome(UploadOutcome(bytes(16), False, False, "X", ""))[0] is OutcomeKind.TRANSIENT
     with pytest.raises(TypeError):
-        classify_outcome(Outcome("maybe"))
+        classify_outcome(("ACCEPTED",))
 
 
 def test_backoff_known_values():

@@ -34,13 +34,15 @@ from mpc.client import shard_report
 from mpc.errors import InvalidMeasurement, InvalidTask
 from mpc.measurements import Count, Histogram, MeasurementType, Sum, SumVec
 from mpc.task import Task
+from services.client import UploadClient
+from services.pki import channel_credentials
 
 from .config import EdgeConfig, EdgeConfigError, StreamConfig, load_edge_config
 from .mqtt_source import MqttSource
 from .outbox import Outbox, OutboxFull, Uploader, WindowAlreadyReported, drain_once
 from .pipeline import Pipeline, RejectedReading, WindowAccumulator, window_start
 
-__all__ = ["EdgeAgent", "EdgeMetrics", "load_stream_task", "run_edge_agent", "to_measurement"]
+__all__ = ["EdgeAgent", "EdgeMetrics", "load_stream_task", "run_edge_agent", "to_measurement", "upload_client"]
 
 log = logging.getLogger("twinmpc.edge")
 
@@ -369,13 +371,21 @@ class EdgeAgent:
         self._stop.set()
 
 
-async def run_edge_agent(config_path: str) -> None:
-    """Entry point behind ``twinmpc edge run --config``: load, connect, run until cancelled."""
-    cfg = load_edge_config(config_path)
+def upload_client(cfg: EdgeConfig) -> UploadClient:
+    """The gRPC upload client of the ``[upload]`` table (mTLS with the node's edge certificate)."""
     if cfg.upload is None:
-        raise EdgeConfigError(f"{config_path}: an [upload] table is needed to run the agent")
-    from services.client import UploadClient  # the services layer's gRPC upload client
+        raise EdgeConfigError("an [upload] table is needed to run the agent")
+    up = cfg.upload
+    creds = channel_credentials(cfg.path(up.cert_file), cfg.path(up.key_file), cfg.path(up.ca_file))
+    return UploadClient(up.leader, creds, batch_size=cfg.outbox.batch_size, timeout=up.timeout_seconds)
 
-    uploader = UploadClient.from_edge_config(cfg.upload, base_dir=cfg.base_dir)
-    agent = EdgeAgent(cfg, uploader=uploader)
-    await agent.run()
+
+async def run_edge_agent(config_path: str) -> None:
+    """Entry point behind ``twinmpc edge run --config``: run until cancelled (SIGINT/SIGTERM)."""
+    cfg = load_edge_config(config_path)
+    client = upload_client(cfg)
+    agent = EdgeAgent(cfg, uploader=client)
+    try:
+        await agent.run()
+    finally:
+        await client.close()

@@ -409,9 +409,9 @@ class OutboxConfig(_Model):
 
 
 class UploadConfig(_Model):
-    """Where reports go (the leader or each aggregator) and the node's mTLS identity."""
+    """Where reports go (the tasks' leader) and the node's mTLS identity (role ``edge``)."""
 
-    endpoints: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    leader: Annotated[str, Field(min_length=1)]
     ca_file: str
     cert_file: str
     key_file: str

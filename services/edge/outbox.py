@@ -36,7 +36,10 @@ from secrets import SystemRandom
 from typing import Any, Protocol
 
 from mpc.errors import DecodeError, TwinMpcError
+import grpc
+
 from mpc.report import REPORT_ID_SIZE, Report
+from services.client import UploadOutcome
 
 __all__ = [
     "DrainResult",
@@ -74,13 +77,15 @@ class WindowAlreadyReported(OutboxError):
 
 
 class Uploader(Protocol):
-    """What the outbox needs from an upload client (services.client.UploadClient).
+    """What the outbox needs from an upload client (`services.client.UploadClient`).
 
     Returns one outcome per report, in order: accepted, rejected with a
-    permanent reason (replay, invalid, ...), or a transient failure to retry.
+    permanent reason (REPLAYED, INVALID, STALE), or not accepted and not
+    permanent (retry).  A transport failure raises (``grpc.RpcError``,
+    ``OSError``) and the whole batch is retried.
     """
 
-    async def upload_batch(self, task_id: bytes, reports: list[Report]) -> list[Any]: ...
+    async def upload_batch(self, task_id: bytes, reports: list[Report]) -> list[UploadOutcome]: ...
 
 
 class OutcomeKind(enum.Enum):
@@ -90,25 +95,23 @@ class OutcomeKind(enum.Enum):
     TRANSIENT = "transient"
 
 
-def classify_outcome(outcome: Any) -> tuple[OutcomeKind, str]:
+def classify_outcome(outcome: UploadOutcome) -> tuple[OutcomeKind, str]:
     """Map an upload outcome to what the outbox does with the report.
 
-    A replay of *our* report id means an earlier attempt reached the
-    aggregator (only this node holds the key that derives the id), so it is
-    treated as delivered, not as a dead letter.
+    REPLAYED for *our* report id means an earlier attempt reached the
+    aggregator (only this node holds the key that derives the id; the answer
+    was lost), so it is settled as delivered, not dead-lettered.
     """
-    status = str(getattr(outcome, "status", "")).lower()
-    status = status.rsplit(".", 1)[-1]
-    reason = str(getattr(outcome, "reason", "") or status)
-    if status == "accepted":
-        return OutcomeKind.ACCEPTED, "accepted"
-    if status == "transient":
-        return OutcomeKind.TRANSIENT, reason
-    if status == "rejected":
-        if "replay" in reason.lower():
-            return OutcomeKind.REPLAYED, reason
+    if not isinstance(outcome, UploadOutcome):
+        raise TypeError(f"expected an UploadOutcome, got {type(outcome).__name__}")
+    if outcome.accepted:
+        return OutcomeKind.ACCEPTED, "ACCEPTED"
+    reason = f"{outcome.status}: {outcome.message}" if outcome.message else outcome.status
+    if outcome.status == "REPLAYED":
+        return OutcomeKind.REPLAYED, reason
+    if outcome.permanent:
         return OutcomeKind.REJECTED, reason
-    raise TypeError(f"unknown upload outcome {outcome!r}")
+    return OutcomeKind.TRANSIENT, reason
 
 
 def report_id_for(node_key: bytes, task_id: bytes, window_start: int) -> bytes:
@@ -401,6 +404,28 @@ class Outbox:
             return cur.rowcount
 
 
+_TRANSIENT_CODES = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.CANCELLED,
+}
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        return f"gRPC {exc.code().name}"
+    return type(exc).__name__
+
+
+def _looks_transient(exc: BaseException) -> bool:
+    """An outage (retry quietly) rather than a refusal an operator must fix (log an error)."""
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        return exc.code() in _TRANSIENT_CODES
+    return True
+
+
 @dataclass
 class DrainResult:
     """What one pass over the due reports did."""
@@ -421,12 +446,14 @@ async def drain_once(
     retry_initial: float,
     retry_max: float,
     jitter: Callable[[], float] = SystemRandom().random,
-    transient_errors: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError),
+    transient_errors: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError, grpc.RpcError),
 ) -> DrainResult:
     """Upload due reports, one batch per task; settle each by its outcome.
 
     Any exception in ``transient_errors`` from ``upload_batch`` (the aggregator
-    or the network is down) reschedules the whole batch with backoff.
+    or the network is down, a gRPC status) reschedules the whole batch with
+    backoff: nothing is dropped on a transport error, even one a configuration
+    fix must cure (unknown task, refused certificate), which is logged as such.
     """
     result = DrainResult()
     entries = outbox.due(now, batch_size)
@@ -449,10 +476,12 @@ async def drain_once(
         try:
             outcomes = await uploader.upload_batch(task_id, reports)
         except transient_errors as exc:
+            what = _describe(exc)
             for e in sendable:
-                outbox.retry(e, error=type(exc).__name__, delay=backoff_delay(e.attempts + 1, retry_initial, retry_max, jitter))
+                outbox.retry(e, error=what, delay=backoff_delay(e.attempts + 1, retry_initial, retry_max, jitter))
             result.retried += len(sendable)
-            log.warning("upload of %d reports failed (%s); retrying with backoff", len(sendable), type(exc).__name__)
+            level = logging.WARNING if _looks_transient(exc) else logging.ERROR
+            log.log(level, "upload of %d reports failed (%s); retrying with backoff", len(sendable), what)
             continue
         if len(outcomes) != len(sendable):
             raise OutboxError(f"uploader answered {len(outcomes)} outcomes for {len(sendable)} reports")
