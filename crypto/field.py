@@ -237,34 +237,34 @@ class Field64(_PrimeField):
     @classmethod
     def from_ints(cls, values: Iterable[int] | np.ndarray) -> np.ndarray:
         if isinstance(values, np.ndarray) and values.dtype == np.uint64:
-            return np.where(values >= cls._P, values - cls._P, values)
+            return values - (values >= cls._P) * cls._P
         return np.array([int(v) % cls.MODULUS for v in values], dtype=np.uint64)
 
+    # Conditional corrections are "x - flag * P" (bool * uint64): several times
+    # faster than np.where on this numpy.
     @classmethod
     def add(cls, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         s = a + b
-        return np.where((s < a) | (s >= cls._P), s - cls._P, s)
+        return s - ((s < a) | (s >= cls._P)) * cls._P
 
     @classmethod
     def sub(cls, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        d = a - b
-        return np.where(a < b, d + cls._P, d)
+        return (a - b) + (a < b) * cls._P
 
     @classmethod
     def neg(cls, a: np.ndarray) -> np.ndarray:
-        return np.where(a == 0, a, cls._P - a)
+        return (cls._P - a) - (a == 0) * cls._P
 
     @classmethod
     def _reduce128(cls, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
         """hi*2^64 + lo mod p, using 2^64 = 2^32-1 and 2^96 = -1 (mod p)."""
         h_hi = hi >> _S32
         h_lo = hi & _M32
-        t0 = lo - h_hi
-        t0 = np.where(lo < h_hi, t0 - cls._EPS, t0)
+        t0 = (lo - h_hi) - (lo < h_hi) * cls._EPS
         t1 = h_lo * cls._EPS
         r = t0 + t1
-        r = np.where(r < t1, r + cls._EPS, r)
-        return np.where(r >= cls._P, r - cls._P, r)
+        r = r + (r < t1) * cls._EPS
+        return r - (r >= cls._P) * cls._P
 
     @classmethod
     def mul(cls, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -277,10 +277,9 @@ class Field64(_PrimeField):
         hl = a1 * b0
         hh = a1 * b1
         mid = lh + hl
-        mid_carry = (mid < lh).astype(np.uint64) << _S32
+        mid_carry = (mid < lh) * np.uint64(1 << 32)
         lo = ll + (mid << _S32)
-        lo_carry = (lo < ll).astype(np.uint64)
-        hi = hh + (mid >> _S32) + mid_carry + lo_carry
+        hi = hh + (mid >> _S32) + mid_carry + (lo < ll)
         return cls._reduce128(hi, lo)
 
     @classmethod
@@ -289,8 +288,8 @@ class Field64(_PrimeField):
         hi = np.sum(a >> _S32, axis=axis, dtype=np.uint64)
         lo = np.atleast_1d(lo)
         hi = np.atleast_1d(hi)
-        hi = np.where(hi >= cls._P, hi - cls._P, hi)
-        lo = np.where(lo >= cls._P, lo - cls._P, lo)
+        hi = hi - (hi >= cls._P) * cls._P
+        lo = lo - (lo >= cls._P) * cls._P
         two32 = np.full(hi.shape, 1 << 32, dtype=np.uint64)
         return cls.add(lo, cls.mul(hi, two32))
 

@@ -94,6 +94,46 @@ def evaluate_roots(field: type[_PrimeField], coeffs: np.ndarray, n: int) -> np.n
     return ntt(field, padded)
 
 
+def extend_values(field: type[_PrimeField], values: np.ndarray, n: int) -> np.ndarray:
+    """Values at all n-th roots of the polynomials (degree < p) given by their values at the p-th roots.
+
+    values has shape (..., p), n a multiple of p.  The n/p cosets w_n^s * <alpha_p>
+    are each one twisted NTT of size p (coset 0 is the input itself); the result
+    is interleaved so index s + (n/p)*k holds the value at w_n^(s + (n/p) k).
+    """
+    p = values.shape[-1]
+    r = n // p
+    if r * p != n:
+        raise ValueError("n must be a multiple of the input size")
+    if r == 1:
+        return values
+    coeffs = ntt(field, values, inverse=True)
+    w = field.root_of_unity(n)
+    cosets = [values]
+    for s in range(1, r):
+        twist = field.powers(field.s_pow(w, s), p)
+        cosets.append(ntt(field, field.mul(coeffs, twist)))
+    return np.stack(cosets, axis=-1).reshape(values.shape[:-1] + (n,))
+
+
+def lagrange_weights(field: type[_PrimeField], t: int, n: int) -> np.ndarray:
+    """lam with f(t) = sum_k f(w^k) lam[k] for every f of degree < n (w a primitive n-th root).
+
+    Barycentric form on roots of unity: lam[k] = (t^n - 1)/n * w^k / (t - w^k).
+    """
+    p = field.MODULUS
+    roots = field.powers(field.root_of_unity(n), n)
+    t_vec = field.full(n, t)
+    diff = field.sub(t_vec, roots)
+    hit = np.nonzero(diff == 0)[0]
+    if hit.size:
+        lam = field.zeros(n)
+        lam[int(hit[0])] = 1
+        return lam
+    scale = (pow(t, n, p) - 1) * pow(n, -1, p) % p
+    return field.mul(field.mul(roots, field.inv(diff)), field.const(scale))
+
+
 def extend_lagrange(field: type[_PrimeField], values: np.ndarray, n: int) -> np.ndarray:
     """Values at all n-th roots of the unique polynomial of degree < l = len(values)
     whose values at w_n^0 .. w_n^(l-1) are given (draft-18 Lagrange-basis gadget polynomial).
@@ -169,6 +209,8 @@ __all__ = [
     "interpolate_roots",
     "evaluate_roots",
     "extend_lagrange",
+    "extend_values",
+    "lagrange_weights",
     "pad",
     "poly_eval",
     "poly_mul",

@@ -27,7 +27,7 @@ from typing import Generic, Sequence, TypeVar
 import numpy as np
 
 from crypto.field import _PrimeField
-from crypto.poly import extend_lagrange, next_power_of_2, ntt, pad, poly_eval
+from crypto.poly import extend_lagrange, extend_values, lagrange_weights, next_power_of_2
 from mpc.errors import VerifyError
 
 Measurement = TypeVar("Measurement")
@@ -183,7 +183,14 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
         return w
 
     def prove(self, meas: np.ndarray, prove_rand: np.ndarray, joint_rand: np.ndarray) -> np.ndarray:
-        """Proof = for each gadget: wire seeds || gadget polynomial coefficients."""
+        """Proof = for each gadget: wire seeds || gadget polynomial in the Lagrange basis.
+
+        Draft-18 Section 7.3.3: the gadget polynomial (degree DEGREE*(P-1)) is
+        sent as its values at the first DEGREE*(P-1)+1 powers of a primitive
+        n-th root, n = next_power_of_2 of that length.  We get them by
+        evaluating the gadget point-wise on the wire polynomials' values at
+        all n-th roots (coset NTTs of the recorded wire values).
+        """
         f = self.field
         wires = self.valid.wire_inputs(meas, joint_rand, 1)
         parts: list[np.ndarray] = []
@@ -192,15 +199,12 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
             seeds = prove_rand[off : off + g.ARITY]
             off += g.ARITY
             p = next_power_of_2(1 + calls)
-            wire_polys = ntt(f, self._wire_matrix(seeds, w_in, p), inverse=True)
             poly_len = g.DEGREE * (p - 1) + 1
             n = next_power_of_2(poly_len)
-            # Draft-18 sends the gadget polynomial in the Lagrange basis: its
-            # values at the first poly_len powers of a primitive n-th root.
-            values = g.eval_vec(f, ntt(f, pad(f, wire_polys, n)))
-            gadget_poly = values[:poly_len]
+            wire_values = extend_values(f, self._wire_matrix(seeds, w_in, p), max(n, p))
+            gadget_values = g.eval_vec(f, wire_values)
             parts.append(seeds)
-            parts.append(gadget_poly)
+            parts.append(gadget_values[:poly_len])
         return np.concatenate(parts)
 
     def query(
@@ -211,7 +215,11 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
         joint_rand: np.ndarray,
         num_shares: int,
     ) -> np.ndarray:
-        """Verifier share: reduced circuit output, then per gadget the wire and gadget checks."""
+        """Verifier share: reduced circuit output, then per gadget the wire and gadget checks.
+
+        Wire and gadget polynomials stay in the Lagrange basis and are
+        evaluated at the test point t with the barycentric formula.
+        """
         f = self.field
         valid = self.valid
         wires = valid.wire_inputs(meas, joint_rand, num_shares)
@@ -220,17 +228,17 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
         for g, calls in zip(valid.GADGETS, valid.GADGET_CALLS):
             p = next_power_of_2(1 + calls)
             poly_len = g.DEGREE * (p - 1) + 1
+            n = next_power_of_2(poly_len)
             seeds = proof[off : off + g.ARITY]
             gadget_poly = proof[off + g.ARITY : off + g.ARITY + poly_len]
             off += g.ARITY + poly_len
-            seeds_list.append(seeds)
-            polys.append(gadget_poly)
-            # Complete the Lagrange-basis values to all n-th roots, then the
-            # output of call k is the value at alpha_p^k = w_n^(k*n/p).
-            n = next_power_of_2(poly_len)
+            # Complete the values to all n-th roots; call k's output is the
+            # value at alpha_p^k = w_n^(k*n/p).
             full = extend_lagrange(f, gadget_poly, n)
-            polys[-1] = full
-            outputs.append(full[n // p : (calls + 1) * (n // p) : n // p])
+            step = n // p
+            seeds_list.append(seeds)
+            polys.append(full)
+            outputs.append(full[step : (calls + 1) * step : step])
         out = valid.combine(meas, joint_rand, num_shares, outputs)
 
         if valid.EVAL_OUTPUT_LEN > 1:
@@ -241,16 +249,16 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
             v = out[:1]
             test_points = query_rand
         verifier = [v]
-        for g, calls, seeds, gadget_poly, w_in, t in zip(
+        for g, calls, seeds, full, w_in, t in zip(
             valid.GADGETS, valid.GADGET_CALLS, seeds_list, polys, wires, f.to_ints(test_points)
         ):
             p = next_power_of_2(1 + calls)
             if pow(t, p, f.MODULUS) == 1:
                 # t among the interpolation points would leak a gadget output.
                 raise VerifyError("query randomness hit a root of unity")
-            wire_polys = ntt(f, self._wire_matrix(seeds, w_in, p), inverse=True)
-            verifier.append(poly_eval(f, wire_polys, t))
-            verifier.append(poly_eval(f, ntt(f, gadget_poly, inverse=True), t))
+            lam = lagrange_weights(f, t, p)
+            verifier.append(f.sum(f.mul(self._wire_matrix(seeds, w_in, p), lam), axis=-1))
+            verifier.append(f.sum(f.mul(full, lagrange_weights(f, t, full.shape[-1])), axis=-1))
         return np.concatenate(verifier)
 
     def decide(self, verifier: np.ndarray) -> bool:
