@@ -267,8 +267,9 @@ def _positive_int(value: Any, name: str) -> int:
 
 
 def _ceil_dyadic(value: Fraction) -> Fraction:
-    """Round up to a multiple of 2^-k keeping about 20 significant bits (small exact numbers for the sampler)."""
-    k = max(0, _SIGMA2_PRECISION_BITS - math.floor(value).bit_length())
+    """Round up to a multiple of 2^-k keeping 20+ significant bits (small exact numbers for the sampler)."""
+    # value >= 2^(bits(num) - bits(den) - 1), so value * 2^k >= 2^PRECISION: relative excess <= 2^-PRECISION
+    k = max(0, _SIGMA2_PRECISION_BITS + 1 - (value.numerator.bit_length() - value.denominator.bit_length()))
     scale = 1 << k
     return Fraction(-((-value.numerator * scale) // value.denominator), scale)
 
