@@ -80,7 +80,9 @@ class Accumulator:
             self.agg_share = self.task.scheme.agg_init(b"")
 
     def add(self, report_ids: list[bytes], out_shares: list[np.ndarray]) -> None:
-        """Add a batch of verified output shares."""
+        """Add a batch of verified output shares (one per report id, same order)."""
+        if len(report_ids) != len(out_shares):
+            raise ValueError(f"{len(report_ids)} report ids for {len(out_shares)} output shares")
         scheme = self.task.scheme
         for out in out_shares:
             scheme.agg_update(b"", self.agg_share, out)
