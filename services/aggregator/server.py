@@ -16,11 +16,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from protos.twinmpc.v1 import twinmpc_pb2 as pb
-from protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
 from services import pki
 from services.aggregator.config import AggregatorConfig
 from services.aggregator.core import AggregatorCore
-from services.aggregator.servicers import AggregationServicer, CollectionServicer, TaskAdminServicer, UploadServicer
+from services.aggregator.servicers import (
+    AggregationServicer,
+    CollectionServicer,
+    TaskAdminServicer,
+    UploadServicer,
+    register_servicer,
+)
 from services.auth import AuthInterceptor
 from services.ratelimit import RateLimiter, RateSpec
 
@@ -64,10 +69,10 @@ async def start_aggregator(config: AggregatorConfig, *, clock=None) -> tuple[grp
         interceptors=[AuthInterceptor(ROLE_POLICY, rate_limiter=_rate_limiter(config))],
         options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)],
     )
-    pb_grpc.add_UploadServicer_to_server(UploadServicer(core), server)
-    pb_grpc.add_AggregationServicer_to_server(AggregationServicer(core), server)
-    pb_grpc.add_CollectionServicer_to_server(CollectionServicer(core), server)
-    pb_grpc.add_TaskAdminServicer_to_server(TaskAdminServicer(core), server)
+    register_servicer(server, UploadServicer(core), "Upload")
+    register_servicer(server, AggregationServicer(core), "Aggregation")
+    register_servicer(server, CollectionServicer(core), "Collection")
+    register_servicer(server, TaskAdminServicer(core), "TaskAdmin")
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [d.full_name for d in pb.DESCRIPTOR.services_by_name.values()]

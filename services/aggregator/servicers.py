@@ -53,6 +53,50 @@ _OUTCOME_STATUS = {
 }
 
 
+class MalformedMessage:
+    """Stands in for a request that did not parse, so the servicer can refuse it precisely."""
+
+    def __init__(self, type_name: str, error: str) -> None:
+        self.type_name = type_name
+        self.error = error
+
+    def check(self) -> None:
+        raise DecodeError(f"malformed {self.type_name}: {self.error}")
+
+
+def safe_deserializer(message_class):
+    """Deserializer that never raises (gRPC would answer UNKNOWN); see `MalformedMessage`."""
+
+    def deserialize(data: bytes):
+        try:
+            return message_class.FromString(data)
+        except Exception as exc:  # protobuf DecodeError and friends
+            return MalformedMessage(message_class.DESCRIPTOR.full_name, str(exc))
+
+    return deserialize
+
+
+def register_servicer(server, servicer, service_name: str) -> None:
+    """Add a servicer with `safe_deserializer`s (the generated add_*_to_server would raise)."""
+    from google.protobuf import message_factory
+
+    service = pb.DESCRIPTOR.services_by_name[service_name]
+    handlers = {}
+    for method in service.methods:
+        factory = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = factory(
+            getattr(servicer, method.name),
+            request_deserializer=safe_deserializer(message_factory.GetMessageClass(method.input_type)),
+            response_serializer=lambda msg: msg.SerializeToString(),
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
 def status_for(exc: Exception) -> grpc.StatusCode | None:
     return next((code for cls, code in STATUS_FOR_ERROR if isinstance(exc, cls)), None)
 
@@ -63,6 +107,8 @@ def mapped_errors(method):
     @functools.wraps(method)
     async def wrapper(self, request, context):
         try:
+            if isinstance(request, MalformedMessage):
+                request.check()
             return await method(self, request, context)
         except Exception as exc:
             code = status_for(exc)
@@ -90,6 +136,8 @@ class UploadServicer(pb_grpc.UploadServicer):
     async def UploadReports(self, request_iterator, context) -> pb.UploadBatchResponse:
         outcomes: list[pb.ReportOutcome] = []
         async for batch in request_iterator:
+            if isinstance(batch, MalformedMessage):
+                batch.check()
             outcomes.extend(self.core.ingest(batch.task_id, list(batch.reports)))
         return pb.UploadBatchResponse(outcomes=outcomes)
 
