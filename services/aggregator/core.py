@@ -321,8 +321,14 @@ class AggregatorCore:
         if channel is None:
             if self._peer_credentials is None:
                 raise PeerFailure("no peer credentials configured")
-            opts = [("grpc.max_receive_message_length", self.config.limits.max_message_bytes),
-                    ("grpc.max_send_message_length", self.config.limits.max_message_bytes)]
+            opts = [
+                ("grpc.max_receive_message_length", self.config.limits.max_message_bytes),
+                ("grpc.max_send_message_length", self.config.limits.max_message_bytes),
+                # a restarted peer must be reachable again within a signal cycle, not minutes
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+            ]
             channel = grpc.aio.secure_channel(endpoint, self._peer_credentials, options=opts)
             self._channels[endpoint] = channel
         return pb_grpc.AggregationStub(channel)
@@ -338,7 +344,7 @@ class AggregatorCore:
     async def _init_helpers(self, task: Task, job_id: bytes, reports: list[PendingReport], leader_vshares: dict[bytes, bytes]):
         def call(stub, j, timeout):
             shares = [pb.ReportShare(report_id=r.report_id, time=r.time, public_share=r.public_share, sealed_share=r.helper_shares[j - 1]) for r in reports]
-            return stub.InitJob(pb.AggregationJobInit(task_id=task.task_id, job_id=job_id, reports=shares), timeout=timeout)
+            return stub.InitJob(pb.AggregationJobInit(task_id=task.task_id, job_id=job_id, reports=shares), timeout=timeout, wait_for_ready=True)
 
         responses = await self._call_helpers(task, call)
         verdicts = []
@@ -358,7 +364,7 @@ class AggregatorCore:
 
     async def _continue_helpers(self, task: Task, job_id: bytes, verdicts) -> set[bytes]:
         def call(stub, j, timeout):
-            return stub.ContinueJob(pb.AggregationJobContinue(task_id=task.task_id, job_id=job_id, verdicts=verdicts), timeout=timeout)
+            return stub.ContinueJob(pb.AggregationJobContinue(task_id=task.task_id, job_id=job_id, verdicts=verdicts), timeout=timeout, wait_for_ready=True)
 
         responses = await self._call_helpers(task, call)
         rejected: set[bytes] = set()
@@ -472,7 +478,7 @@ class AggregatorCore:
 
         def call(stub, j, timeout):
             req = pb.AggregateShareRequest(task_id=task_id, window_start=window_start, report_count=acc.count, checksum=acc.checksum, collection_id=collection_id)
-            return stub.GetAggregateShare(req, timeout=timeout)
+            return stub.GetAggregateShare(req, timeout=timeout, wait_for_ready=True)
 
         helper_shares = await self._call_helpers(task, call)
         share, dp_applied = self._noised_share(task, acc)
