@@ -24,6 +24,8 @@ from .config import MqttConfig
 __all__ = ["MqttSource"]
 
 log = logging.getLogger("twinmpc.edge.mqtt")
+# paho's protocol trace (DEBUG) names topics; keep this logger at INFO in production.
+_client_log = logging.getLogger("twinmpc.edge.mqtt.client")
 
 
 def _tls_context(cfg: MqttConfig, base: Path) -> ssl.SSLContext | None:
@@ -80,7 +82,7 @@ class MqttSource:
             clean_session=cfg.client_id is None,
             keepalive=cfg.keepalive,
             tls_context=_tls_context(cfg, self._base),
-            logger=log,
+            logger=_client_log,
         )
 
     async def run(self) -> None:

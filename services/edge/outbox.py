@@ -230,7 +230,9 @@ class Outbox:
         self._node_key = _load_or_create_key(self.dir / self.KEY_NAME, rand)
         self.max_reports = max_reports
         self._clock = clock
-        self._db = sqlite3.connect(self.dir / self.DB_NAME, isolation_level=None)
+        # One event loop drives the outbox; it may be built on another thread (tests,
+        # CLI start-up), never used from two at once.
+        self._db = sqlite3.connect(self.dir / self.DB_NAME, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")

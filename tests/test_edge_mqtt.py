@@ -1,0 +1,375 @@
+"""Edge agent end to end: real mosquitto -> agent -> outbox -> real aggregators (mTLS) -> collector.
+
+The agent runs on the shared test event loop (tests/loop_thread.py) with a
+settable clock, so windows close when a test says so; the aggregators run on
+their own wall clock, which is why readings are placed in windows that are
+already closed in real time (as tests/service_utils.past_window does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from mpc.report import Report
+from services.client import UploadOutcome
+from services.edge.agent import EdgeAgent
+from services.edge.config import parse_edge_config
+from services.local_cluster import LocalCluster
+from tests.fixtures.mosquitto import Broker
+from tests.helpers import make_task
+from tests.service_utils import collect, provision
+from tests.test_edge_outbox import FakeClock, InProcessAggregators
+
+WINDOW = 60
+PII = ["M-XY 4711", "de:ad:be:ef:00:01", "0.8812,-0.1234,0.5567", "SECRET-OWNER-NAME"]
+
+
+def past_window(back: int) -> int:
+    now = int(time.time())
+    return now - now % WINDOW - back * WINDOW
+
+
+def edge_toml(broker: Broker, outbox: Path, task_file: Path, *, extra_mqtt: str = "", max_reports: int = 1000) -> str:
+    return f"""
+node_id = "cabinet-7"
+
+[mqtt]
+host = "{broker.host}"
+port = {broker.port}
+qos = 1
+max_payload_bytes = 4096
+reconnect_initial_seconds = 0.1
+reconnect_max_seconds = 0.5
+{extra_mqtt}
+
+[outbox]
+dir = "{outbox}"
+max_reports = {max_reports}
+batch_size = 16
+retry_initial_seconds = 0.1
+retry_max_seconds = 0.4
+tick_seconds = 0.05
+
+[[streams]]
+name = "traffic"
+topics = ["city/traffic/+/count"]
+task = "{task_file}"
+grace_seconds = 1
+
+[[streams.rules]]
+rule = "drop"
+fields = ["plate", "mac", "face_embedding"]
+
+[[streams.rules]]
+rule = "clip"
+field = "count"
+min = 0
+max = 50
+
+[[streams.rules]]
+rule = "suppress_below_k"
+zone = "zone"
+contributor = "sensor_id"
+k = 2
+
+[[streams.rules]]
+rule = "keep"
+fields = ["ts", "zone", "count"]
+
+[streams.measurement]
+field = "count"
+combine = "sum"
+"""
+
+
+class RecordingUploader:
+    """Delegates to a real uploader and keeps the exact bytes that left the node."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.sent: list[bytes] = []
+
+    async def upload_batch(self, task_id: bytes, reports: list[Report]) -> list[UploadOutcome]:
+        self.sent.extend(r.encode() for r in reports)
+        return await self.inner.upload_batch(task_id, reports)
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class RunningAgent:
+    """An EdgeAgent running on the shared loop thread until stop()."""
+
+    def __init__(self, loop_thread, agent: EdgeAgent) -> None:
+        self.lt = loop_thread
+        self.agent = agent
+        self.future = asyncio.run_coroutine_threadsafe(agent.run(), loop_thread.loop)
+        wait_for(lambda: agent.source is not None and agent.source.connected.is_set() or self.future.done(), what="MQTT subscribe")
+        if self.future.done():
+            self.future.result()
+
+    def stop(self) -> None:
+        self.lt.loop.call_soon_threadsafe(self.agent.stop)
+        self.future.result(30)
+
+
+def publish(loop_thread, broker: Broker, messages: list[tuple[str, bytes]], **kwargs) -> None:
+    async def go():
+        async with aiomqtt.Client(broker.host, broker.port, **kwargs) as client:
+            for topic, payload in messages:
+                await client.publish(topic, payload, qos=1)
+
+    loop_thread.run(go())
+
+
+def reading(sensor: str, zone: int, count, ts: int, **extra) -> tuple[str, bytes]:
+    body = {"sensor_id": sensor, "zone": zone, "count": count, "ts": ts, **extra}
+    return f"city/traffic/{sensor}/count", json.dumps(body).encode()
+
+
+def with_pii(sensor: str, zone: int, count, ts: int) -> tuple[str, bytes]:
+    return reading(sensor, zone, count, ts, plate=PII[0], mac=PII[1], face_embedding=PII[2], owner=PII[3])
+
+
+def upload_client(loop_thread, cluster: LocalCluster):
+    """A real mTLS UploadClient, created on the loop that will use its channel."""
+
+    async def make():
+        return cluster.upload_client("edge-cabinet-7")
+
+    return loop_thread.run(make())
+
+
+def write_task(tmp_path: Path, task) -> Path:
+    path = tmp_path / "task.json"
+    path.write_text(task.to_json())
+    return path
+
+
+# --------------------------------------------------------------------------- through real aggregators
+
+
+def test_readings_minimised_windowed_and_summed_by_real_aggregators(loop_thread, cluster2, mosquitto_broker, tmp_path, caplog):
+    task = provision(loop_thread, cluster2, {"type": "sum", "bits": 16})
+    w1, w2 = past_window(3), past_window(2)
+    cfg = parse_edge_config(edge_toml(mosquitto_broker, tmp_path / "ob", write_task(tmp_path, task)))
+    clock = FakeClock(w1 + 1)
+    client = upload_client(loop_thread, cluster2)
+    uploader = RecordingUploader(client)
+    caplog.set_level(logging.DEBUG)
+    running = RunningAgent(loop_thread, EdgeAgent(cfg, uploader=uploader, clock=clock))
+    agent = running.agent
+    try:
+        msgs = [
+            # window 1, zone 3: three sensors (k=2 met); 75 is clipped to 50
+            with_pii("s1", 3, 10, w1 + 1), with_pii("s2", 3, 75, w1 + 5), with_pii("s3", 3, 4, w1 + 9),
+            # window 1, zone 8: a single sensor twice -> suppressed (1 contributor < k)
+            with_pii("s4", 8, 30, w1 + 2), with_pii("s4", 8, 30, w1 + 3),
+            # window 2, zone 3: two sensors
+            with_pii("s1", 3, 7, w2 + 1), with_pii("s2", 3, 8, w2 + 30),
+        ]
+        publish(loop_thread, mosquitto_broker, msgs)
+        wait_for(lambda: agent.metrics.messages == len(msgs), what="all messages")
+        assert agent.metrics.readings_accepted == 7
+        clock.now = w2 + WINDOW + 1  # both windows closed (grace 1 s)
+        wait_for(lambda: agent.metrics.reports_acked == 2, what="two acknowledged reports")
+        m = agent.metrics
+        assert (m.windows_reported, m.readings_reported, m.suppressed_zones, m.suppressed_readings) == (2, 5, 1, 2)
+        assert agent.outbox.pending() == 0
+        assert [(ws, status, n) for _, ws, status, n in agent.outbox.windows()] == [(w1, "acked", 3), (w2, "acked", 2)]
+    finally:
+        running.stop()
+        loop_thread.run(client.close())
+    r1, r2 = collect(loop_thread, cluster2, task, w1), collect(loop_thread, cluster2, task, w2)
+    assert (r1.result, r1.report_count) == (10 + 50 + 4, 1)  # one report per (task, window, node)
+    assert (r2.result, r2.report_count) == (15, 1)
+
+    # Raw PII never leaves the agent: not in what was uploaded, not in the outbox files, not in logs.
+    assert len(uploader.sent) == 2
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "ob").iterdir() if p.is_file())
+    for secret in PII + ["s1", "sensor_id"]:
+        needle = secret.encode()
+        assert all(needle not in sent for sent in uploader.sent)
+        if secret != "s1":  # 2-byte needle too short for a meaningful scan of binary files
+            assert needle not in stored
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name != "twinmpc.edge.mqtt.client")
+    for secret in PII:
+        assert secret not in ours
+
+
+def test_aggregator_killed_mid_stream_and_restarted_counts_every_reading_once(loop_thread, mosquitto_broker, tmp_path_factory, tmp_path):
+    cluster = LocalCluster(tmp_path_factory.mktemp("edge-kill-cluster"), k=2, processes=True)
+    loop_thread.run(cluster.start())
+    try:
+        task = loop_thread.run(
+            cluster.provision({"measurement": {"type": "sum", "bits": 16}, "window_seconds": WINDOW, "min_batch_size": 1, "max_skew_seconds": 3600})
+        )
+        w = [past_window(b) for b in (4, 3, 2)]
+        cfg = parse_edge_config(edge_toml(mosquitto_broker, tmp_path / "ob", write_task(tmp_path, task)))
+        clock = FakeClock(w[0] + 1)
+        client = upload_client(loop_thread, cluster)
+        running = RunningAgent(loop_thread, EdgeAgent(cfg, uploader=client, clock=clock))
+        agent = running.agent
+        expected = {}
+        for i, ws in enumerate(w):
+            counts = [i + 1, 2 * i + 3]
+            expected[ws] = sum(counts)
+            msgs = [reading("a", 1, counts[0], ws + 1), reading("b", 1, counts[1], ws + 2)]
+            publish(loop_thread, mosquitto_broker, msgs)
+            wait_for(lambda n=2 * (i + 1): agent.metrics.messages == n, what="messages")
+            if i == 1:
+                cluster.kill(0)  # SIGKILL the leader mid-stream
+            clock.now = ws + WINDOW + 1
+            if i == 0:
+                wait_for(lambda: agent.metrics.reports_acked == 1, what="first window acknowledged")
+        wait_for(lambda: agent.metrics.upload_retries >= 2, what="retries while the leader is down")
+        assert agent.outbox.pending() == 2  # stored, not lost, while the leader is down
+        running.stop()  # the agent restarts too: its outbox must drain after restart
+        loop_thread.run(client.close())
+
+        loop_thread.run(cluster.restart(0))
+        client = upload_client(loop_thread, cluster)
+        running = RunningAgent(loop_thread, EdgeAgent(cfg, uploader=client, clock=clock))
+        agent = running.agent
+        assert agent.outbox.pending() == 2
+        clock.now += 1  # past the (fake-time) backoff
+        wait_for(lambda: agent.outbox.pending() == 0, timeout=40, what="outbox drained after restart")
+        running.stop()
+        loop_thread.run(client.close())
+
+        async def collect_all():
+            async with cluster.collector() as c:
+                return [await c.collect(task, ws) for ws in w]
+
+        results = loop_thread.run(collect_all())
+        assert [(r.result, r.report_count) for r in results] == [(expected[ws], 1) for ws in w]
+    finally:
+        loop_thread.run(cluster.stop())
+
+
+# --------------------------------------------------------------------------- agent behaviour (in-process protocol aggregator)
+
+
+@pytest.fixture(scope="module")
+def sum_kit():
+    return make_task({"type": "sum", "bits": 16}, window_seconds=WINDOW, max_skew_seconds=3600)
+
+
+def test_malformed_payloads_are_counted_logged_without_content_and_skipped(loop_thread, mosquitto_broker, sum_kit, tmp_path, caplog):
+    ws = past_window(2)
+    cfg = parse_edge_config(edge_toml(mosquitto_broker, tmp_path / "ob", write_task(tmp_path, sum_kit.task)))
+    clock = FakeClock(ws + 1)
+    up = InProcessAggregators({sum_kit.task.task_id: sum_kit})
+    caplog.set_level(logging.DEBUG, logger="twinmpc.edge")
+    running = RunningAgent(loop_thread, EdgeAgent(cfg, uploader=up, clock=clock))
+    agent = running.agent
+    topic = "city/traffic/x/count"
+    bad = [
+        (topic, b'{"count": 3, "plate": "SECRET-OWNER-NAME"'),  # truncated JSON
+        (topic, b"\xff\xfe\x00garbage"),  # not UTF-8
+        (topic, b"[1, 2, 3]"),  # not an object
+        (topic, b'{"count": NaN, "sensor_id": "a", "zone": 1}'),  # NaN
+        (topic, b"[" * 3000 + b"]" * 1000),  # deeply nested (and invalid)
+        (topic, b'{"pad": "' + b"x" * 5000 + b'"}'),  # over max_payload_bytes
+        (topic, json.dumps({"sensor_id": "a", "zone": 1, "count": "SECRET-OWNER-NAME", "ts": ws + 1}).encode()),
+        (topic, json.dumps({"sensor_id": "a", "zone": 1, "ts": ws + 1}).encode()),  # no count
+        (topic, json.dumps({"sensor_id": "a", "zone": 1, "count": 2.5, "ts": ws + 1}).encode()),
+        (topic, json.dumps({"sensor_id": "a", "zone": 1, "count": 1, "ts": ws - 10 * WINDOW}).encode()),  # stale
+        (topic, json.dumps({"zone": 1, "count": 1, "ts": ws + 1}).encode()),  # no contributor
+        (topic, b""),
+    ]
+    good = [reading("a", 1, 4, ws + 3), reading("b", 1, 5, ws + 4)]
+    try:
+        publish(loop_thread, mosquitto_broker, bad + good)
+        wait_for(lambda: agent.metrics.messages == len(bad) + len(good), what="all messages")
+        assert not running.future.done()  # still running
+        rejected = agent.metrics.rejected
+        assert rejected["bad_json"] == 5 and rejected["not_object"] == 1 and rejected["too_large"] == 1
+        assert rejected["bad_type"] == 1 and rejected["missing_field"] == 2 and rejected["non_integer"] == 1
+        assert rejected["stale"] == 1 and sum(rejected.values()) == len(bad)
+        assert agent.metrics.readings_accepted == 2
+        clock.now = ws + WINDOW + 1
+        wait_for(lambda: agent.metrics.reports_acked == 1, what="the good window acknowledged")
+    finally:
+        running.stop()
+    assert up.collect(sum_kit.task.task_id, ws).result == 9
+    # paho's own protocol trace (DEBUG, logger twinmpc.edge.mqtt.client) names topics; ours never does.
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name != "twinmpc.edge.mqtt.client")
+    assert "SECRET-OWNER-NAME" not in caplog.text and "garbage" not in caplog.text
+    assert "stream traffic: message rejected: bad_json" in ours
+    assert "city/traffic/x" not in ours  # concrete topics may carry device ids
+
+
+def test_full_outbox_refuses_new_windows_with_an_alarm_then_recovers(loop_thread, mosquitto_broker, sum_kit, tmp_path, caplog):
+    w = [past_window(b) for b in (4, 3, 2)]
+    cfg = parse_edge_config(edge_toml(mosquitto_broker, tmp_path / "ob", write_task(tmp_path, sum_kit.task), max_reports=1))
+    clock = FakeClock(w[0] + 1)
+    up = InProcessAggregators({sum_kit.task.task_id: sum_kit}, down=True)
+    running = RunningAgent(loop_thread, EdgeAgent(cfg, uploader=up, clock=clock))
+    agent = running.agent
+    try:
+        for i, ws in enumerate(w):
+            publish(loop_thread, mosquitto_broker, [reading("a", 1, 1, ws + 1), reading("b", 1, 2, ws + 1)])
+            wait_for(lambda n=2 * (i + 1): agent.metrics.messages == n, what="messages")
+            clock.now = ws + WINDOW + 1
+            wait_for(lambda n=i: agent.metrics.windows_reported + agent.metrics.windows_refused == n + 1, what="window closed")
+        m = agent.metrics
+        assert (m.windows_reported, m.windows_refused, m.readings_refused, m.outbox_full) == (1, 2, 4, True)
+        assert "ALARM outbox full" in caplog.text
+        assert [status for _, _, status, _ in agent.outbox.windows()] == ["pending", "refused", "refused"]
+        up.down = False
+        clock.now += 1  # past the (fake-time) backoff
+        wait_for(lambda: agent.metrics.reports_acked == 1, what="queued report delivered")
+        assert agent.metrics.outbox_full is False
+    finally:
+        running.stop()
+    assert up.windows(sum_kit.task.task_id) == [w[0]] and up.collect(sum_kit.task.task_id, w[0]).result == 3
+
+
+def test_tls_and_password_broker(loop_thread, secure_mosquitto, sum_kit, tmp_path):
+    ws = past_window(2)
+    pw = tmp_path / "mqtt.pass"
+    pw.write_text(secure_mosquitto.password + "\n")
+    os.chmod(pw, 0o600)
+    extra = f'username = "{secure_mosquitto.username}"\npassword_file = "{pw}"\n[mqtt.tls]\nca_file = "{secure_mosquitto.ca_file}"\n'
+    text = edge_toml(secure_mosquitto, tmp_path / "ob", write_task(tmp_path, sum_kit.task), extra_mqtt=extra)
+    text = text.replace(f'host = "{secure_mosquitto.host}"', 'host = "localhost"')
+    cfg = parse_edge_config(text)
+    clock = FakeClock(ws + 1)
+    up = InProcessAggregators({sum_kit.task.task_id: sum_kit})
+    running = RunningAgent(loop_thread, EdgeAgent(cfg, uploader=up, clock=clock))
+    agent = running.agent
+    try:
+        import ssl
+
+        tls = ssl.create_default_context(cafile=str(secure_mosquitto.ca_file))
+        creds = {"username": secure_mosquitto.username, "password": secure_mosquitto.password, "tls_context": tls}
+        secure = Broker("localhost", secure_mosquitto.port, secure_mosquitto.workdir, secure_mosquitto.config_file, "")
+        publish(loop_thread, secure, [reading("a", 2, 6, ws + 1), reading("b", 2, 1, ws + 2)], **creds)
+        wait_for(lambda: agent.metrics.readings_accepted == 2, what="readings over TLS")
+    finally:
+        running.stop()
+
+    # Wrong password: the agent keeps retrying instead of crashing, and never subscribes.
+    pw.write_text("wrong\n")
+    bad_cfg = parse_edge_config(text.replace(str(tmp_path / "ob"), str(tmp_path / "ob2")))
+    agent = EdgeAgent(bad_cfg, uploader=up, clock=clock)
+    future = asyncio.run_coroutine_threadsafe(agent.run(), loop_thread.loop)
+    wait_for(lambda: agent.source is not None and agent.source.disconnects >= 2, what="refused reconnect attempts")
+    assert not future.done() and not agent.source.connected.is_set()
+    loop_thread.loop.call_soon_threadsafe(agent.stop)
+    future.result(30)
