@@ -1,0 +1,122 @@
+"""Service throughput and latency: ingest rate and window-close -> result.
+
+Starts K real aggregator processes on loopback (mTLS, SQLite), pre-shards
+reports in this process (the edge cost is measured by bench_core), streams
+them in batches to the leader, and measures
+
+* ingest rate: acknowledged reports per second at the leader (batched upload);
+* window-close -> result: real-time windows of `--window-seconds`; the N
+  reports of a window arrive at an even pace during it (as edge nodes
+  would), and the controller collects the moment the window closes.  The
+  latency covers flushing what is still unaggregated, the helpers' shares
+  and unsharding (p50/p99 over the windows).
+
+Ingest is measured separately, as fast as the leader acknowledges a burst.
+
+    python -m bench.bench_services --reports 10000 --windows 5 --out bench/out/services.json
+
+Budgets (issue 3): ingest >= 5,000 reports/s, p99 close -> result <= 250 ms.
+Exits 1 when a budget is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mpc.client import shard_report
+from services.local_cluster import LocalCluster
+
+INGEST_BUDGET = 5000.0
+CLOSE_TO_RESULT_P99_BUDGET = 0.250
+
+
+async def _paced_upload(uploader, task, reports, batch: int, deadline: float) -> None:
+    """Spread the uploads evenly until `deadline` (wall clock), like edge arrivals."""
+    chunks = [reports[i : i + batch] for i in range(0, len(reports), batch)]
+    start = time.time()
+    span = max(0.0, deadline - start - 0.2)
+    for n, chunk in enumerate(chunks):
+        outcomes = await uploader.upload_batch(task.task_id, chunk)
+        if not all(o.accepted for o in outcomes):
+            raise RuntimeError("reports refused during the benchmark")
+        await asyncio.sleep(max(0.0, start + span * (n + 1) / len(chunks) - time.time()))
+
+
+async def run(reports_per_window: int, windows: int, k: int, batch: int, window_seconds: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="twinmpc-bench-") as tmp:
+        cluster = LocalCluster(Path(tmp), k=k, processes=True)
+        await cluster.start()
+        try:
+            doc = {"measurement": {"type": "sum", "bits": 16}, "min_batch_size": 1, "max_skew_seconds": 3600}
+            burst_task = await cluster.provision({**doc, "window_seconds": 3600})
+            task = await cluster.provision({**doc, "window_seconds": window_seconds})
+            expected = sum(i % 1000 for i in range(reports_per_window))
+            ingest_rates, latencies = [], []
+            async with cluster.upload_client(batch_size=batch) as uploader, cluster.collector() as collector:
+                for _ in range(windows):  # ingest: bursts as fast as the leader acknowledges
+                    reports = [shard_report(burst_task, i % 1000) for i in range(reports_per_window)]
+                    t0 = time.perf_counter()
+                    outcomes = await uploader.upload_batch(burst_task.task_id, reports)
+                    ingest_rates.append(len(reports) / (time.perf_counter() - t0))
+                    if not all(o.accepted for o in outcomes):
+                        raise RuntimeError("reports refused during the benchmark")
+                await asyncio.sleep(1.0)  # let the burst backlog drain before timing windows
+                for _ in range(windows):  # close -> result: paced arrivals, collect at the close
+                    now = time.time()
+                    window = int(now) - int(now) % window_seconds + window_seconds  # next full window
+                    reports = [shard_report(task, i % 1000, time=window + 1) for i in range(reports_per_window)]
+                    await asyncio.sleep(max(0.0, window - time.time()))
+                    await _paced_upload(uploader, task, reports, batch, window + window_seconds)
+                    await asyncio.sleep(max(0.0, window + window_seconds - time.time()))
+                    t0 = time.perf_counter()
+                    result = await collector.collect(task, window)
+                    latencies.append(time.perf_counter() - t0)
+                    if result.result != expected or result.report_count != reports_per_window:
+                        raise RuntimeError(f"wrong result {result.result} != {expected}")
+        finally:
+            await cluster.stop()
+    lat = np.array(latencies)
+    return {
+        "k": k,
+        "reports_per_window": reports_per_window,
+        "windows": windows,
+        "upload_batch_size": batch,
+        "window_seconds": window_seconds,
+        "ingest_reports_per_s_median": float(np.median(ingest_rates)),
+        "ingest_reports_per_s": [round(r) for r in ingest_rates],
+        "close_to_result_ms_p50": float(np.percentile(lat, 50) * 1000),
+        "close_to_result_ms_p99": float(np.percentile(lat, 99) * 1000),
+        "budgets": {"ingest_reports_per_s_min": INGEST_BUDGET, "close_to_result_ms_p99_max": CLOSE_TO_RESULT_P99_BUDGET * 1000},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reports", type=int, default=10_000, help="reports per window")
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--aggregators", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=1000, help="reports per upload message")
+    parser.add_argument("--window-seconds", type=int, default=4, help="real-time window length for the latency runs")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    result = asyncio.run(run(args.reports, args.windows, args.aggregators, args.batch, args.window_seconds))
+    ok = result["ingest_reports_per_s_median"] >= INGEST_BUDGET and result["close_to_result_ms_p99"] <= CLOSE_TO_RESULT_P99_BUDGET * 1000
+    result["budgets_met"] = ok
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
