@@ -15,6 +15,10 @@ Ciphertext wire format (one message carries a vector of d ciphertexts)::
 each c_i big-endian in exactly ``2 * ceil(bits/8)`` bytes.  The decoder checks the
 size, version, key id, length, 0 < c < n^2 and gcd(c, n) = 1.
 
+Vectors are packed: with slot width w (from the largest honest sum), k =
+floor((bits - 2) / w) signed values share one plaintext, sum_i v_i * 2^(w i), so
+d entries cost ceil(d / k) encryptions instead of d.
+
 Not for: anything but additive aggregation of integers (no IND-CCA security: a
 ciphertext is malleable by design), or keys below 2048 bits outside tests.
 The service layer must bound the number of summands so |sum| <= (n-1)/2.
@@ -207,6 +211,63 @@ def encrypt(pk: PaillierPublicKey, m: int, *, rand: Callable[[int], bytes] = os.
 def encrypt_vector(pk: PaillierPublicKey, values: Sequence[int], *, rand: Callable[[int], bytes] = os.urandom) -> list[int]:
     """One ciphertext per entry (one modular exponentiation each; no packing)."""
     return [encrypt(pk, int(v), rand=rand) for v in values]
+
+
+def slot_bits(max_abs_sum: int) -> int:
+    """Packed slot width w for sums with |sum| <= max_abs_sum: w = bitlen(max_abs_sum) + 2.
+
+    A slot holds any signed value below 2^(w-1) in magnitude, so |sum| plus up
+    to 2^(w-2) of DP noise fits.
+    """
+    if not isinstance(max_abs_sum, int) or max_abs_sum < 0:
+        raise ValueError("max_abs_sum must be a non-negative int")
+    return max_abs_sum.bit_length() + 2
+
+
+def slots_per_ciphertext(pk: PaillierPublicKey, width: int) -> int:
+    """k = floor((bits - 2) / w): then |packed| < 2^(w k) <= 2^(bits-2) <= (n-1)/2 decodes exactly."""
+    return (pk.bits - 2) // width
+
+
+def pack(values: Sequence[int], width: int, per_ciphertext: int) -> list[int]:
+    """Signed packing: chunk j holds sum_i v_i * 2^(w i) over its k values (an exact integer).
+
+    Slots are signed digits, so packed plaintexts add slot-wise without offsets as
+    long as every slot sum stays below 2^(w-1) in magnitude.
+    """
+    if width < 2 or per_ciphertext < 1:
+        raise ValueError("slot width must be >= 2 and at least one slot per ciphertext")
+    bound = 1 << (width - 1)
+    out = []
+    for start in range(0, len(values), per_ciphertext):
+        packed = 0
+        for v in reversed(values[start : start + per_ciphertext]):
+            if not -bound < v < bound:
+                raise ValueError(f"value {v} does not fit a {width}-bit signed slot")
+            packed = (packed << width) + v
+        out.append(packed)
+    return out
+
+
+def unpack(packed: Sequence[int], width: int, per_ciphertext: int, length: int) -> list[int]:
+    """Inverse of `pack` on (summed) plaintexts: balanced base-2^w digits.
+
+    Raises `DecodeError` if a plaintext has digits beyond its k slots (overflow).
+    """
+    if len(packed) != -(-length // per_ciphertext):
+        raise ValueError("packed plaintext count does not match the length")
+    base, half = 1 << width, 1 << (width - 1)
+    out: list[int] = []
+    for j, m in enumerate(packed):
+        for _ in range(min(per_ciphertext, length - j * per_ciphertext)):
+            digit = m & (base - 1)
+            if digit >= half:
+                digit -= base
+            out.append(digit)
+            m = (m - digit) >> width
+        if m != 0:
+            raise DecodeError("packed Paillier plaintext overflows its slots")
+    return out
 
 
 def decrypt(sk: PaillierSecretKey, c: int) -> int:

@@ -9,6 +9,9 @@ Who runs what, and what crosses the wire:
                       ``add_noise_homomorphically(acc, noise)`` and ``acc.to_bytes()``
 * collector:          ``decrypt_aggregate(params, secret_keys, acc_bytes, count) -> result``
 
+Paillier reports pack ``floor((bits - 2) / w)`` entries per ciphertext, with
+slot width ``w = bitlen(max_reports * max_abs) + 2`` (`crypto.paillier.pack`).
+
 Trust model (see docs/homomorphic.md): a single aggregator sums ciphertexts it
 cannot read; only the collector's secret key decrypts, and the collector only
 ever receives the accumulator (a sum over >= min_batch_size reports, checked by
@@ -94,13 +97,26 @@ class HomomorphicParams:
     def max_abs_sum(self) -> int | float:
         return self.max_reports * self.max_abs
 
+    @property
+    def slot_bits(self) -> int:
+        """Paillier packing slot width for this task (`paillier.slot_bits`)."""
+        return paillier.slot_bits(int(self.max_abs_sum))
+
+    def paillier_slots(self, key: paillier.PaillierPublicKey) -> int:
+        """Measurement entries per Paillier ciphertext under ``key``."""
+        return paillier.slots_per_ciphertext(key, self.slot_bits)
+
+    def paillier_ciphertexts(self, key: paillier.PaillierPublicKey) -> int:
+        """Ciphertexts per report under ``key``: ceil(length / slots)."""
+        return -(-self.length // self.paillier_slots(key))
+
     def check_key(self, key: PublicKey) -> None:
         """The key must match the mode and hold the largest honest sum (TypeError/InvalidTask)."""
         if self.mode == "paillier":
             if not isinstance(key, paillier.PaillierPublicKey):
                 raise TypeError("paillier task needs a PaillierPublicKey")
-            if self.max_abs_sum > key.max_abs_plaintext // 2:
-                raise InvalidTask("max_reports * max_abs exceeds half the Paillier plaintext range")
+            if self.paillier_slots(key) < 1:
+                raise InvalidTask("max_reports * max_abs needs a packing slot wider than the Paillier key")
         else:
             if not isinstance(key, ckks.CkksPublicContext):
                 raise TypeError("ckks task needs a CkksPublicContext")
@@ -168,15 +184,21 @@ def encrypt_report(
     params.check_key(public_key)
     if params.mode == "paillier":
         values = _paillier_values(params, measurement)
-        cts = paillier.encrypt_vector(public_key, values, rand=rand)  # type: ignore[arg-type]
-        return paillier.encode_ciphertexts(public_key, cts)  # type: ignore[arg-type]
+        return _paillier_encrypt_packed(params, public_key, values, rand)  # type: ignore[arg-type]
     arr = _ckks_values(params, measurement)
     return ckks.encode_ciphertext(public_key, public_key.encrypt(arr), params.length)  # type: ignore[union-attr,arg-type]
 
 
+def _paillier_encrypt_packed(
+    params: HomomorphicParams, key: paillier.PaillierPublicKey, values: list[int], rand: Callable[[int], bytes]
+) -> bytes:
+    packed = paillier.pack(values, params.slot_bits, params.paillier_slots(key))
+    return paillier.encode_ciphertexts(key, paillier.encrypt_vector(key, packed, rand=rand))
+
+
 def _decode(params: HomomorphicParams, key: PublicKey, data: bytes) -> Any:
     if params.mode == "paillier":
-        return paillier.decode_ciphertexts(key, data, params.length)  # type: ignore[arg-type]
+        return paillier.decode_ciphertexts(key, data, params.paillier_ciphertexts(key))  # type: ignore[arg-type]
     return ckks.decode_ciphertext(key, data, params.length)  # type: ignore[arg-type]
 
 
@@ -351,9 +373,10 @@ def add_noise_homomorphically(
         if step != 1.0:
             raise ValueError("paillier noise is integer: step must be 1")
         values = [int(v) for v in arr.tolist()]
-        if acc.params.max_abs_sum + max(abs(v) for v in values) > key.max_abs_plaintext:  # type: ignore[union-attr]
-            raise ValueError("noise would overflow the Paillier plaintext range")
-        value: Any = paillier.encrypt_vector(key, values, rand=rand)  # type: ignore[arg-type]
+        if acc.params.max_abs_sum + max(abs(v) for v in values) >= 1 << (acc.params.slot_bits - 1):
+            raise ValueError("noise would overflow the packed Paillier slot")
+        packed = paillier.pack(values, acc.params.slot_bits, acc.params.paillier_slots(key))  # type: ignore[arg-type]
+        value: Any = paillier.encrypt_vector(key, packed, rand=rand)  # type: ignore[arg-type]
     else:
         real = arr.astype(np.float64) * step
         if acc.params.max_abs_sum + float(np.max(np.abs(real))) > key.params.max_abs_sum:  # type: ignore[union-attr]
@@ -385,7 +408,9 @@ def decrypt_aggregate(
         total = [0] * params.length
         for key_id, sums in acc._sums.items():
             sk = by_id[key_id]
-            total = [t + paillier.decrypt(sk, c) for t, c in zip(total, sums)]  # type: ignore[arg-type]
+            packed = [paillier.decrypt(sk, c) for c in sums]  # type: ignore[arg-type]
+            values = paillier.unpack(packed, params.slot_bits, params.paillier_slots(sk.public_key), params.length)  # type: ignore[union-attr]
+            total = [t + v for t, v in zip(total, values)]
         return total
     out = np.zeros(params.length, dtype=np.float64)
     for key_id, sums in acc._sums.items():

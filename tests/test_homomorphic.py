@@ -73,7 +73,7 @@ def test_check_key_rejects_wrong_type_and_small_range(old_key, ckks_key) -> None
     with pytest.raises(TypeError):
         C.check_key(pk)
     huge = he.HomomorphicParams("paillier", 1, 2**300, 2**300)
-    with pytest.raises(InvalidTask, match="half the Paillier"):
+    with pytest.raises(InvalidTask, match="wider than the Paillier key"):
         huge.check_key(pk)
     with pytest.raises(InvalidTask, match="CKKS decryptable"):
         he.HomomorphicParams("ckks", 1, 2.0**50, 2**20).check_key(ckks_key.public)
@@ -158,7 +158,7 @@ def test_state_layout_annotated(old_key) -> None:
     assert data[9:17] == pk.key_id_bytes
     assert data[17:25].hex() == "0000000000000001"  # count
     (plen,) = struct.unpack(">I", data[25:29])
-    assert plen == 13 + 3 * pk.ciphertext_size and len(data) == 29 + plen
+    assert plen == 13 + 1 * pk.ciphertext_size and len(data) == 29 + plen  # 3 entries packed in one ciphertext
     assert he.HomomorphicAccumulator(P3, [pk]).to_bytes().hex() == "01010000000003" "0000"
 
 
@@ -218,7 +218,8 @@ def test_noise_rejections(old_key, noise, kwargs, match) -> None:
 def test_noise_overflow_is_rejected(old_key) -> None:
     pk, sk = old_key
     acc = _paillier_acc(pk, [[1, 2, 3]])
-    room = pk.max_abs_plaintext - P3.max_abs_sum
+    assert P3.slot_bits == 18  # bitlen(50 * 1000) + 2
+    room = 2**17 - 1 - P3.max_abs_sum
     with pytest.raises(ValueError, match="overflow"):
         he.add_noise_homomorphically(acc, np.array([room + 1, 0, 0], dtype=object))
     he.add_noise_homomorphically(acc, np.array([room, 0, -room], dtype=object))  # big exact ints are fine
@@ -245,6 +246,20 @@ def test_validate_ciphertext(old_key) -> None:
     he.validate_ciphertext(P3, pk, good)
     with pytest.raises(DecodeError):
         he.validate_ciphertext(P3, pk, good[:-1])
+
+
+def test_paillier_packing_sizes(old_key) -> None:
+    pk, sk = old_key
+    params = he.HomomorphicParams("paillier", 100, 1000, 50)
+    assert params.paillier_slots(pk) == 28  # floor((512 - 2) / 18)
+    assert params.paillier_ciphertexts(pk) == 4
+    values = list(range(-50, 50))
+    report = he.encrypt_report(params, pk, values)
+    assert len(report) == 13 + 4 * pk.ciphertext_size
+    acc = he.HomomorphicAccumulator(params, [pk])
+    acc.add(report)
+    acc.add(he.encrypt_report(params, pk, [-v for v in values[::-1]]))
+    assert he.decrypt_aggregate(params, sk, acc.to_bytes(), 2) == [a - b for a, b in zip(values, values[::-1])]
 
 
 def test_paillier_randomness_seam_is_deterministic(old_key) -> None:

@@ -188,6 +188,57 @@ def test_add_vectors(keys) -> None:
         paillier.add_vectors(pk, [])
 
 
+# --- packing ----------------------------------------------------------------------
+
+
+def test_pack_known_answer() -> None:
+    assert paillier.slot_bits(5) == 5  # bitlen(5) = 3, plus sign and noise headroom
+    assert paillier.pack([1, -1, 2], 4, 3) == [1 - 16 + 2 * 256]
+    assert paillier.pack([1, -1, 2, 7], 4, 3) == [497, 7]
+    assert paillier.unpack([497, 7], 4, 3, 4) == [1, -1, 2, 7]
+
+
+def test_slots_per_ciphertext(kat_keys) -> None:
+    pk, _ = kat_keys
+    assert paillier.slots_per_ciphertext(pk, 10) == 50  # floor((511 - 2) / 10)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    width=st.integers(min_value=3, max_value=70),
+    rows=st.lists(st.lists(st.integers(), min_size=7, max_size=7), min_size=1, max_size=4),
+)
+def test_packed_sums_unpack_to_slot_sums(width, rows) -> None:
+    """pack is additive: sum of packings unpacks to column sums while |column sum| < 2^(w-1)."""
+    bound = (1 << (width - 1)) // 4 - 1  # 4 rows of values below this never overflow a slot
+    rows = [[v % (2 * bound + 1) - bound for v in row] for row in rows]
+    packed = [paillier.pack(row, width, 3) for row in rows]
+    summed = [sum(col) for col in zip(*packed)]
+    assert paillier.unpack(summed, width, 3, 7) == [sum(col) for col in zip(*rows)]
+
+
+def test_packed_homomorphic_sum(keys) -> None:
+    pk, sk = keys
+    width, k = 20, paillier.slots_per_ciphertext(pk, 20)
+    rows = [[(-1) ** i * 1000 * i for i in range(k + 2)], list(range(k + 2))]
+    cts = [paillier.encrypt_vector(pk, paillier.pack(r, width, k)) for r in rows]
+    total = [paillier.decrypt(sk, c) for c in paillier.add_vectors(pk, cts)]
+    assert paillier.unpack(total, width, k, k + 2) == [a + b for a, b in zip(*rows)]
+
+
+def test_pack_and_unpack_rejections() -> None:
+    with pytest.raises(ValueError, match="signed slot"):
+        paillier.pack([8], 4, 1)
+    with pytest.raises(ValueError, match="slot width"):
+        paillier.pack([0], 1, 1)
+    with pytest.raises(DecodeError, match="overflows"):
+        paillier.unpack([1 << 20], 4, 3, 3)
+    with pytest.raises(ValueError, match="count"):
+        paillier.unpack([1, 2], 4, 3, 3)
+    with pytest.raises(ValueError, match="non-negative"):
+        paillier.slot_bits(-1)
+
+
 # --- wire encoding ----------------------------------------------------------------
 
 
