@@ -35,6 +35,7 @@ where each payload is the crypto-layer ciphertext encoding of that group's sum.
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from collections.abc import Callable, Mapping, Sequence
@@ -45,6 +46,7 @@ import numpy as np
 
 from crypto import ckks, paillier
 from mpc.errors import DecodeError, InvalidMeasurement, InvalidReport, InvalidTask
+from mpc.measurements import Count, FixedPointVec, Histogram, MeasurementType, Sum, SumVec
 
 PublicKey = Union[paillier.PaillierPublicKey, ckks.CkksPublicContext]
 SecretKey = Union[paillier.PaillierSecretKey, ckks.CkksSecretContext]
@@ -92,6 +94,28 @@ class HomomorphicParams:
         if unknown or missing:
             raise InvalidTask(f"homomorphic params: unknown {sorted(unknown)}, missing {sorted(missing)}")
         return cls(doc["mode"], doc["length"], doc["max_abs"], doc["max_reports"])
+
+    @classmethod
+    def for_measurement(
+        cls, mode: Literal["paillier", "ckks"], measurement: MeasurementType, max_reports: int
+    ) -> HomomorphicParams:
+        """Parameters for a task's measurement type.
+
+        Paillier encrypts the type's integer encoding read as signed
+        (``ring.to_signed(measurement.encode(x))``); CKKS takes the real values of
+        a FixedPointVec directly (|x| <= clip).
+        """
+        if isinstance(measurement, FixedPointVec):
+            if mode == "ckks":
+                return cls(mode, measurement.length, float(measurement.clip), max_reports)
+            return cls(mode, measurement.length, math.ceil(measurement.clip * 2**measurement.frac_bits), max_reports)
+        if mode == "ckks":
+            raise InvalidTask("ckks mode carries real vectors: use a fixedpointvec measurement")
+        if isinstance(measurement, (Count, Histogram)):
+            return cls(mode, measurement.length, 1, max_reports)
+        if isinstance(measurement, (Sum, SumVec)):
+            return cls(mode, measurement.length, (1 << measurement.bits) - 1, max_reports)
+        raise InvalidTask(f"measurement type {measurement.NAME!r} has no homomorphic mode")
 
     @property
     def max_abs_sum(self) -> int | float:
@@ -149,7 +173,10 @@ def _public(key: PublicKey | SecretKey) -> PublicKey:
 
 def _paillier_values(params: HomomorphicParams, measurement: Any) -> list[int]:
     arr = np.atleast_1d(np.asarray(measurement))
-    if arr.dtype.kind not in "iu" and not (arr.dtype == object and all(isinstance(v, int) for v in arr.flat)):
+    integral = arr.dtype.kind in "iu" or (
+        arr.dtype == object and all(isinstance(v, int) and not isinstance(v, bool) for v in arr.flat)
+    )
+    if not integral:
         raise InvalidMeasurement("paillier measurements must be integers")
     if arr.ndim != 1 or arr.size != params.length:
         raise InvalidMeasurement(f"measurement must have {params.length} entries")
@@ -160,7 +187,10 @@ def _paillier_values(params: HomomorphicParams, measurement: Any) -> list[int]:
 
 
 def _ckks_values(params: HomomorphicParams, measurement: Any) -> np.ndarray:
-    arr = np.atleast_1d(np.asarray(measurement, dtype=np.float64))
+    try:
+        arr = np.atleast_1d(np.asarray(measurement, dtype=np.float64))
+    except (TypeError, ValueError) as exc:
+        raise InvalidMeasurement("ckks measurements must be real numbers") from exc
     if arr.ndim != 1 or arr.size != params.length:
         raise InvalidMeasurement(f"measurement must have {params.length} entries")
     if not np.all(np.isfinite(arr)):

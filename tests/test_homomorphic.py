@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crypto import ckks, dp_noise, paillier
+from crypto import ckks, dp_noise, paillier, ring
 from mpc import homomorphic as he
 from mpc.errors import DecodeError, InvalidMeasurement, InvalidReport, InvalidTask
+from mpc.measurements import Count, FixedPointVec, Histogram, Mean, Sum, SumVec
 
 TEST_BITS = 512
 P3 = he.HomomorphicParams("paillier", 3, 1000, 50)
@@ -64,6 +65,38 @@ def test_params_from_task() -> None:
 def test_params_rejections(doc, match) -> None:
     with pytest.raises(InvalidTask, match=match):
         he.HomomorphicParams.from_task(doc)
+
+
+@pytest.mark.parametrize(
+    "mode, measurement, expected",
+    [
+        ("paillier", Count(), ("paillier", 1, 1)),
+        ("paillier", Sum(8), ("paillier", 1, 255)),
+        ("paillier", Mean(4), ("paillier", 1, 15)),
+        ("paillier", Histogram(5), ("paillier", 5, 1)),
+        ("paillier", SumVec(3, 10), ("paillier", 3, 1023)),
+        ("paillier", FixedPointVec(4, 16, 1.5), ("paillier", 4, 98304)),
+        ("ckks", FixedPointVec(4, 16, 1.5), ("ckks", 4, 1.5)),
+    ],
+)
+def test_params_for_measurement(mode, measurement, expected) -> None:
+    p = he.HomomorphicParams.for_measurement(mode, measurement, 100)
+    assert (p.mode, p.length, p.max_abs, p.max_reports) == (*expected, 100)
+
+
+def test_params_for_measurement_rejections() -> None:
+    with pytest.raises(InvalidTask, match="fixedpointvec"):
+        he.HomomorphicParams.for_measurement("ckks", Count(), 10)
+
+
+def test_histogram_through_paillier(old_key) -> None:
+    pk, sk = old_key
+    hist = Histogram(4)
+    params = he.HomomorphicParams.for_measurement("paillier", hist, 10)
+    acc = he.HomomorphicAccumulator(params, [pk])
+    for bucket in (0, 3, 3, 1):
+        acc.add(he.encrypt_report(params, pk, ring.to_signed(hist.encode(bucket))))
+    assert he.decrypt_aggregate(params, sk, acc.to_bytes(), 4) == [1, 1, 0, 2]
 
 
 def test_check_key_rejects_wrong_type_and_small_range(old_key, ckks_key) -> None:
@@ -233,6 +266,8 @@ def test_noise_overflow_is_rejected(old_key) -> None:
         ([1, 2], "3 entries"),
         ([1, 2, 1001], "max_abs"),
         ([[1, 2, 3]], "3 entries"),
+        (np.array([True, 2, 3], dtype=object), "integers"),
+        (["a", "b", "c"], "integers"),
     ],
 )
 def test_paillier_measurement_rejections(old_key, measurement, match) -> None:
@@ -333,6 +368,7 @@ def test_ckks_end_to_end_with_noise(ckks_key) -> None:
         (np.full(C.length, np.nan), "finite"),
         (np.full(C.length, 101.0), "max_abs"),
         (np.ones(10), "5000 entries"),
+        (["x"] * 5000, "real numbers"),
     ],
 )
 def test_ckks_measurement_rejections(ckks_key, measurement, match) -> None:
