@@ -85,7 +85,7 @@ class Accumulator:
             raise ValueError(f"{len(report_ids)} report ids for {len(out_shares)} output shares")
         scheme = self.task.scheme
         for out in out_shares:
-            scheme.agg_update(b"", self.agg_share, out)
+            self.agg_share = scheme.agg_update(b"", self.agg_share, out)
         self.count += len(report_ids)
         self.checksum = xor_bytes(self.checksum, report_checksum(report_ids))
 

@@ -45,6 +45,11 @@ def shard_report(
     report_id = rand(REPORT_ID_SIZE) if report_id is None else report_id
     scheme = task.scheme
     public_share, input_shares = scheme.shard(task.ctx(), measurement, report_id, rand(scheme.RAND_SIZE))
+    return seal_report(task, report_id, report_time, public_share, input_shares)
+
+
+def seal_report(task: Task, report_id: bytes, report_time: int, public_share: bytes, input_shares: list[bytes]) -> Report:
+    """Seal each input share to its aggregator, bound to the report."""
     sealed = tuple(
         seal.seal(agg.hpke_config, share, input_share_info(task, report_id, report_time, j, public_share))
         for j, (agg, share) in enumerate(zip(task.aggregators, input_shares, strict=True))

@@ -95,7 +95,7 @@ class Task:
     aggregators: tuple[AggregatorEndpoint, ...]
     window_seconds: int
     min_batch_size: int
-    vdaf: str = "twinring64"
+    vdaf: str = "prio3"
     mode: str = "shares"
     collector_hpke_config: HpkeConfig | None = None
     max_skew_seconds: int = 60
@@ -154,7 +154,7 @@ class Task:
             aggregators=tuple(endpoints),
             window_seconds=_int_field(doc, "window_seconds", 1, 366 * 86400),
             min_batch_size=_int_field(doc, "min_batch_size", 1, 1 << 40),
-            vdaf=doc.get("vdaf", "twinring64"),
+            vdaf=doc.get("vdaf", _default_scheme(doc["measurement"])),
             mode=doc.get("mode", "shares"),
             collector_hpke_config=_hpke(doc["collector_hpke_config"], "collector_hpke_config")
             if "collector_hpke_config" in doc
@@ -225,6 +225,12 @@ class Task:
         from mpc.schemes import scheme_for_task
 
         return scheme_for_task(self)
+
+
+def _default_scheme(measurement: Any) -> str:
+    """Prio3 (validity proofs) unless the type has no Prio3 variant wired yet."""
+    kind = measurement.get("type") if isinstance(measurement, dict) else None
+    return "twinring64" if kind == "fixedpointvec" else "prio3"
 
 
 def _task_id(text: Any) -> bytes:

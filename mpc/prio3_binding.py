@@ -1,0 +1,107 @@
+"""Run a task's measurement type through Prio3 (robust against poisoning clients).
+
+Maps our measurement types onto the draft's Prio3 variants, picks chunk
+lengths near sqrt(measurement bits) (the draft's recommendation, Section
+7.4.3), and adapts the result: the sum of aggregate shares is decoded as
+signed field elements (so DP noise below zero stays negative) and then
+through the measurement type's own decode (e.g. Mean -> mean, sum, count).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from crypto import ring
+from mpc.errors import InvalidTask
+from mpc.measurements import Count, FixedPointVec, Histogram, MeasurementType, Sum, SumVec
+from mpc.prio3 import Prio3Count, Prio3Histogram, Prio3Sum, Prio3SumVec
+
+
+def _chunk_length(total_bits: int) -> int:
+    return max(1, math.isqrt(total_bits))
+
+
+class Prio3Scheme:
+    """A Prio3 instance plus the measurement type that shapes its input and result."""
+
+    def __init__(self, prio3, measurement: MeasurementType) -> None:
+        self.prio3 = prio3
+        self.measurement = measurement
+        self.ID = prio3.ID
+        self.SHARES = prio3.SHARES
+        self.ROUNDS = prio3.ROUNDS
+        self.NONCE_SIZE = prio3.NONCE_SIZE
+        self.RAND_SIZE = prio3.RAND_SIZE
+        self.VERIFY_KEY_SIZE = prio3.VERIFY_KEY_SIZE
+        self.field = prio3.field
+
+    def __repr__(self) -> str:
+        return f"Prio3Scheme({self.prio3!r}, {self.measurement!r})"
+
+    def input_share_size(self, agg_id: int) -> int:
+        """Leader: measurement + proof shares (+ blind); helper: seed (+ blind). Draft Section 7.2.1."""
+        seed = self.prio3.xof.SEED_SIZE
+        blind = seed if self.prio3.flp.JOINT_RAND_LEN > 0 else 0
+        if agg_id == 0:
+            flp = self.prio3.flp
+            return self.field.ENCODED_SIZE * (flp.MEAS_LEN + flp.PROOF_LEN * self.prio3.PROOFS) + blind
+        return seed + blind
+
+    def shard(self, ctx: bytes, measurement: Any, nonce: bytes, rand: bytes):
+        self.measurement.encode(measurement)  # same client-side validation and errors as every mode
+        return self.prio3.shard(ctx, measurement, nonce, rand)
+
+    def verify_init(self, verify_key, ctx, agg_id, agg_param, nonce, public_share, input_share):
+        return self.prio3.verify_init(verify_key, ctx, agg_id, agg_param, nonce, public_share, input_share)
+
+    def verifier_shares_to_message(self, ctx, agg_param, verifier_shares):
+        return self.prio3.verifier_shares_to_message(ctx, agg_param, verifier_shares)
+
+    def verify_next(self, ctx, state, verifier_message):
+        return self.prio3.verify_next(ctx, state, verifier_message)
+
+    def agg_init(self, agg_param: bytes) -> np.ndarray:
+        return self.prio3.agg_init(agg_param)
+
+    def agg_update(self, agg_param: bytes, agg_share: np.ndarray, out_share: np.ndarray) -> np.ndarray:
+        return self.prio3.agg_update(agg_param, agg_share, out_share)
+
+    def merge(self, agg_param: bytes, agg_shares: list[np.ndarray]) -> np.ndarray:
+        return self.prio3.merge(agg_param, agg_shares)
+
+    def encode_agg_share(self, agg_share: np.ndarray) -> bytes:
+        return self.prio3.encode_agg_share(agg_share)
+
+    def decode_agg_share(self, encoded: bytes) -> np.ndarray:
+        return self.prio3.decode_agg_share(encoded)
+
+    def signed_total(self, agg_shares: list[bytes]) -> list[int]:
+        """Sum of the aggregate shares as signed integers (x > p/2 means x - p)."""
+        total = self.merge(b"", [self.decode_agg_share(a) for a in agg_shares])
+        p = self.field.MODULUS
+        return [v - p if v > p // 2 else v for v in self.field.to_ints(total)]
+
+    def unshard(self, agg_param: bytes, agg_shares: list[bytes], num_measurements: int) -> Any:
+        values = self.signed_total(agg_shares)
+        return self.measurement.decode(ring.from_ints(np.array(values, dtype=object)), num_measurements)
+
+
+def prio3_for_measurement(measurement: MeasurementType, shares: int) -> Prio3Scheme:
+    """The Prio3 variant that checks `measurement`'s range with a validity proof."""
+    if isinstance(measurement, Count):
+        prio3 = Prio3Count(shares)
+    elif isinstance(measurement, Sum):  # also Mean
+        prio3 = Prio3Sum(shares, (1 << measurement.bits) - 1)
+    elif isinstance(measurement, Histogram):
+        prio3 = Prio3Histogram(shares, measurement.buckets, _chunk_length(measurement.buckets))
+    elif isinstance(measurement, SumVec):
+        n = measurement.vector_length
+        prio3 = Prio3SumVec(shares, n, (1 << measurement.bits) - 1, _chunk_length(n * measurement.bits))
+    elif isinstance(measurement, FixedPointVec):
+        raise InvalidTask("fixedpointvec tasks use vdaf = 'twinring64' (the Prio3 L2-bounded variant is not wired to tasks yet)")
+    else:
+        raise InvalidTask(f"no Prio3 variant for measurement type {measurement.NAME!r}")
+    return Prio3Scheme(prio3, measurement)
