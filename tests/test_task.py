@@ -27,6 +27,7 @@ def base_doc(k: int = 2, measurement: dict | None = None) -> dict[str, Any]:
     return {
         "task_id": TASK_ID,
         "measurement": measurement or {"type": "histogram", "buckets": 4},
+        "vdaf": "twinring64",
         "aggregators": [
             {"endpoint": f"agg{j}.city.example:443", "hpke_config": b64encode(AGG_KEYS[j].config.encode())} for j in range(k)
         ],
@@ -117,7 +118,7 @@ def test_valid_documents_parse_and_round_trip(name: str, tmp_path: Path) -> None
 
 def test_defaults_and_derived_values() -> None:
     task = Task.from_dict(base_doc(3))
-    assert (task.vdaf, task.mode, task.max_skew_seconds, task.dp, task.description) == ("twinring64", "shares", 60, {"algo": "none"}, "")
+    assert (task.mode, task.max_skew_seconds, task.dp, task.description) == ("shares", 60, {"algo": "none"}, "")
     assert task.num_aggregators == 3
     assert task.aggregators[1].hpke_config == AGG_KEYS[1].config
     assert task.collector_hpke_config == COLLECTOR.config

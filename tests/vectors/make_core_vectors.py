@@ -80,6 +80,7 @@ def fixed_task(label: str, measurement: dict[str, Any], k: int, suite: str) -> t
     doc = {
         "task_id": b64encode(fixed("task-id/" + label, 32)),
         "measurement": measurement,
+        "vdaf": "twinring64",
         "aggregators": [{"endpoint": f"agg{j}.example:443", "hpke_config": b64encode(kp.config.encode())} for j, kp in enumerate(agg_keys)],
         "collector_hpke_config": b64encode(collector_key.config.encode()),
         "window_seconds": 300,
