@@ -234,8 +234,10 @@ def test_secure_fedavg_within_margin_of_centralised(city, plain_history) -> None
     # Shares are exact in Z/2^64: the securely aggregated run is bit-identical to a plain-sum run.
     assert np.array_equal(secure.weights, plain_history.weights)
     assert secure.final_accuracy >= secure.centralised_accuracy - MARGIN
-    assert secure.final_accuracy == pytest.approx(0.8152, abs=5e-4)
-    assert secure.centralised_accuracy == pytest.approx(0.8132, abs=5e-4)
+    # Measured with numpy 2.4: FedAvg 0.8152, centralised 0.8132, oracle 0.8125 (not pinned:
+    # numpy's distribution samplers may change between releases; the margin is the claim).
+    oracle = accuracy(np.append(HIDDEN_WEIGHTS, HIDDEN_BIAS), city.test_features, city.test_labels)
+    assert secure.centralised_accuracy >= oracle - 0.01
     assert secure.rounds[0].accuracy < secure.final_accuracy  # it actually learned over rounds
 
 
