@@ -52,6 +52,7 @@ from protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
 from services.aggregator.config import AggregatorConfig
 from services.keyfiles import load_or_create_datastore_key, load_or_create_hpke
 from services.aggregator.metrics import Metrics
+from services.aggregator.privacy import CollectionGuard, noise_plan
 from services.storage import HelperReportRow, NotFound, PendingReport, SqliteDatastore, TaskRecord
 
 log = logging.getLogger("twinmpc.aggregator")
@@ -105,6 +106,7 @@ class AggregatorCore:
         self.hpke = load_or_create_hpke(config.data_dir / "hpke_key.json", config.hpke_suite)
         self.store = SqliteDatastore(config.data_dir / "aggregator.sqlite3", load_or_create_datastore_key(config.data_dir / "datastore.key"))
         self.metrics = Metrics()
+        self.guard = CollectionGuard(config.data_dir, self.store, config.identity)
         self.clock = clock
         self._peer_credentials = peer_credentials
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -116,8 +118,9 @@ class AggregatorCore:
         self._stopping = False
 
     # --------------------------------------------------------------- tasks ---
-    def put_task(self, task_json: str, agg_index: int, verify_key: bytes) -> Task:
+    def put_task(self, task_json: str, agg_index: int, verify_key: bytes, actor: str = "local") -> Task:
         task = Task.from_json(task_json)
+        noise_plan(task)  # the DP block must calibrate for this measurement
         if not 0 <= agg_index < task.num_aggregators:
             raise InvalidTask(f"aggregator_index {agg_index} outside 0..{task.num_aggregators - 1}")
         mine = task.aggregators[agg_index].hpke_config
@@ -127,6 +130,8 @@ class AggregatorCore:
             raise InvalidTask(f"verify_key must be {task.scheme.VERIFY_KEY_SIZE} bytes for {task.vdaf}")
         self.store.put_task(task.task_id, TaskRecord(task.to_json(), agg_index, verify_key))
         self._tasks[task.task_id] = LoadedTask(task, agg_index, verify_key)
+        self.guard.record("task_created", actor, task=task.task_id_b64, agg_index=agg_index, measurement=task.measurement.params(),
+                          vdaf=task.vdaf, mode=task.mode, dp=task.dp, window_seconds=task.window_seconds, min_batch_size=task.min_batch_size)
         log.info("task stored", extra={"task": task.task_id_b64, "agg_index": agg_index})
         return task
 
@@ -218,6 +223,7 @@ class AggregatorCore:
                 pass
         for channel in self._channels.values():
             await channel.close()
+        self.guard.close()
         self.store.close()
 
     async def _drive_forever(self) -> None:
@@ -313,6 +319,7 @@ class AggregatorCore:
         self.metrics.inc("reports_aggregated_total", len(accepted_ids))
         if rejected_ids:
             self.metrics.inc("reports_invalid_total", len(rejected_ids))
+            self.guard.record("report_rejected", "leader", task=task.task_id_b64, count=len(rejected_ids), reason="verification failed")
             log.warning("aggregation job rejected %d report(s) as invalid", len(rejected_ids))
         self.metrics.observe("aggregate_job", time.perf_counter() - started)
 
@@ -458,30 +465,45 @@ class AggregatorCore:
             return agg.Accumulator(task)
         return agg.Accumulator.decode(task, record.accumulator)
 
-    def _noised_share(self, task: Task, acc: agg.Accumulator) -> tuple[np.ndarray, dict]:
-        """Hook for distributed DP noise; without a DP block the share is sent as is."""
-        return acc.agg_share, {"algo": task.dp.get("algo", "none")}
+    def _release(self, task: Task, acc: agg.Accumulator, window_start: int, collection_id: str, actor: str) -> tuple[np.ndarray, dict]:
+        """Charge the ledger, add this aggregator's full DP noise, audit the release."""
+        plan = noise_plan(task)
+        self.guard.charge(task, plan, collection_id, actor, window_start)
+        share = self.guard.noised_share(task, acc.agg_share, plan)
+        applied = plan.describe()
+        self.guard.record("collection", actor, task=task.task_id_b64, window_start=window_start, report_count=acc.count,
+                          collection_id=collection_id, noise=applied)
+        return share, applied
 
-    async def collect(self, task_id: bytes, window_start: int) -> pb.CollectResponse:
+    def _refuse(self, exc: Exception, task: Task, window_start: int, actor: str) -> None:
+        self.guard.record("refusal", actor, task=task.task_id_b64, window_start=window_start, reason=f"{type(exc).__name__}: {exc}")
+
+    async def collect(self, task_id: bytes, window_start: int, actor: str = "local") -> pb.CollectResponse:
         started = time.perf_counter()
         loaded = self.load_task(task_id)
         if loaded.agg_index != 0:
             raise NotThisRole("collections go to the task's leader (aggregator 0)")
         task = loaded.task
-        self._check_window(task, window_start)
+        try:
+            self._check_window(task, window_start)
+        except (BatchNotClosed, InvalidTask) as exc:
+            self._refuse(exc, task, window_start, actor)
+            raise
         self.store.update_window_collected(task_id, window_start)  # late uploads now refused
         await self.flush_window(loaded, window_start)
         acc = self._window_accumulator(task, window_start)
         if acc.count < task.min_batch_size:
-            raise BatchTooSmall(f"window holds {acc.count} reports, min_batch_size is {task.min_batch_size}")
+            exc = BatchTooSmall(f"window holds {acc.count} reports, min_batch_size is {task.min_batch_size}")
+            self._refuse(exc, task, window_start, actor)
+            raise exc
         collection_id = os.urandom(8).hex()
+        share, dp_applied = self._release(task, acc, window_start, collection_id, actor)
 
         def call(stub, j, timeout):
             req = pb.AggregateShareRequest(task_id=task_id, window_start=window_start, report_count=acc.count, checksum=acc.checksum, collection_id=collection_id)
             return stub.GetAggregateShare(req, timeout=timeout, wait_for_ready=True)
 
         helper_shares = await self._call_helpers(task, call)
-        share, dp_applied = self._noised_share(task, acc)
         sealed = [agg.seal_aggregate_share(task, window_start, 0, acc, share)] + [h.sealed_aggregate_share for h in helper_shares]
         self.metrics.inc("collections_total")
         self.metrics.observe("collect", time.perf_counter() - started)
@@ -496,7 +518,7 @@ class AggregatorCore:
             collection_id=collection_id,
         )
 
-    def helper_aggregate_share(self, req: pb.AggregateShareRequest) -> pb.AggregateShareResponse:
+    def helper_aggregate_share(self, req: pb.AggregateShareRequest, actor: str = "leader") -> pb.AggregateShareResponse:
         loaded = self.load_task(req.task_id)
         if loaded.agg_index == 0:
             raise NotThisRole("this aggregator is the task's leader, not a helper")
@@ -507,8 +529,12 @@ class AggregatorCore:
         if acc.count != req.report_count or acc.checksum != req.checksum:
             raise BatchMismatch(f"helper holds {acc.count} reports for this window, leader claims {req.report_count} (or the report sets differ)")
         if acc.count < task.min_batch_size:
-            raise BatchTooSmall(f"window holds {acc.count} reports, min_batch_size is {task.min_batch_size}")
-        share, dp_applied = self._noised_share(task, acc)
+            exc = BatchTooSmall(f"window holds {acc.count} reports, min_batch_size is {task.min_batch_size}")
+            self._refuse(exc, task, req.window_start, actor)
+            raise exc
+        if not req.collection_id:
+            raise DecodeError("collection_id is required")
+        share, dp_applied = self._release(task, acc, req.window_start, req.collection_id, actor)
         sealed = agg.seal_aggregate_share(task, req.window_start, loaded.agg_index, acc, share)
         return pb.AggregateShareResponse(sealed_aggregate_share=sealed, dp_applied_json=json.dumps(dp_applied, sort_keys=True))
 

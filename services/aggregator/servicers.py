@@ -23,6 +23,7 @@ from mpc.errors import (
 from protos.twinmpc.v1 import twinmpc_pb2 as pb
 from protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
 from services.aggregator.core import AggregatorCore, BatchMismatch, NotThisRole, PeerFailure
+from services.auth import current_principal
 from services.storage import NotFound
 
 log = logging.getLogger("twinmpc.aggregator")
@@ -157,7 +158,7 @@ class AggregationServicer(pb_grpc.AggregationServicer):
 
     @mapped_errors
     async def GetAggregateShare(self, request: pb.AggregateShareRequest, context) -> pb.AggregateShareResponse:
-        return self.core.helper_aggregate_share(request)
+        return self.core.helper_aggregate_share(request, actor=current_principal().identity)
 
 
 class CollectionServicer(pb_grpc.CollectionServicer):
@@ -166,7 +167,7 @@ class CollectionServicer(pb_grpc.CollectionServicer):
 
     @mapped_errors
     async def Collect(self, request: pb.CollectRequest, context) -> pb.CollectResponse:
-        return await self.core.collect(request.task_id, request.window_start)
+        return await self.core.collect(request.task_id, request.window_start, actor=current_principal().identity)
 
 
 class TaskAdminServicer(pb_grpc.TaskAdminServicer):
@@ -175,7 +176,7 @@ class TaskAdminServicer(pb_grpc.TaskAdminServicer):
 
     @mapped_errors
     async def PutTask(self, request: pb.PutTaskRequest, context) -> pb.PutTaskResponse:
-        task = self.core.put_task(request.task_json, request.aggregator_index, request.verify_key)
+        task = self.core.put_task(request.task_json, request.aggregator_index, request.verify_key, actor=current_principal().identity)
         return pb.PutTaskResponse(task_id=task.task_id)
 
     @mapped_errors
