@@ -338,7 +338,7 @@ def test_closed_log_refuses_appends(tmp_path: Path, key: SigningKey) -> None:
         ({"reading": bytearray(4)}, TypeError, "bytearray"),
         ({"vector": np.arange(3)}, TypeError, "ndarray"),
         ({"values": list(range(17))}, ValueError, "list longer"),
-        ({"text": "x" * 257}, ValueError, "string longer"),
+        ({"text": "x" * 1025}, ValueError, "string longer"),
         ({"deep": {"a": {"b": {"c": 1}}}}, ValueError, "nested"),
         ({"big": 1 << 63}, ValueError, "int64"),
         ({"nan": float("nan")}, ValueError, "non-finite"),
