@@ -145,3 +145,13 @@ def test_expand_field64_rejects_words_at_or_above_p(monkeypatch: pytest.MonkeyPa
     got = prg.expand_field64(SEED, DST, b"", 5).tolist()
     expected = reference_field64(lambda nb: fake(SEED, DST, b"", nb), 5)
     assert got == expected == [i * 1_000_003 for i in range(rejected_prefix, rejected_prefix + 5)]
+
+
+@pytest.mark.parametrize("n", [8191, 8192, 8193, 3 * 8192 + 5])
+def test_long_expansion_across_chunk_boundaries(n: int) -> None:
+    # expand_ring writes long streams chunk by chunk (64 KiB) into the result array
+    words = prg.expand_ring(SEED, DST, b"long", n)
+    ref = np.frombuffer(reference_keystream(SEED, DST, b"long", 8 * n), dtype="<u8")
+    assert words.shape == (n,) and words.dtype == np.dtype("<u8")
+    assert np.array_equal(words, ref)
+    words[-1] += np.uint64(1)  # writable
