@@ -23,10 +23,14 @@ pki_app = typer.Typer(help="Create a CA and issue role certificates for mTLS.", 
 agg_app = typer.Typer(help="Run an aggregator server.", no_args_is_help=True)
 task_app = typer.Typer(help="Create and list tasks on aggregators.", no_args_is_help=True)
 key_app = typer.Typer(help="Collector HPKE keys.", no_args_is_help=True)
+audit_app = typer.Typer(help="Verify an aggregator's signed audit log offline.", no_args_is_help=True)
+edge_app = typer.Typer(help="Run the edge agent (MQTT -> minimise -> shard -> upload).", no_args_is_help=True)
 app.add_typer(pki_app, name="pki")
 app.add_typer(agg_app, name="aggregator")
 app.add_typer(task_app, name="task")
 app.add_typer(key_app, name="collector-key")
+app.add_typer(audit_app, name="audit")
+app.add_typer(edge_app, name="edge")
 
 PkiDir = Annotated[Path, typer.Option("--pki-dir", help="Folder with ca.crt and <identity>.crt/.key")]
 
@@ -171,6 +175,71 @@ def task_list(endpoint: Annotated[str, typer.Option()], pki_dir: PkiDir, identit
 
     for task in _run(TaskAdminClient(_creds(pki_dir, identity)).list_tasks(endpoint)):
         typer.echo(f"{task.task_id_b64}  {task.measurement.params()}  window={task.window_seconds}s  min_batch={task.min_batch_size}")
+
+
+@task_app.command("card")
+def task_card(
+    task_file: Annotated[Path, typer.Option("--task", help="task document (JSON)")],
+    data_dir: Annotated[Optional[Path], typer.Option(help="an aggregator's data dir, to show budget spent there")] = None,
+) -> None:
+    """Print what a task computes, its privacy parameters, budget spent/remaining and its aggregators."""
+    from services.aggregator.privacy import noise_plan
+
+    task = _load_task(task_file)
+    plan = noise_plan(task)
+    card = {
+        "task_id": task.task_id_b64,
+        "description": task.description,
+        "computes": task.measurement.params(),
+        "scheme": task.vdaf,
+        "mode": task.mode,
+        "window_seconds": task.window_seconds,
+        "min_batch_size": task.min_batch_size,
+        "dp": task.dp,
+        "noise_per_collection": plan.describe(),
+        "aggregators": [a.endpoint for a in task.aggregators],
+    }
+    if data_dir is not None:
+        from mpc.privacy_ledger import PrivacyLedger
+        from services.aggregator.privacy import LEDGER_BLOB
+        from services.keyfiles import load_or_create_datastore_key
+        from services.storage import SqliteDatastore
+
+        store = SqliteDatastore(data_dir / "aggregator.sqlite3", load_or_create_datastore_key(data_dir / "datastore.key"))
+        raw = store.get_blob(LEDGER_BLOB)
+        store.close()
+        ledger = PrivacyLedger.from_bytes(raw) if raw else PrivacyLedger()
+        card["budget"] = ledger.report(task.task_id_b64) if task.task_id_b64 in ledger.budgets else "no budget configured or nothing spent"
+    typer.echo(json.dumps(card, indent=2, default=str))
+
+
+# --------------------------------------------------------------- audit ---
+@audit_app.command("verify")
+def audit_verify(
+    log: Annotated[Path, typer.Argument(help="audit.log of an aggregator")],
+    key: Annotated[Path, typer.Option(help="the aggregator's audit_signing.pub")],
+) -> None:
+    """Check the hash chain and every signature; name the first bad line."""
+    from crypto.audit_log import audit_verify_main
+
+    code, message = audit_verify_main(str(log), str(key))
+    typer.echo(message, err=code != 0)
+    raise typer.Exit(code)
+
+
+# ---------------------------------------------------------------- edge ---
+@edge_app.command("run")
+def edge_run(config: Annotated[Path, typer.Option(help="edge.toml (see examples/edge.toml)")]) -> None:
+    """Subscribe to MQTT, minimise, window, shard and upload until SIGINT/SIGTERM."""
+    from services.edge.agent import run_edge_agent
+    from services.edge.config import load_edge_config
+
+    try:
+        load_edge_config(config)
+    except (TwinMpcError, OSError, ValueError) as exc:
+        raise fail(str(exc), 2) from None
+    logging.basicConfig(level="INFO", format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    asyncio.run(run_edge_agent(str(config)))
 
 
 # -------------------------------------------------------------- upload ---
