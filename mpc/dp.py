@@ -47,7 +47,6 @@ from mpc.errors import InvalidTask
 from mpc.privacy_ledger import (
     Budget,
     Charge,
-    epsilon_from_rho,
     epsilon_from_rho_cks20,
     parse_fraction,
     rho_from_epsilon_delta,
