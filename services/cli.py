@@ -317,11 +317,13 @@ def demo(
     aggregators: Annotated[int, typer.Option(help="number of aggregators (K)")] = 2,
     seed: int = 7,
     workdir: Annotated[Optional[Path], typer.Option(help="keep PKI, stores and logs here (default: temp dir)")] = None,
+    epsilon: Annotated[Optional[float], typer.Option(help="add distributed DP noise (discrete Gaussian, delta 1e-9) at this epsilon per collection")] = None,
 ) -> None:
     """Run a simulated city through K aggregator processes on loopback and check every result."""
     from services.demo import run_demo
 
-    ok = asyncio.run(run_demo(intersections=intersections, windows=windows, window_seconds=window_seconds, k=aggregators, seed=seed, workdir=workdir))
+    ok = asyncio.run(run_demo(intersections=intersections, windows=windows, window_seconds=window_seconds, k=aggregators, seed=seed,
+                              workdir=workdir, epsilon=epsilon))
     raise typer.Exit(0 if ok else 1)
 
 

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mpc.client import shard_report
+from services.aggregator.privacy import noise_plan
 from services.local_cluster import LocalCluster
 
 LEVELS = ["free", "light", "moderate", "heavy", "jammed"]
@@ -55,7 +56,9 @@ class StageTimes:
         return stage, f"{np.percentile(s, 50):.2f}", f"{np.percentile(s, 99):.2f}"
 
 
-async def run_demo(*, intersections: int, windows: int, window_seconds: int, k: int, seed: int, workdir: Path | None) -> bool:
+async def run_demo(
+    *, intersections: int, windows: int, window_seconds: int, k: int, seed: int, workdir: Path | None, epsilon: float | None = None
+) -> bool:
     console = Console()
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory(prefix="twinmpc-demo-") as tmp:
@@ -65,19 +68,30 @@ async def run_demo(*, intersections: int, windows: int, window_seconds: int, k: 
         cluster = LocalCluster(root, k=k, processes=True)
         await cluster.start()
         try:
-            return await _drive(console, cluster, rng, intersections, windows, window_seconds)
+            return await _drive(console, cluster, rng, intersections, windows, window_seconds, epsilon)
         finally:
             await cluster.stop()
 
 
-async def _drive(console: Console, cluster: LocalCluster, rng, n: int, windows: int, window_seconds: int) -> bool:
-    base = {"window_seconds": window_seconds, "min_batch_size": max(1, n // 2), "max_skew_seconds": 30}
+BETA = 1e-6  # a DP result must lie within the bound that holds with probability 1 - BETA
+
+
+async def _drive(console: Console, cluster: LocalCluster, rng, n: int, windows: int, window_seconds: int, epsilon: float | None) -> bool:
+    dp = {"algo": "discrete-gaussian", "epsilon": epsilon, "delta": 1e-9} if epsilon else {"algo": "none"}
+    base = {"window_seconds": window_seconds, "min_batch_size": max(1, n // 2), "max_skew_seconds": 30, "dp": dp}
     tasks = {
-        "vehicles": await cluster.provision({**base, "measurement": {"type": "sum", "bits": 12}, "description": "vehicles per window"}),
+        "vehicles": await cluster.provision({**base, "measurement": {"type": "sum", "bits": 8}, "description": "vehicles per window"}),
         "congestion": await cluster.provision({**base, "measurement": {"type": "histogram", "buckets": len(LEVELS)}, "description": "congestion levels"}),
         "speed": await cluster.provision({**base, "measurement": {"type": "mean", "bits": 8}, "description": "mean speed km/h"}),
     }
     times = StageTimes()
+    bounds = {name: noise_plan(task).error_bound(BETA, all_coordinates=True) if epsilon else 0.0 for name, task in tasks.items()}
+    if epsilon:
+        console.print(f"DP: discrete Gaussian, epsilon={epsilon}, delta=1e-9 per collection, full noise at each of the {cluster.k} aggregators")
+        for name, task in tasks.items():
+            plan = noise_plan(task)
+            console.print(f"  {name}: sigma^2 per aggregator = {float(plan.parameter):.1f}, total stddev = {plan.total_stddev:.1f} (encoded units), "
+                          f"stated error bound {bounds[name]:.1f} (prob. 1-{BETA:g})")
     results = Table(title="Private results vs. true values (synthetic data)")
     for col in ("window", "task", "reports", "private result", "true value", "ok"):
         results.add_column(col)
@@ -111,7 +125,8 @@ async def _drive(console: Console, cluster: LocalCluster, rng, n: int, windows: 
                 res = await collector.collect(task, window)
                 times.add("window close -> result", time.perf_counter() - t0)
                 private = res.result["mean"] if name == "speed" else res.result
-                ok = _matches(private, truth[name]) and res.report_count == n
+                bound = bounds[name] / n if name == "speed" else bounds[name]
+                ok = _matches(private, truth[name], bound) and res.report_count == n
                 all_ok &= ok
                 results.add_row(str(window), name, str(res.report_count), _fmt(private), _fmt(truth[name]), "[green]yes[/]" if ok else "[red]NO[/]")
     console.print(results)
@@ -121,14 +136,16 @@ async def _drive(console: Console, cluster: LocalCluster, rng, n: int, windows: 
     for stage in times.samples:
         lat.add_row(*times.row(stage))
     console.print(lat)
-    console.print("[bold green]all results exact[/]" if all_ok else "[bold red]some results were wrong[/]")
+    verdict = "within the stated DP error" if epsilon else "exact"
+    console.print(f"[bold green]all results {verdict}[/]" if all_ok else "[bold red]some results were wrong[/]")
     return all_ok
 
 
-def _matches(private, truth) -> bool:
-    if isinstance(truth, float):
-        return abs(private - truth) < 1e-9
-    return private == truth
+def _matches(private, truth, bound: float) -> bool:
+    """Exact without DP; within the stated per-coordinate error bound with DP."""
+    if isinstance(truth, list):
+        return len(private) == len(truth) and all(abs(p - t) <= bound + 1e-9 for p, t in zip(private, truth))
+    return abs(private - truth) <= bound + 1e-9
 
 
 def _fmt(value) -> str:
