@@ -41,6 +41,7 @@ import json
 import math
 import os
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -186,6 +187,7 @@ class AuditLog:
         self._head = head
         self._interval = checkpoint_interval
         self._clock = clock
+        self._lock = threading.Lock()  # one writer process (flock), possibly several threads
 
     @classmethod
     def open(
@@ -206,7 +208,10 @@ class AuditLog:
         if isinstance(checkpoint_interval, bool) or not isinstance(checkpoint_interval, int) or checkpoint_interval < 1:
             raise ValueError("checkpoint_interval must be a positive int")
         p = Path(path)
+        created = not p.exists()
         fd = os.open(p, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+        if created:
+            _fsync_dir(p.parent)  # the new directory entry survives a crash too
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -240,9 +245,10 @@ class AuditLog:
             raise ValueError(f"unknown audit entry kind {kind!r}; one of {sorted(KINDS - {CHECKPOINT})}")
         _check_actor(actor)
         _check_fields(fields)
-        self._write_line(kind, actor, fields)
-        entry_id = self._head
-        self._checkpoint_if_due()
+        with self._lock:
+            self._write_line(kind, actor, fields)
+            entry_id = self._head
+            self._checkpoint_if_due()
         return entry_id
 
     def _checkpoint_if_due(self) -> None:
@@ -296,6 +302,14 @@ class AuditLog:
         return f"AuditLog(path={str(self._path)!r}, count={self._seq}, key_id={self._key.key_id})"
 
 
+def _fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def _write_sidecar(path: Path, line: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
@@ -305,6 +319,7 @@ def _write_sidecar(path: Path, line: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 def _read_last_line(fd: int) -> bytes:

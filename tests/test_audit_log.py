@@ -481,3 +481,14 @@ def test_audit_verify_main(tmp_path: Path, key: SigningKey) -> None:
     junk = tmp_path / "junk"
     junk.write_bytes(b"junk")
     assert audit_verify_main(str(path), str(junk))[0] == 2
+
+
+def test_concurrent_appends_from_threads_keep_the_chain(tmp_path: Path, key: SigningKey) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "a.log"
+    with AuditLog.open(path, key, checkpoint_interval=7) as log:
+        with ThreadPoolExecutor(4) as pool:
+            ids = list(pool.map(lambda i: log.append("collection", "leader", window=i), range(60)))
+    res = verify_log(path, key.public_key)
+    assert res.ok and res.entries == 60 + 60 // 7 and len(set(ids)) == 60
