@@ -334,3 +334,12 @@ def test_count_bound_and_rng_validation() -> None:
         dp_noise.uniform_below_batch(0, 3)
     with pytest.raises(TypeError, match="Generator"):
         dp_noise.discrete_gaussian_batch(Fraction(2), 3, rng=random.Random(1))
+
+
+@pytest.mark.parametrize("den", [(1 << 63) - 1, 1 << 63, (1 << 63) + 1, (1 << 64) - 1, 1 << 64])
+def test_bernoulli_exp_batch_denominators_around_the_word_size(den: int) -> None:
+    """den * K crosses 2^64 inside Algorithm 1's loop: native and big-integer comparisons must agree."""
+    n = 100_000
+    num = np.full(n, den // 2 + 1, dtype=object)
+    b = dp_noise.bernoulli_exp_batch(num, den, rng=np.random.default_rng(23))
+    assert _binomial_ok(int(b.sum()), n, math.exp(-(den // 2 + 1) / den))
