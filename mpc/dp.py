@@ -329,6 +329,8 @@ def add_noise(agg_share: np.ndarray, noise: np.ndarray, modulus: int | None = No
     if agg_share.dtype != np.uint64 or modulus >= 1 << 64:
         raise TypeError("a prime-field share must be uint64 (p < 2^64) or an object array")
     p = np.uint64(modulus)
+    if agg_share.size and bool((agg_share >= p).any()):
+        raise ValueError("aggregate share holds values >= p (not canonical field elements)")
     mag = np.abs(noise).astype(np.uint64) % p
     b = np.where((noise < 0) & (mag != 0), p - mag, mag)
     gap = p - b

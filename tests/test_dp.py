@@ -209,6 +209,8 @@ def test_decode_and_add_noise_errors() -> None:
         dp.add_noise(np.zeros(2, dtype=np.int64), np.zeros(2, dtype=np.int64))
     with pytest.raises(ValueError, match="odd prime"):
         dp.add_noise(share, np.zeros(2, dtype=np.int64), 1 << 61)
+    with pytest.raises(ValueError, match="canonical"):
+        dp.add_noise(np.array([P64], dtype=np.uint64), np.zeros(1, dtype=np.int64), P64)
     with pytest.raises(TypeError, match="prime-field"):
         dp.add_noise(share, np.zeros(2, dtype=np.int64), P128)
 
