@@ -51,12 +51,13 @@ def _twiddles(field: type[_PrimeField], n: int, inverse: bool) -> tuple[np.ndarr
     return tuple(stages)
 
 
-def ntt(field: type[_PrimeField], a: np.ndarray, inverse: bool = False) -> np.ndarray:
+def ntt(field: type[_PrimeField], a: np.ndarray, inverse: bool = False, scale: bool = True) -> np.ndarray:
     """Evaluate (or, with inverse=True, interpolate) along the last axis.
 
     Forward: out[..., k] = sum_j a[..., j] * alpha^(j*k) with alpha = root_of_unity(n).
     Inverse: the coefficients of the unique polynomial of degree < n with
-    values a[..., k] at alpha^k.
+    values a[..., k] at alpha^k (times n when scale=False, for callers that
+    fold 1/n into a later multiplication).
     """
     n = a.shape[-1]
     if n & (n - 1) or n == 0:
@@ -67,10 +68,14 @@ def ntt(field: type[_PrimeField], a: np.ndarray, inverse: bool = False) -> np.nd
     for w in _twiddles(field, n, inverse):
         blocks = x.reshape(lead + (n // (2 * m), 2, m))
         u = blocks[..., 0, :]
-        v = field.mul(blocks[..., 1, :], w)
+        odd = blocks[..., 1, :]
+        if m == 1:
+            v = odd  # every twiddle is 1
+        else:  # the j = 0 twiddle is 1: skip its multiplications
+            v = np.concatenate([odd[..., :1], field.mul(odd[..., 1:], w[1:])], axis=-1)
         x = np.stack([field.add(u, v), field.sub(u, v)], axis=-2).reshape(lead + (n,))
         m *= 2
-    if inverse and n > 1:
+    if inverse and scale and n > 1:
         x = field.mul(x, field.const(field.s_inv(n)))
     return x
 
@@ -107,13 +112,25 @@ def extend_values(field: type[_PrimeField], values: np.ndarray, n: int) -> np.nd
         raise ValueError("n must be a multiple of the input size")
     if r == 1:
         return values
-    coeffs = ntt(field, values, inverse=True)
-    w = field.root_of_unity(n)
+    coeffs_times_p = ntt(field, values, inverse=True, scale=False)  # 1/p is folded into the twist
     cosets = [values]
     for s in range(1, r):
-        twist = field.powers(field.s_pow(w, s), p)
-        cosets.append(ntt(field, field.mul(coeffs, twist)))
+        twist = _twist(field, n, s, p)
+        cosets.append(ntt(field, field.mul(coeffs_times_p, twist)))
     return np.stack(cosets, axis=-1).reshape(values.shape[:-1] + (n,))
+
+
+@lru_cache(maxsize=None)
+def _twist(field: type[_PrimeField], n: int, s: int, p: int) -> np.ndarray:
+    """[w^(s*j) / p for j < p], w a primitive n-th root."""
+    small = field.SMALL
+    tw = small.mul(small.powers(small.s_pow(small.root_of_unity(n), s), p), small.const(small.s_inv(p)))
+    return field.from_backend(small, tw)
+
+
+@lru_cache(maxsize=None)
+def _roots(field: type[_PrimeField], n: int) -> np.ndarray:
+    return field.powers(field.root_of_unity(n), n)
 
 
 def lagrange_weights(field: type[_PrimeField], t: int, n: int) -> np.ndarray:
@@ -122,16 +139,17 @@ def lagrange_weights(field: type[_PrimeField], t: int, n: int) -> np.ndarray:
     Barycentric form on roots of unity: lam[k] = (t^n - 1)/n * w^k / (t - w^k).
     """
     p = field.MODULUS
-    roots = field.powers(field.root_of_unity(n), n)
-    t_vec = field.full(n, t)
-    diff = field.sub(t_vec, roots)
-    hit = np.nonzero(diff == 0)[0]
+    small = field.SMALL  # n is at most a few thousand: use the low-overhead backend
+    roots = _roots(small, n)
+    diff = small.sub(small.full(n, t), roots)
+    hit = np.nonzero(small.is_zero(diff))[0]
     if hit.size:
-        lam = field.zeros(n)
-        lam[int(hit[0])] = 1
-        return lam
-    scale = (pow(t, n, p) - 1) * pow(n, -1, p) % p
-    return field.mul(field.mul(roots, field.inv(diff)), field.const(scale))
+        lam = small.zeros(n)
+        lam[int(hit[0])] = small.const(1)[0]
+    else:
+        scale = (pow(t, n, p) - 1) * pow(n, -1, p) % p
+        lam = small.mul(small.mul(roots, small.inv(diff)), small.const(scale))
+    return field.from_backend(small, lam)
 
 
 def extend_lagrange(field: type[_PrimeField], values: np.ndarray, n: int) -> np.ndarray:
@@ -148,12 +166,14 @@ def extend_lagrange(field: type[_PrimeField], values: np.ndarray, n: int) -> np.
     if m == 0:
         return values
     p = field.MODULUS
+    small = field.SMALL
+    vals = small.from_backend(field, values)
     w_inv = field.s_inv(field.root_of_unity(n))
     # Known part: rhs_j = -sum_{k<l} v_k w^{-jk}, j in [l, n).
     rhs = []
     for j in range(l, n):
-        pw = field.powers(pow(w_inv, j, p), l)
-        rhs.append((-field.inner(values, pw)) % p)
+        pw = small.powers(pow(w_inv, j, p), l)
+        rhs.append((-small.inner(vals, pw)) % p)
     mat = [[pow(w_inv, j * k, p) for k in range(l, n)] for j in range(l, n)]
     unknown = _solve_mod(mat, rhs, p)
     return np.concatenate([values, field.from_ints(unknown)])
@@ -175,18 +195,11 @@ def _solve_mod(mat: list[list[int]], rhs: list[int], p: int) -> list[int]:
     return [a[r][m] for r in range(m)]
 
 
-def _pad_obj(a: np.ndarray, n: int) -> np.ndarray:
-    out = np.empty(a.shape[:-1] + (n,), dtype=object)
-    out.fill(0)
-    out[..., : a.shape[-1]] = a
-    return out
-
-
 def pad(field: type[_PrimeField], a: np.ndarray, n: int) -> np.ndarray:
     """Zero-extend the last axis to length n."""
-    if field.dtype is object:
-        return _pad_obj(a, n)
-    return np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, n - a.shape[-1])])
+    out = field.zeros_shape(a.shape[:-1] + (n,))
+    out[..., : a.shape[-1]] = a
+    return out
 
 
 def poly_eval(field: type[_PrimeField], coeffs: np.ndarray, t: int) -> np.ndarray:

@@ -36,24 +36,16 @@ class Xof:
     def next_vec(self, field: type[_PrimeField], length: int) -> np.ndarray:
         """Next `length` field elements by rejection sampling (draft Xof.next_vec)."""
         size = field.ENCODED_SIZE
-        mask = (1 << field.MODULUS.bit_length()) - 1
+        if field.MODULUS.bit_length() != 8 * size:
+            raise ValueError("next_vec supports fields whose mask next_power_of_2(p)-1 is all ones")
         out: list[np.ndarray] = []
         have = 0
         while have < length:
-            need = length - have
-            raw = self.next(need * size)
-            if mask == (1 << (8 * size)) - 1:
-                # Both draft fields: the mask is all-ones, decode and filter.
-                cand = _decode_unchecked(field, raw)
-            else:
-                cand = field.from_ints(
-                    int.from_bytes(raw[i : i + size], "little") & mask for i in range(0, len(raw), size)
-                )
-            keep = cand[cand < field.MODULUS] if field.dtype is object else cand[cand < np.uint64(field.MODULUS)]
+            cand, ok = field.decode_unchecked(self.next((length - have) * size))
+            keep = cand[ok]
             out.append(keep)
             have += keep.shape[0]
-        vec = np.concatenate(out) if len(out) > 1 else out[0]
-        return vec if field.dtype is not object else vec.astype(object)
+        return np.concatenate(out) if len(out) > 1 else out[0]
 
     @classmethod
     def derive_seed(cls, seed: bytes, dst: bytes, binder: bytes) -> bytes:
@@ -64,13 +56,6 @@ class Xof:
         cls, field: type[_PrimeField], seed: bytes, dst: bytes, binder: bytes, length: int
     ) -> np.ndarray:
         return cls(seed, dst, binder).next_vec(field, length)  # type: ignore[call-arg]
-
-
-def _decode_unchecked(field: type[_PrimeField], raw: bytes) -> np.ndarray:
-    if field.ENCODED_SIZE == 8:
-        return np.frombuffer(raw, dtype="<u8").astype(np.uint64)
-    pairs = np.frombuffer(raw, dtype="<u8").reshape(-1, 2)
-    return (pairs[:, 1].astype(object) << 64) | pairs[:, 0].astype(object)
 
 
 class XofTurboShake128(Xof):

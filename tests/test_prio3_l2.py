@@ -123,7 +123,7 @@ def test_out_of_range_entry_rejected(small: Prio3FixedPointBoundedL2Vec) -> None
         small.shard(CTX, [0, 0], bytes(16), bytes(small.RAND_SIZE))
     # Malicious: a non-bit digit makes an entry outside [-1, 1) (u = 2*2^8 + ...).
     forged = small.valid.encode_fixed([0, 0, 0], 0).copy()
-    forged[small.valid.entry_bits - 1] = 2
+    forged[small.valid.entry_bits - 1] = small.field.const(2)[0]
     with pytest.raises(VerifyError):
         _flow(small, enc=forged)
 

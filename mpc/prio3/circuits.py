@@ -104,7 +104,7 @@ class Count(Valid[int, int]):
         return meas
 
     def decode(self, output: np.ndarray, num_measurements: int) -> int:
-        return int(output[0])
+        return self.field.to_ints(output)[0]
 
 
 class Sum(Valid[int, int]):
@@ -138,7 +138,7 @@ class Sum(Valid[int, int]):
         return _weighted_decode(self.field, meas, self.weights)
 
     def decode(self, output: np.ndarray, num_measurements: int) -> int:
-        return int(output[0])
+        return self.field.to_ints(output)[0]
 
 
 class SumVec(Valid[list[int], list[int]]):
@@ -230,9 +230,7 @@ class Histogram(Valid[int, list[int]]):
         m = _as_int(measurement, "Histogram measurement")
         if not 0 <= m < self.length:
             raise InvalidMeasurement(f"Histogram bucket must be in [0, {self.length})")
-        enc = self.field.zeros(self.length)
-        enc[m] = 1
-        return enc
+        return self.field.from_u64((np.arange(self.length) == m).astype(np.uint64))
 
     def truncate(self, meas: np.ndarray) -> np.ndarray:
         return meas

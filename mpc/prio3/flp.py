@@ -36,11 +36,7 @@ AggResult = TypeVar("AggResult")
 
 def zeros2(field: type[_PrimeField], rows: int, cols: int) -> np.ndarray:
     """A (rows, cols) zero matrix in the field's representation."""
-    if field.dtype is object:
-        out = np.empty((rows, cols), dtype=object)
-        out.fill(0)
-        return out
-    return np.zeros((rows, cols), dtype=np.uint64)
+    return field.zeros_shape((rows, cols))
 
 
 class Gadget:
@@ -256,22 +252,24 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
             if pow(t, p, f.MODULUS) == 1:
                 # t among the interpolation points would leak a gadget output.
                 raise VerifyError("query randomness hit a root of unity")
-            lam = lagrange_weights(f, t, p)
-            verifier.append(f.sum(f.mul(self._wire_matrix(seeds, w_in, p), lam), axis=-1))
+            # Only columns 0..calls of the wire matrix are non-zero.
+            lam = lagrange_weights(f, t, p)[: calls + 1]
+            wires_used = np.concatenate([seeds.reshape(-1, 1), w_in], axis=1)
+            verifier.append(f.sum(f.mul(wires_used, lam), axis=-1))
             verifier.append(f.sum(f.mul(full, lagrange_weights(f, t, full.shape[-1])), axis=-1))
         return np.concatenate(verifier)
 
     def decide(self, verifier: np.ndarray) -> bool:
         """Accept iff the reduced output is 0 and every gadget test passes."""
         f = self.field
-        if int(verifier[0]) != 0:
+        if f.to_ints(verifier[:1]) != [0]:
             return False
         off = 1
         for g in self.valid.GADGETS:
             wire_checks = verifier[off : off + g.ARITY].reshape(g.ARITY, 1)
-            gadget_check = int(verifier[off + g.ARITY])
+            gadget_check = f.to_ints(verifier[off + g.ARITY : off + g.ARITY + 1])
             off += g.ARITY + 1
-            if int(g.eval_vec(f, wire_checks)[0]) != gadget_check:
+            if f.to_ints(g.eval_vec(f, wire_checks)) != gadget_check:
                 return False
         return True
 

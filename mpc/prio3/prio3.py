@@ -24,7 +24,7 @@ from typing import Any, Generic, Optional, Sequence, TypeVar
 
 import numpy as np
 
-from crypto.field import Field64, Field128, _PrimeField
+from crypto.field import Field64, Field128, Field128Limbs, _PrimeField
 from crypto.xof import Xof, XofTurboShake128
 from mpc.errors import DecodeError, InvalidMeasurement, InvalidTask, VerifyError
 from mpc.prio3.circuits import Count, FixedPointBoundedL2Vec, Histogram, MultihotCountVec, Sum, SumVec
@@ -44,6 +44,17 @@ USAGE_JOINT_RAND_PART = 7
 
 M = TypeVar("M")
 R = TypeVar("R")
+
+
+# Above this many encoded-measurement elements, Field128 work runs on the uint64
+# limb backend (faster on long vectors); below it on Python-int object arrays
+# (less per-call overhead).  Both give identical bytes.
+LIMB_BACKEND_MIN_LEN = 1024
+
+
+def field128_backend(meas_len: int) -> type[_PrimeField]:
+    """Field128 implementation suited to a circuit of this measurement length."""
+    return Field128Limbs if meas_len >= LIMB_BACKEND_MIN_LEN else Field128
 
 
 def format_dst(algo_class: int, algo: int, usage: int) -> bytes:
@@ -382,7 +393,8 @@ class Prio3SumVec(Prio3[list[int], list[int]]):
         for name, v in (("length", length), ("max_measurement", max_measurement), ("chunk_length", chunk_length)):
             _check_pos_int(name, v)
         try:
-            valid = SumVec(Field128, length, max_measurement, chunk_length)
+            bits = max_measurement.bit_length()
+            valid = SumVec(field128_backend(length * bits), length, max_measurement, chunk_length)
         except ValueError as exc:
             raise InvalidTask(str(exc)) from exc
         super().__init__(shares, valid, 1, 0x00000003)
@@ -394,7 +406,11 @@ class Prio3Histogram(Prio3[int, list[int]]):
     def __init__(self, shares: int, length: int, chunk_length: int) -> None:
         for name, v in (("length", length), ("chunk_length", chunk_length)):
             _check_pos_int(name, v)
-        super().__init__(shares, Histogram(Field128, length, chunk_length), 1, 0x00000004)
+        try:
+            valid = Histogram(field128_backend(length), length, chunk_length)
+        except ValueError as exc:
+            raise InvalidTask(str(exc)) from exc
+        super().__init__(shares, valid, 1, 0x00000004)
 
 
 class Prio3MultihotCountVec(Prio3[list[int], list[int]]):
@@ -404,7 +420,7 @@ class Prio3MultihotCountVec(Prio3[list[int], list[int]]):
         for name, v in (("length", length), ("max_weight", max_weight), ("chunk_length", chunk_length)):
             _check_pos_int(name, v)
         try:
-            valid = MultihotCountVec(Field128, length, max_weight, chunk_length)
+            valid = MultihotCountVec(field128_backend(length), length, max_weight, chunk_length)
         except ValueError as exc:
             raise InvalidTask(str(exc)) from exc
         super().__init__(shares, valid, 1, 0x00000005)
@@ -433,6 +449,8 @@ class Prio3SumVecWithMultiproof(Prio3[list[int], list[int]]):
         if field is Field64 and num_proofs < 2:
             raise InvalidTask("Field64 needs at least 2 proofs for the draft's robustness bound")
         try:
+            if field is Field128:
+                field = field128_backend(length * max_measurement.bit_length())
             valid = SumVec(field, length, max_measurement, chunk_length)
         except ValueError as exc:
             raise InvalidTask(str(exc)) from exc
@@ -457,7 +475,8 @@ class Prio3FixedPointBoundedL2Vec(Prio3[Sequence[float], list[float]]):
             _check_pos_int(name, v)
         try:
             valid = FixedPointBoundedL2Vec(
-                Field128, length, frac_bits, chunk_length, norm_chunk_length, Fraction(max_norm_sq)
+                field128_backend(length * (frac_bits + 1)), length, frac_bits, chunk_length, norm_chunk_length,
+                Fraction(max_norm_sq),
             )
         except (ValueError, ZeroDivisionError) as exc:
             raise InvalidTask(str(exc)) from exc

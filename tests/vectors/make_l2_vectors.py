@@ -60,7 +60,7 @@ def make_doc(params: dict[str, Any], measurements: list[Any], forged: dict[str, 
             enc = vdaf.valid.encode_fixed(bad["fixed_point"], bad["claimed_norm"])
             if bad.get("bit_index") is not None:
                 enc = enc.copy()
-                enc[bad["bit_index"]] = bad["bit_value"]
+                enc[bad["bit_index"]] = f.const(bad["bit_value"])[0]
             pub, inputs = vdaf.shard_encoded(CTX, enc, nonce, rand)
         report: dict[str, Any] = {
             "measurement": None if meas is None else [str(Fraction(x)) for x in meas],
