@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from crypto.field import Field64, Field128
+from crypto.field import Field64, Field128, Field128Limbs
 from mpc.errors import DecodeError, InvalidMeasurement, InvalidReport, InvalidTask, VerifyError
 from mpc.prio3 import (
     Prio3Count,
@@ -27,6 +27,7 @@ from mpc.prio3 import (
     Prio3SumVecWithMultiproof,
     prio3_from_params,
 )
+from mpc.prio3.circuits import Histogram, MultihotCountVec, SumVec
 from mpc.prio3.flp import PolyEval, Valid
 from mpc.prio3.prio3 import Prio3
 from mpc.vdaf import Vdaf
@@ -166,6 +167,31 @@ def replay_vector(vdaf: Prio3[Any, Any], doc: dict[str, Any], bad: bool) -> None
         ops_seen += 1
     assert ops_seen > 0
     assert bad == any(not op["success"] for op in doc["operations"])
+
+
+LIMB_FAMILIES = {"Prio3SumVec": 3, "Prio3Histogram": 4, "Prio3MultihotCountVec": 5}
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in VECTOR_FILES if p.stem.split("_")[0] in LIMB_FAMILIES], ids=lambda p: p.stem
+)
+def test_official_vector_on_limb_backend(path: Path) -> None:
+    """The Field128 families again, forced onto the uint64-limb backend used for long circuits."""
+    _require_vectors()
+    doc = json.loads(path.read_text())
+    kind = path.stem.split("_")[0]
+    if kind == "Prio3SumVec":
+        valid: Any = SumVec(Field128Limbs, doc["length"], doc["max_measurement"], doc["chunk_length"])
+    elif kind == "Prio3Histogram":
+        valid = Histogram(Field128Limbs, doc["length"], doc["chunk_length"])
+    else:
+        valid = MultihotCountVec(Field128Limbs, doc["length"], doc["max_weight"], doc["chunk_length"])
+    replay_vector(Prio3(doc["shares"], valid, 1, LIMB_FAMILIES[kind]), doc, bad="_bad_" in path.stem)
+
+
+def test_long_circuits_use_the_limb_backend() -> None:
+    assert Prio3SumVec(2, 1000, 255, 89).field is Field128Limbs
+    assert Prio3Histogram(2, 100, 10).field is Field128
 
 
 def test_every_vector_family_is_covered() -> None:
