@@ -1,0 +1,182 @@
+"""Benchmark of mpc.prio3 (draft-irtf-cfrg-vdaf-18): shard and verification per type and size.
+
+For each case it times, in process with 2 aggregators:
+
+* ``shard``: client `shard` (encode, share, prove);
+* ``verify``: both aggregators' `verify_init`, the leader's
+  `verifier_shares_to_message`, both `verify_next`;
+
+and records the deterministic cost (bytes of public share, input shares,
+verifier shares, proof length).  For Count, Sum(255), Histogram(100) and
+SumVec(1000) it also runs bench/prio3_scalar_baseline.py (a pure-Python
+transcription on ints and lists) on the same randomness, checks the bytes
+are identical, and reports the speed-up.
+
+Budgets (exit status 1 when one is missed; printed either way):
+
+* Histogram(100): shard + verify  < 1 ms
+* SumVec(1000, max 255, chunk 89): shard + verify  < 40 ms
+* speed-up over the scalar baseline >= 20x (each baseline case)
+
+Times are the median over ``--repeats`` runs (after one warm-up).
+
+    python -m bench.bench_prio3                 # full run, JSON on stdout
+    python -m bench.bench_prio3 --quick         # fewer repeats, no SumVec(100000)
+    python -m bench.bench_prio3 --out bench/out/prio3.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from bench import prio3_scalar_baseline as base
+from mpc.prio3 import Prio3Count, Prio3Histogram, Prio3Sum, Prio3SumVec
+from mpc.prio3.prio3 import Prio3
+
+CTX = b"twinmpc bench"
+VERIFY_KEY = bytes(range(32))
+
+
+def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm-up (caches of twiddles, DSTs)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def _cases(quick: bool) -> list[dict[str, Any]]:
+    cases = [
+        {"name": "Count", "vdaf": lambda: Prio3Count(2), "meas": 1, "baseline": lambda: base.Count()},
+        {"name": "Sum(max=255)", "vdaf": lambda: Prio3Sum(2, 255), "meas": 200, "baseline": lambda: base.Sum(255)},
+        {"name": "Sum(max=2^32-1)", "vdaf": lambda: Prio3Sum(2, 2**32 - 1), "meas": 123456789},
+        {"name": "Histogram(10,chunk=3)", "vdaf": lambda: Prio3Histogram(2, 10, 3), "meas": 7},
+        {"name": "Histogram(100,chunk=10)", "vdaf": lambda: Prio3Histogram(2, 100, 10), "meas": 42,
+         "baseline": lambda: base.Histogram(100, 10)},
+        {"name": "Histogram(1000,chunk=32)", "vdaf": lambda: Prio3Histogram(2, 1000, 32), "meas": 999},
+        {"name": "SumVec(1000,max=255,chunk=89)", "vdaf": lambda: Prio3SumVec(2, 1000, 255, 89),
+         "meas": [i % 256 for i in range(1000)], "baseline": lambda: base.SumVec(1000, 255, 89)},
+    ]
+    if not quick:
+        cases.append({"name": "SumVec(100000,max=255,chunk=894)", "vdaf": lambda: Prio3SumVec(2, 100000, 255, 894),
+                      "meas": [i % 256 for i in range(100000)], "repeats": 3})
+    return cases
+
+
+def run_case(case: dict[str, Any], repeats: int) -> dict[str, Any]:
+    vdaf: Prio3[Any, Any] = case["vdaf"]()
+    meas = case["meas"]
+    nonce = os.urandom(16)
+    rand = os.urandom(vdaf.RAND_SIZE)
+    reps = case.get("repeats", repeats)
+
+    def shard() -> tuple[bytes, list[bytes]]:
+        return vdaf.shard(CTX, meas, nonce, rand)
+
+    public, inputs = shard()
+
+    def verify() -> list[np.ndarray]:
+        inits = [vdaf.verify_init(VERIFY_KEY, CTX, j, b"", nonce, public, inputs[j]) for j in range(2)]
+        msg = vdaf.verifier_shares_to_message(CTX, b"", [v for _, v in inits])
+        return [vdaf.verify_next(CTX, s, msg) for s, _ in inits]
+
+    verifier_shares = [vdaf.verify_init(VERIFY_KEY, CTX, j, b"", nonce, public, inputs[j])[1] for j in range(2)]
+    shard_ms = _median_ms(shard, reps)
+    verify_ms = _median_ms(verify, reps)
+    row: dict[str, Any] = {
+        "case": case["name"],
+        "field": vdaf.field.NAME,
+        "field_backend": vdaf.field.__name__,
+        "shard_ms": round(shard_ms, 4),
+        "verify_both_ms": round(verify_ms, 4),
+        "total_ms": round(shard_ms + verify_ms, 4),
+        "bytes": {
+            "public_share": len(public),
+            "leader_input_share": len(inputs[0]),
+            "helper_input_share": len(inputs[1]),
+            "verifier_share": len(verifier_shares[0]),
+            "proof_len_elements": vdaf.flp.PROOF_LEN,
+            "meas_len_elements": vdaf.flp.MEAS_LEN,
+        },
+    }
+    if "baseline" in case:
+        scalar = base.Prio3Scalar(case["baseline"]())
+
+        def scalar_run() -> None:
+            pub, ins = scalar.shard(CTX, meas, nonce, rand)
+            inits = [scalar.verify_init(VERIFY_KEY, CTX, j, nonce, pub, ins[j]) for j in range(2)]
+            msg = scalar.verifier_shares_to_message(CTX, [v for _, v in inits])
+            for state, _ in inits:
+                scalar.verify_next(state, msg)
+
+        pub_b, ins_b = scalar.shard(CTX, meas, nonce, rand)
+        vs_b = [scalar.verify_init(VERIFY_KEY, CTX, j, nonce, pub_b, ins_b[j])[1] for j in range(2)]
+        identical = pub_b == public and ins_b == inputs and vs_b == verifier_shares
+        base_ms = _median_ms(scalar_run, max(3, reps // 4))
+        row["baseline_total_ms"] = round(base_ms, 4)
+        row["baseline_bytes_identical"] = identical
+        row["speedup_vs_scalar"] = round(base_ms / (shard_ms + verify_ms), 2)
+    return row
+
+
+def budgets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_name = {r["case"]: r for r in rows}
+    checks = [
+        {"budget": "Histogram(100) shard+verify < 1 ms", "measured": by_name["Histogram(100,chunk=10)"]["total_ms"],
+         "limit": 1.0, "ok": by_name["Histogram(100,chunk=10)"]["total_ms"] < 1.0},
+        {"budget": "SumVec(1000) shard+verify < 40 ms", "measured": by_name["SumVec(1000,max=255,chunk=89)"]["total_ms"],
+         "limit": 40.0, "ok": by_name["SumVec(1000,max=255,chunk=89)"]["total_ms"] < 40.0},
+    ]
+    for r in rows:
+        if "speedup_vs_scalar" in r:
+            checks.append({"budget": f"{r['case']} speed-up vs scalar >= 20x", "measured": r["speedup_vs_scalar"],
+                           "limit": 20.0, "ok": r["speedup_vs_scalar"] >= 20.0})
+            checks.append({"budget": f"{r['case']} baseline bytes identical", "measured": r["baseline_bytes_identical"],
+                           "limit": True, "ok": bool(r["baseline_bytes_identical"])})
+    return checks
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--quick", action="store_true", help="5 repeats, skip SumVec(100000)")
+    parser.add_argument("--out", type=Path, help="also write the JSON report here")
+    args = parser.parse_args(argv)
+    repeats = 5 if args.quick else args.repeats
+    rows = [run_case(c, repeats) for c in _cases(args.quick)]
+    checks = budgets(rows)
+    report = {
+        "bench": "prio3",
+        "spec": "draft-irtf-cfrg-vdaf-18",
+        "aggregators": 2,
+        "statistic": f"median of {repeats} runs (ms)",
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "results": rows,
+        "budgets": checks,
+        "all_budgets_met": all(c["ok"] for c in checks),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0 if report["all_budgets_met"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
