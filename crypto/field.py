@@ -18,6 +18,10 @@ the finite fields"):
 
   Both agree bit for bit (tests); Prio3 picks one by circuit size.
 
+`Field64Small` is Field64 on object arrays, for the same reason: numpy's
+per-call overhead dominates the 25-pass uint64 product on vectors of a few
+elements (Count, Sum).
+
 Every class has scalar twins on Python ints (``s_add``, ``s_mul``, ...).
 Decoding rejects wrong lengths and values >= p with `mpc.errors.DecodeError`.
 
@@ -334,14 +338,8 @@ class Field64(_PrimeField):
         return cls.add(lo, cls.mul(hi, np.uint64(1 << 32)))
 
 
-class Field128(_PrimeField):
-    """GF(2^66 * 4611686018427387897 + 1) on object vectors of Python ints (short vectors)."""
-
-    MODULUS = 2**66 * 4611686018427387897 + 1
-    ENCODED_SIZE = 16
-    GEN_ORDER = 2**66
-    GENERATOR = pow(7, 4611686018427387897, MODULUS)
-    NAME = "Field128"
+class _ObjectField(_PrimeField):
+    """Object arrays of Python ints: lowest per-call overhead, for short vectors."""
 
     @classmethod
     def from_ints(cls, values: Iterable[int]) -> np.ndarray:
@@ -367,17 +365,22 @@ class Field128(_PrimeField):
 
     @classmethod
     def is_zero(cls, vec: np.ndarray) -> np.ndarray:
-        return vec == 0
+        return (vec == 0).astype(bool)
 
     @classmethod
     def decode_unchecked(cls, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-        pairs = np.frombuffer(data, dtype="<u8").reshape(-1, 2)
-        vec = (pairs[:, 1].astype(object) << 64) | pairs[:, 0].astype(object)
+        if cls.ENCODED_SIZE == 8:
+            vec = np.frombuffer(data, dtype="<u8").astype(object)
+        else:
+            pairs = np.frombuffer(data, dtype="<u8").reshape(-1, 2)
+            vec = (pairs[:, 1].astype(object) << 64) | pairs[:, 0].astype(object)
         return vec, (vec < cls.MODULUS).astype(bool)
 
     @classmethod
     def encode_vec(cls, vec: np.ndarray) -> bytes:
         vec = np.asarray(vec, dtype=object)
+        if cls.ENCODED_SIZE == 8:
+            return vec.astype("<u8").tobytes()
         pairs = np.empty((vec.shape[0], 2), dtype="<u8")
         pairs[:, 0] = (vec & _M64).astype(np.uint64)
         pairs[:, 1] = (vec >> 64).astype(np.uint64)
@@ -402,6 +405,26 @@ class Field128(_PrimeField):
     @classmethod
     def sum(cls, a: np.ndarray, axis: int = -1) -> np.ndarray:
         return np.atleast_1d(np.sum(a, axis=axis) % cls.MODULUS).astype(object)
+
+
+class Field64Small(_ObjectField):
+    """Field64 on object arrays: the same field and bytes, for short vectors (Count, Sum)."""
+
+    MODULUS = Field64.MODULUS
+    ENCODED_SIZE = 8
+    GEN_ORDER = Field64.GEN_ORDER
+    GENERATOR = Field64.GENERATOR
+    NAME = "Field64"
+
+
+class Field128(_ObjectField):
+    """GF(2^66 * 4611686018427387897 + 1) on object vectors of Python ints (short vectors)."""
+
+    MODULUS = 2**66 * 4611686018427387897 + 1
+    ENCODED_SIZE = 16
+    GEN_ORDER = 2**66
+    GENERATOR = pow(7, 4611686018427387897, MODULUS)
+    NAME = "Field128"
 
 
 F128_DTYPE = np.dtype([("lo", "<u8"), ("hi", "<u8")])
@@ -586,9 +609,10 @@ class Field128Limbs(Field128):
         return _canonical(u[0] | (u[1] << _S32), u[2] | (u[3] << _S32), u[4] != 0)
 
 
-Field64.SMALL = Field64
+Field64.SMALL = Field64Small
+Field64Small.SMALL = Field64Small
 Field128.SMALL = Field128
 
 FIELDS: dict[str, type[_PrimeField]] = {"Field64": Field64, "Field128": Field128}
 
-__all__ = ["Field64", "Field128", "Field128Limbs", "FIELDS", "F128_DTYPE"]
+__all__ = ["Field64", "Field64Small", "Field128", "Field128Limbs", "FIELDS", "F128_DTYPE"]

@@ -136,19 +136,14 @@ def _roots(field: type[_PrimeField], n: int) -> np.ndarray:
 def lagrange_weights(field: type[_PrimeField], t: int, n: int) -> np.ndarray:
     """lam with f(t) = sum_k f(w^k) lam[k] for every f of degree < n (w a primitive n-th root).
 
-    Barycentric form on roots of unity: lam[k] = (t^n - 1)/n * w^k / (t - w^k).
+    Barycentric weights lam[k] = (t^n - 1)/n * w^k / (t - w^k) without inversions:
+    expanding 1/(t - w^k) as a geometric series gives lam = NTT(u) / n with
+    u = [1, t^(n-1), t^(n-2), ..., t], which also holds when t is a root.
     """
-    p = field.MODULUS
     small = field.SMALL  # n is at most a few thousand: use the low-overhead backend
-    roots = _roots(small, n)
-    diff = small.sub(small.full(n, t), roots)
-    hit = np.nonzero(small.is_zero(diff))[0]
-    if hit.size:
-        lam = small.zeros(n)
-        lam[int(hit[0])] = small.const(1)[0]
-    else:
-        scale = (pow(t, n, p) - 1) * pow(n, -1, p) % p
-        lam = small.mul(small.mul(roots, small.inv(diff)), small.const(scale))
+    pw = small.powers(t, n)  # [1, t, ..., t^(n-1)]
+    u = np.concatenate([pw[:1], pw[:0:-1]])
+    lam = small.mul(ntt(small, u), small.const(small.s_inv(n)))
     return field.from_backend(small, lam)
 
 
@@ -168,13 +163,11 @@ def extend_lagrange(field: type[_PrimeField], values: np.ndarray, n: int) -> np.
     p = field.MODULUS
     small = field.SMALL
     vals = small.from_backend(field, values)
-    w_inv = field.s_inv(field.root_of_unity(n))
+    roots = _roots(small, n)  # w^i, so w^(-j*k) = roots[(-j*k) mod n]
+    ks = np.arange(l)
     # Known part: rhs_j = -sum_{k<l} v_k w^{-jk}, j in [l, n).
-    rhs = []
-    for j in range(l, n):
-        pw = small.powers(pow(w_inv, j, p), l)
-        rhs.append((-small.inner(vals, pw)) % p)
-    mat = [[pow(w_inv, j * k, p) for k in range(l, n)] for j in range(l, n)]
+    rhs = [(-small.inner(vals, roots[(-j * ks) % n])) % p for j in range(l, n)]
+    mat = [small.to_ints(roots[(-j * np.arange(l, n)) % n]) for j in range(l, n)]
     unknown = _solve_mod(mat, rhs, p)
     return np.concatenate([values, field.from_ints(unknown)])
 

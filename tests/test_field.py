@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crypto.field import Field64, Field128, Field128Limbs
+from crypto.field import Field64, Field64Small, Field128, Field128Limbs
 from mpc.errors import DecodeError
 
-FIELDS = [Field64, Field128, Field128Limbs]
+FIELDS = [Field64, Field64Small, Field128, Field128Limbs]
 
 
 def elems(field):  # type: ignore[no-untyped-def]
@@ -87,8 +87,9 @@ def test_powers_and_bits(field) -> None:  # type: ignore[no-untyped-def]
 
 def test_known_answer_encodings() -> None:
     # Field64: 1 -> 01 00..00, p-1 -> 00 00 00 00 ff ff ff ff (little-endian 2^64 - 2^32)
-    enc = Field64.encode_vec(Field64.from_ints([1, Field64.MODULUS - 1]))
-    assert enc.hex() == "0100000000000000" + "00000000ffffffff"
+    for f64 in (Field64, Field64Small):
+        enc = f64.encode_vec(f64.from_ints([1, f64.MODULUS - 1]))
+        assert enc.hex() == "0100000000000000" + "00000000ffffffff"
     # Field128: p-1 = 2^128 - 28*2^64 -> low 8 bytes 0, high 8 bytes 2^64 - 28 = e4 ff .. ff
     for f in (Field128, Field128Limbs):
         enc = f.encode_vec(f.from_ints([2, f.MODULUS - 1]))
@@ -130,6 +131,19 @@ def test_root_of_unity(field) -> None:  # type: ignore[no-untyped-def]
         field.root_of_unity(12)
     with pytest.raises(ValueError):
         field.root_of_unity(2 * field.GEN_ORDER)
+
+
+def test_field64_backends_agree() -> None:
+    import random
+
+    p = Field64.MODULUS
+    rng = random.Random(6)
+    xs = [rng.randrange(p) for _ in range(3000)] + [p - 1, 0, 1, 2**32]
+    ys = [rng.randrange(p) for _ in range(3000)] + [p - 1, 1, 0, 2**32]
+    for op in ("add", "sub", "mul"):
+        got = Field64.to_ints(getattr(Field64, op)(Field64.from_ints(xs), Field64.from_ints(ys)))
+        assert got == Field64Small.to_ints(getattr(Field64Small, op)(Field64Small.from_ints(xs), Field64Small.from_ints(ys)))
+    assert Field64.encode_vec(Field64.from_ints(xs)) == Field64Small.encode_vec(Field64Small.from_ints(xs))
 
 
 def test_field128_backends_agree_on_long_vectors() -> None:

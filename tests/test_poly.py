@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crypto.field import Field64, Field128, Field128Limbs
+from crypto.field import Field64, Field64Small, Field128, Field128Limbs
 from crypto.poly import (
     evaluate_roots,
     extend_lagrange,
@@ -22,7 +22,7 @@ from crypto.poly import (
     poly_mul,
 )
 
-FIELDS = [Field64, Field128, Field128Limbs]
+FIELDS = [Field64, Field64Small, Field128, Field128Limbs]
 
 
 def naive_eval(coeffs: list[int], x: int, p: int) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from crypto.field import Field64, Field128, Field128Limbs
+from crypto.field import Field64, Field64Small, Field128, Field128Limbs
 from mpc.errors import DecodeError, InvalidMeasurement, InvalidReport, InvalidTask, VerifyError
 from mpc.prio3 import (
     Prio3Count,
@@ -27,7 +27,7 @@ from mpc.prio3 import (
     Prio3SumVecWithMultiproof,
     prio3_from_params,
 )
-from mpc.prio3.circuits import Histogram, MultihotCountVec, SumVec
+from mpc.prio3.circuits import Count, Histogram, MultihotCountVec, Sum, SumVec
 from mpc.prio3.flp import PolyEval, Valid
 from mpc.prio3.prio3 import Prio3
 from mpc.vdaf import Vdaf
@@ -55,7 +55,7 @@ class HigherDegree(Valid[int, int]):
     EVAL_OUTPUT_LEN = 1
 
     def __init__(self) -> None:
-        self.field = Field64
+        self.field = Field64Small
         self.GADGETS = [PolyEval([0, 2, -3, 1])]
         self.GADGET_CALLS = [1]
 
@@ -66,13 +66,13 @@ class HigherDegree(Valid[int, int]):
         return gadget_outputs[0]
 
     def encode(self, measurement: int) -> np.ndarray:
-        return Field64.from_ints([measurement])
+        return self.field.from_ints([measurement])
 
     def truncate(self, meas: np.ndarray) -> np.ndarray:
         return meas
 
     def decode(self, output: np.ndarray, num_measurements: int) -> int:
-        return int(output[0])
+        return self.field.to_ints(output)[0]
 
 
 def build(name: str, doc: dict[str, Any]) -> Prio3[Any, Any]:
@@ -189,9 +189,37 @@ def test_official_vector_on_limb_backend(path: Path) -> None:
     replay_vector(Prio3(doc["shares"], valid, 1, LIMB_FAMILIES[kind]), doc, bad="_bad_" in path.stem)
 
 
-def test_long_circuits_use_the_limb_backend() -> None:
+F64_FAMILIES = {"Prio3Count", "Prio3Sum", "Prio3SumVecWithMultiproof", "Prio3HigherDegree"}
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in VECTOR_FILES if p.stem.split("_")[0] in F64_FAMILIES], ids=lambda p: p.stem
+)
+def test_official_vector_on_uint64_backend(path: Path) -> None:
+    """The Field64 families again, forced onto the uint64 backend used for long circuits."""
+    _require_vectors()
+    doc = json.loads(path.read_text())
+    kind = path.stem.split("_")[0]
+    if kind == "Prio3Count":
+        vdaf = Prio3(doc["shares"], Count(Field64), 1, 1)
+    elif kind == "Prio3Sum":
+        vdaf = Prio3(doc["shares"], Sum(Field64, doc["max_measurement"]), 1, 2)
+    elif kind == "Prio3SumVecWithMultiproof":
+        vdaf = Prio3(doc["shares"], SumVec(Field64, doc["length"], doc["max_measurement"], doc["chunk_length"]), 3,
+                     0xFFFFFFFF)
+    else:
+        hd = HigherDegree()
+        hd.field = Field64
+        vdaf = Prio3(doc["shares"], hd, 1, 0xFFFFFFFF)
+    assert vdaf.field is Field64
+    replay_vector(vdaf, doc, bad="_bad_" in path.stem)
+
+
+def test_backend_selection_by_size() -> None:
     assert Prio3SumVec(2, 1000, 255, 89).field is Field128Limbs
     assert Prio3Histogram(2, 100, 10).field is Field128
+    assert Prio3Count(2).field is Field64Small
+    assert Prio3SumVecWithMultiproof(2, 1000, 255, 89).field is Field64
 
 
 def test_every_vector_family_is_covered() -> None:

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crypto.field import Field64, Field128, Field128Limbs
+from crypto.field import Field64, Field64Small, Field128, Field128Limbs
 from crypto.shamir import ShamirShare, lagrange_at_zero, reconstruct, share
 from mpc.errors import DecodeError
 
-FIELDS = [Field64, Field128, Field128Limbs]
+FIELDS = [Field64, Field64Small, Field128, Field128Limbs]
 
 
 @pytest.mark.parametrize("field", FIELDS, ids=lambda f: f.NAME)

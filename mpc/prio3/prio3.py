@@ -24,7 +24,7 @@ from typing import Any, Generic, Optional, Sequence, TypeVar
 
 import numpy as np
 
-from crypto.field import Field64, Field128, Field128Limbs, _PrimeField
+from crypto.field import Field64, Field64Small, Field128, Field128Limbs, _PrimeField
 from crypto.xof import Xof, XofTurboShake128
 from mpc.errors import DecodeError, InvalidMeasurement, InvalidTask, VerifyError
 from mpc.prio3.circuits import Count, FixedPointBoundedL2Vec, Histogram, MultihotCountVec, Sum, SumVec
@@ -55,6 +55,15 @@ LIMB_BACKEND_MIN_LEN = 1024
 def field128_backend(meas_len: int) -> type[_PrimeField]:
     """Field128 implementation suited to a circuit of this measurement length."""
     return Field128Limbs if meas_len >= LIMB_BACKEND_MIN_LEN else Field128
+
+
+# Below this many encoded-measurement elements, Field64 runs on object arrays.
+UINT64_BACKEND_MIN_LEN = 256
+
+
+def field64_backend(meas_len: int) -> type[_PrimeField]:
+    """Field64 implementation suited to a circuit of this measurement length."""
+    return Field64 if meas_len >= UINT64_BACKEND_MIN_LEN else Field64Small
 
 
 def format_dst(algo_class: int, algo: int, usage: int) -> bytes:
@@ -371,7 +380,7 @@ class Prio3Count(Prio3[int, int]):
     """Draft Section 7.4.1, ID 0x00000001, Field64, 1 proof."""
 
     def __init__(self, shares: int) -> None:
-        super().__init__(shares, Count(Field64), 1, 0x00000001)
+        super().__init__(shares, Count(field64_backend(1)), 1, 0x00000001)
 
 
 class Prio3Sum(Prio3[int, int]):
@@ -380,7 +389,7 @@ class Prio3Sum(Prio3[int, int]):
     def __init__(self, shares: int, max_measurement: int) -> None:
         _check_pos_int("max_measurement", max_measurement)
         try:
-            valid = Sum(Field64, max_measurement)
+            valid = Sum(field64_backend(max_measurement.bit_length()), max_measurement)
         except ValueError as exc:
             raise InvalidTask(str(exc)) from exc
         super().__init__(shares, valid, 1, 0x00000002)
@@ -449,8 +458,8 @@ class Prio3SumVecWithMultiproof(Prio3[list[int], list[int]]):
         if field is Field64 and num_proofs < 2:
             raise InvalidTask("Field64 needs at least 2 proofs for the draft's robustness bound")
         try:
-            if field is Field128:
-                field = field128_backend(length * max_measurement.bit_length())
+            meas_len = length * max_measurement.bit_length()
+            field = field128_backend(meas_len) if field is Field128 else field64_backend(meas_len)
             valid = SumVec(field, length, max_measurement, chunk_length)
         except ValueError as exc:
             raise InvalidTask(str(exc)) from exc
