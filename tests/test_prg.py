@@ -19,11 +19,24 @@ SEED = bytes(range(32))
 DST = prg.dst("test")
 
 
-def reference_keystream(seed: bytes, dst: bytes, binder: bytes, nbytes: int) -> bytes:
-    """RFC 5869 HKDF-SHA256 (stdlib hmac) then AES-256-CTR from a zero counter (pycryptodome)."""
+def reference_key(seed: bytes, dst: bytes, binder: bytes) -> bytes:
+    """RFC 5869 HKDF-SHA256 with L = 32 (one Extract, one Expand block), stdlib hmac."""
     prk = hmac.digest(dst, seed, hashlib.sha256)
-    key = hmac.digest(prk, binder + b"\x01", hashlib.sha256)
-    return AES.new(key, AES.MODE_CTR, nonce=b"", initial_value=bytes(16)).encrypt(bytes(nbytes))
+    return hmac.digest(prk, binder + b"\x01", hashlib.sha256)
+
+
+def reference_keystream(seed: bytes, dst: bytes, binder: bytes, nbytes: int) -> bytes:
+    """AES-256-CTR (pycryptodome) from counter block 0^12 || 00000002."""
+    start = bytes(12) + (2).to_bytes(4, "big")
+    return AES.new(reference_key(seed, dst, binder), AES.MODE_CTR, nonce=b"", initial_value=start).encrypt(bytes(nbytes))
+
+
+@pytest.mark.parametrize("nbytes", [0, 1, 16, 100, 4096])
+def test_stream_is_the_gcm_keystream_under_nonce_zero(nbytes: int) -> None:
+    # the documented equivalence the short-stream path relies on (SP 800-38D GCTR from inc32(J0))
+    key = reference_key(SEED, DST, b"g")
+    gcm = AES.new(key, AES.MODE_GCM, nonce=bytes(12)).encrypt(bytes(nbytes))
+    assert prg.keystream(SEED, DST, b"g", nbytes) == gcm
 
 
 def test_dst_layout() -> None:
@@ -39,9 +52,9 @@ def test_known_answer() -> None:
 
 
 KAT_HEX = (
-    "99505001e3b4d0560bd035164577423c"
-    "5c9fbf04d7aaccbf17f13f98bb09f5e1"
     "f94aaf6112e64c689e8041c24d6cbde3"
+    "be50affdecd9fe34b41c9c3be11715d3"
+    "d009c2f769a8164b2dd1ad97640a8cea"
 )
 
 
@@ -89,6 +102,12 @@ def test_salt_and_info_are_not_interchangeable() -> None:
 def test_short_seed_rejected(n: int) -> None:
     with pytest.raises(ValueError, match="at least 16"):
         prg.keystream(bytes(n), DST, b"", 8)
+
+
+@pytest.mark.parametrize("nbytes", [-1, prg.MAX_STREAM_BYTES + 1])
+def test_stream_length_bounds(nbytes: int) -> None:
+    with pytest.raises(ValueError, match="PRG output"):
+        prg.keystream(SEED, DST, b"", nbytes)
 
 
 def test_expand_ring_is_the_little_endian_words() -> None:
@@ -149,7 +168,7 @@ def test_expand_field64_rejects_words_at_or_above_p(monkeypatch: pytest.MonkeyPa
 
 @pytest.mark.parametrize("n", [8191, 8192, 8193, 3 * 8192 + 5])
 def test_long_expansion_across_chunk_boundaries(n: int) -> None:
-    # expand_ring writes long streams chunk by chunk (64 KiB) into the result array
+    # short streams (<= 64 KiB) come from AES-GCM, long ones from chunked AES-CTR: same bytes
     words = prg.expand_ring(SEED, DST, b"long", n)
     ref = np.frombuffer(reference_keystream(SEED, DST, b"long", 8 * n), dtype="<u8")
     assert words.shape == (n,) and words.dtype == np.dtype("<u8")
