@@ -23,6 +23,7 @@ from typing import Any
 from crypto.seal import HpkeConfig
 from mpc.errors import DecodeError, InvalidTask
 from mpc.measurements import MeasurementType, measurement_from_params
+from mpc.output_policy import OutputPolicy
 
 TASK_ID_SIZE = 32
 MODES = ("shares", "paillier", "ckks")
@@ -40,6 +41,8 @@ _KEYS = {
     "dp",
     "he_public_key",
     "description",
+    "max_collections_per_window",
+    "output",
 }
 _REQUIRED = {"task_id", "measurement", "aggregators", "window_seconds", "min_batch_size"}
 
@@ -102,6 +105,8 @@ class Task:
     dp: dict[str, Any] = field(default_factory=lambda: {"algo": "none"})
     he_public_key: bytes | None = None
     description: str = ""
+    max_collections_per_window: int = 1
+    output: OutputPolicy = field(default_factory=OutputPolicy)
 
     def __post_init__(self) -> None:
         if len(self.task_id) != TASK_ID_SIZE:
@@ -163,6 +168,8 @@ class Task:
             dp=dict(dp),
             he_public_key=b64decode(doc["he_public_key"], "he_public_key") if "he_public_key" in doc else None,
             description=str(doc.get("description", "")),
+            max_collections_per_window=_int_field(doc, "max_collections_per_window", 1, 1000, 1),
+            output=OutputPolicy.from_dict(doc.get("output", {})),
         )
 
     @classmethod
@@ -197,6 +204,8 @@ class Task:
             out["he_public_key"] = b64encode(self.he_public_key)
         if self.description:
             out["description"] = self.description
+        out["max_collections_per_window"] = self.max_collections_per_window
+        out["output"] = self.output.to_dict()
         return out
 
     def to_json(self) -> str:

@@ -115,7 +115,8 @@ class Collector:
             task, self._key, window_start, response.report_count, response.checksum, list(response.sealed_aggregate_shares)
         )
         dp = json.loads(response.dp_applied_json) if response.dp_applied_json else {}
-        return CollectionResult(result.task_id, window_start, task.window_seconds, response.report_count, result.result, dp, response.collection_id)
+        released = task.output.apply(task.measurement, result.result, response.report_count)
+        return CollectionResult(result.task_id, window_start, task.window_seconds, response.report_count, released, dp, response.collection_id)
 
 
 class TaskAdminClient:

@@ -30,7 +30,7 @@ def test_noised_result_within_stated_error(loop_thread, cluster2):
 
 
 def test_budget_exhausted_is_refused_and_audited(loop_thread, cluster2):
-    task = provision(loop_thread, cluster2, {"type": "count"},
+    task = provision(loop_thread, cluster2, {"type": "count"}, max_collections_per_window=5,
                      dp={"algo": "discrete-laplace", "epsilon": 1, "budget": {"epsilon": 2, "delta": 0}})
     window = past_window(41)
     upload(loop_thread, cluster2, task, [shard_report(task, 1, time=window) for _ in range(5)])
@@ -52,3 +52,26 @@ def test_invalid_dp_block_rejected_at_provisioning(loop_thread, cluster2):
         provision(loop_thread, cluster2, {"type": "count"}, dp={"algo": "laplace-float", "epsilon": 1})
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "dp.algo" in info.value.details()
+
+
+def test_recollection_beyond_policy_refused_and_audited(loop_thread, cluster2):
+    task = provision(loop_thread, cluster2, {"type": "count"}, dp={"algo": "discrete-laplace", "epsilon": 1})
+    assert task.max_collections_per_window == 1
+    window = past_window(42)
+    upload(loop_thread, cluster2, task, [shard_report(task, 1, time=window) for _ in range(3)])
+    collect(loop_thread, cluster2, task, window)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        collect(loop_thread, cluster2, task, window)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "already collected" in info.value.details()
+    log = (cluster2.nodes[0].core.config.data_dir / "audit.log").read_text()
+    assert "already collected" in log
+
+
+def test_output_policy_clamps_and_rounds(loop_thread, cluster2):
+    task = provision(loop_thread, cluster2, {"type": "histogram", "buckets": 3}, output={"clamp": True, "round_to": 5},
+                     dp={"algo": "discrete-laplace", "epsilon": 1})
+    window = past_window(43)
+    upload(loop_thread, cluster2, task, [shard_report(task, 0, time=window) for _ in range(12)])
+    result = collect(loop_thread, cluster2, task, window)
+    assert all(v % 5 == 0 and 0 <= v <= 12 + 2 for v in result.result)  # rounded multiples of 5, clamped to [0, n]

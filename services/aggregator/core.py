@@ -36,6 +36,7 @@ from mpc import aggregator as agg
 from mpc.errors import (
     BatchNotClosed,
     BatchTooSmall,
+    CollectionRefused,
     DecodeError,
     InvalidReport,
     InvalidTask,
@@ -489,7 +490,14 @@ class AggregatorCore:
         except (BatchNotClosed, InvalidTask) as exc:
             self._refuse(exc, task, window_start, actor)
             raise
-        self.store.update_window_collected(task_id, window_start)  # late uploads now refused
+        record = self.store.update_window_collected(task_id, window_start)  # late uploads now refused
+        if record.collections > task.max_collections_per_window:
+            exc = CollectionRefused(
+                f"window {window_start} was already collected {record.collections - 1} time(s); "
+                f"the task allows {task.max_collections_per_window}"
+            )
+            self._refuse(exc, task, window_start, actor)
+            raise exc
         await self.flush_window(loaded, window_start)
         acc = self._window_accumulator(task, window_start)
         if acc.count < task.min_batch_size:
