@@ -373,3 +373,113 @@ def test_tls_and_password_broker(loop_thread, secure_mosquitto, sum_kit, tmp_pat
     assert not future.done() and not agent.source.connected.is_set()
     loop_thread.loop.call_soon_threadsafe(agent.stop)
     future.result(30)
+
+
+# --------------------------------------------------------------------------- agent start-up and windowing without a broker
+
+
+def agent_cfg(tmp_path: Path, task_ref: str, rules: str = "", measurement: str = 'field = "v"', upload: str = ""):
+    text = f"""
+node_id = "n"
+[mqtt]
+host = "127.0.0.1"
+[outbox]
+dir = "{tmp_path / 'ob'}"
+{upload}
+[[streams]]
+name = "s"
+topics = ["t/#"]
+task = "{task_ref}"
+grace_seconds = 0
+{rules}
+[streams.measurement]
+{measurement}
+"""
+    return parse_edge_config(text, base_dir=tmp_path)
+
+
+def test_agent_startup_rejects_unusable_tasks(tmp_path, sum_kit):
+    from dataclasses import replace
+
+    from services.edge.agent import run_edge_agent
+    from services.edge.config import EdgeConfigError
+
+    up = InProcessAggregators({})
+    with pytest.raises(EdgeConfigError, match="cannot read task"):
+        EdgeAgent(agent_cfg(tmp_path, "missing.json"), uploader=up)
+    (tmp_path / "bad.json").write_text('{"task_id": 1}')
+    with pytest.raises(EdgeConfigError, match="bad.json"):
+        EdgeAgent(agent_cfg(tmp_path, "bad.json"), uploader=up)
+    (tmp_path / "bad.toml").write_text("task_id = ")
+    with pytest.raises(EdgeConfigError, match="bad.toml"):
+        EdgeAgent(agent_cfg(tmp_path, "bad.toml"), uploader=up)
+    cfg = agent_cfg(tmp_path, "x")
+    paillier = replace(sum_kit.task, mode="paillier", he_public_key=b"k")
+    with pytest.raises(EdgeConfigError, match="mode 'paillier'"):
+        EdgeAgent(cfg, uploader=up, tasks={"s": paillier})
+    fpv = make_task({"type": "fixedpointvec", "length": 2, "frac_bits": 8, "clip": 1.0}).task
+    with pytest.raises(EdgeConfigError, match="fixedpointvec"):
+        EdgeAgent(cfg, uploader=up, tasks={"s": fpv})
+    vec = make_task({"type": "sumvec", "length": 3, "bits": 4}).task
+    with pytest.raises(EdgeConfigError, match="needs measurement.index"):
+        EdgeAgent(cfg, uploader=up, tasks={"s": vec})
+    with pytest.raises(EdgeConfigError, match="only for sumvec"):
+        EdgeAgent(agent_cfg(tmp_path, "x", measurement='field = "v"\nindex = "i"'), uploader=up, tasks={"s": sum_kit.task})
+    noisy = agent_cfg(
+        tmp_path, "x", rules="rules = ['{\"rule\": \"local_noise\", \"mechanism\": \"discrete_laplace\", \"sensitivity\": 1, \"epsilon\": 1}']"
+    )
+    hist = make_task({"type": "histogram", "buckets": 4}).task
+    with pytest.raises(EdgeConfigError, match="local_noise needs"):
+        EdgeAgent(noisy, uploader=up, tasks={"s": hist})
+    (tmp_path / "edge.toml").write_text(f'node_id = "n"\n[mqtt]\nhost = "h"\n[outbox]\ndir = "ob"\n[[streams]]\nname = "s"\ntopics = ["t"]\ntask = "x"\n[streams.measurement]\nfield = "v"\n')
+    with pytest.raises(EdgeConfigError, match=r"\[upload\]"):
+        asyncio.run(run_edge_agent(str(tmp_path / "edge.toml")))
+
+
+def _drive(agent: EdgeAgent, messages: list[dict], close_at: int) -> None:
+    for body in messages:
+        agent.handle_message("t/x", json.dumps(body).encode())
+    agent.close_due_windows(close_at)
+    asyncio.run(agent.drain())
+
+
+def test_sumvec_and_histogram_windows_through_the_protocol(tmp_path):
+    ws = past_window(2)
+    vec_kit = make_task({"type": "sumvec", "length": 4, "bits": 8}, window_seconds=WINDOW)
+    hist_kit = make_task({"type": "histogram", "buckets": 4}, window_seconds=WINDOW)
+    up = InProcessAggregators({vec_kit.task.task_id: vec_kit, hist_kit.task.task_id: hist_kit})
+    clock = FakeClock(ws + 1)
+    vec = EdgeAgent(
+        agent_cfg(tmp_path / "v", "x", measurement='field = "v"\nindex = "zone"\ncombine = "sum"'),
+        uploader=up, tasks={"s": vec_kit.task}, clock=clock,
+    )
+    _drive(vec, [{"zone": 0, "v": 2, "ts": ws}, {"zone": 3, "v": 250, "ts": ws + 1}, {"zone": 3, "v": 10, "ts": ws + 2},
+                 {"zone": 9, "v": 1, "ts": ws}], ws + WINDOW)
+    assert vec.metrics.rejected["bad_index"] == 1 and vec.metrics.windows_clamped == 1
+    assert up.collect(vec_kit.task.task_id, ws).result == [2, 0, 0, 255]  # 260 clamped to 2^8-1
+
+    rules = "rules = ['{\"rule\": \"bucket\", \"field\": \"speed\", \"edges\": [20, 40, 60], \"into\": \"v\"}']"
+    hist = EdgeAgent(
+        agent_cfg(tmp_path / "h", "x", rules=rules, measurement='field = "v"\ncombine = "min"'),
+        uploader=up, tasks={"s": hist_kit.task}, clock=clock,
+    )
+    _drive(hist, [{"speed": 55, "ts": ws}, {"speed": 12, "ts": ws + 3}, {"speed": 70, "ts": ws + 4}], ws + WINDOW)
+    assert up.collect(hist_kit.task.task_id, ws).result == [1, 0, 0, 0]  # slowest level seen: bucket 0
+
+
+def test_local_noise_is_added_before_upload(tmp_path):
+    import numpy as np
+
+    from crypto import dp_noise
+
+    ws = past_window(2)
+    kit = make_task({"type": "sum", "bits": 16}, window_seconds=WINDOW)
+    up = InProcessAggregators({kit.task.task_id: kit})
+    rules = "rules = ['{\"rule\": \"local_noise\", \"mechanism\": \"discrete_laplace\", \"sensitivity\": 10, \"epsilon\": \"0.5\"}']"
+    agent = EdgeAgent(
+        agent_cfg(tmp_path, "x", rules=rules), uploader=up, tasks={"s": kit.task}, clock=FakeClock(ws + 1),
+        noise_rng=np.random.default_rng(11),
+    )
+    _drive(agent, [{"v": 1000, "ts": ws}, {"v": 234, "ts": ws + 1}], ws + WINDOW)
+    noise = int(dp_noise.discrete_laplace_batch(20, 1, np.random.default_rng(11))[0])
+    assert noise != 0 and up.collect(kit.task.task_id, ws).result == 1234 + noise
