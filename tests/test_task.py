@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +89,19 @@ VALID_DOCS = {
 
 
 def sample_documents() -> list[Path]:
-    """Task documents shipped in the repo (examples, deploy configs), if any."""
+    """Task documents shipped in the repo (examples, deploy configs, docs): any TOML/JSON with a top-level task_id."""
     found = []
-    for pattern in ("**/task*.toml", "**/task*.json", "**/*.task.toml", "**/*.task.json"):
-        found += [p for p in REPO.glob(pattern) if "vectors" not in p.parts and ".git" not in p.parts]
-    return sorted(set(found))
+    for folder in ("examples", "deploy", "docs", "config"):
+        for path in sorted((REPO / folder).glob("**/*")):
+            if path.suffix not in (".toml", ".json"):
+                continue
+            try:
+                doc = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
+            except (ValueError, UnicodeDecodeError):
+                continue  # not a task document; its own tests parse it
+            if isinstance(doc, dict) and "task_id" in doc:
+                found.append(path)
+    return found
 
 
 @pytest.mark.parametrize("path", sample_documents(), ids=lambda p: str(p.relative_to(REPO)))

@@ -249,3 +249,20 @@ def test_generator_reproduces_committed_files() -> None:
     docs = module.build_vectors(VECTOR_DIR)
     for name, doc in docs.items():
         assert (VECTOR_DIR / name).read_text() == module.render(doc), f"{name} drifted: run python {GENERATOR.relative_to(GENERATOR.parents[2])}"
+
+
+def test_protocol_doc_examples_are_the_vectors() -> None:
+    """docs/protocol.md quotes vector bytes; fail when they go stale."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    flat = doc.replace(" ", "")
+    prg_case = json.loads((VECTOR_DIR / "Prg_0.json").read_text())["cases"][0]
+    assert prg_case["keystream"] in flat
+    ring_case = json.loads((VECTOR_DIR / "TwinRing64_0.json").read_text())["cases"][0]
+    first = ring_case["reports"][0]
+    for value in (ring_case["ctx"][32:], first["nonce"], first["rand"], first["input_shares"][0], first["out_shares"][1], first["verifier_shares"][0]):
+        assert value in flat, value
+    full = json.loads((VECTOR_DIR / "FullRound_0.json").read_text())["cases"][0]
+    assert full["accumulators"][0][16:80] in flat and full["accumulators"][0][80:] in flat  # checksum, aggregate share
+    binding = json.loads((VECTOR_DIR / "HpkeBinding_0.json").read_text())["cases"][2]
+    assert binding["name"] == "input_share_info_1"
+    assert binding["task_id"] in flat and binding["report_id"] in flat

@@ -74,7 +74,8 @@ def fixed_keypair(label: str, config_id: int, suite: str) -> HpkeKeypair:
     return HpkeKeypair.from_private_bytes(config_id, suite, fixed("hpke-key/" + label, size))
 
 
-def fixed_task(label: str, measurement: dict[str, Any], k: int, suite: str) -> tuple[Task, list[HpkeKeypair], HpkeKeypair]:
+def fixed_task(label: str, measurement: dict[str, Any], k: int, suite: str) -> tuple[Task, list[HpkeKeypair], HpkeKeypair, dict[str, Any]]:
+    """A task from a minimal document (stored as-is, so new optional task keys do not change the vectors)."""
     agg_keys = [fixed_keypair(f"{label}/agg{j}", j, suite) for j in range(k)]
     collector_key = fixed_keypair(f"{label}/collector", 0, suite)
     doc = {
@@ -86,7 +87,7 @@ def fixed_task(label: str, measurement: dict[str, Any], k: int, suite: str) -> t
         "window_seconds": 300,
         "min_batch_size": 1,
     }
-    return Task.from_dict(doc), agg_keys, collector_key
+    return Task.from_dict(dict(doc)), agg_keys, collector_key, doc
 
 
 class SealedStore:
@@ -207,7 +208,7 @@ def sharing_vectors() -> dict[str, Any]:
 
 # --- HPKE binding and fixed-key open ----------------------------------------------------------
 def binding_vectors() -> dict[str, Any]:
-    task, _, _ = fixed_task("binding", {"type": "count"}, 3, X25519)
+    task, _, _, task_doc = fixed_task("binding", {"type": "count"}, 3, X25519)
     report_id = fixed("binding/report-id", 16)
     cases: list[dict[str, Any]] = [
         {
@@ -243,7 +244,7 @@ def binding_vectors() -> dict[str, Any]:
     )
     cases.append({"name": "report_checksum", "report_ids": [report_id.hex(), bytes(16).hex()], "checksum": agg.report_checksum([report_id, bytes(16)]).hex()})
     for case in cases[1:-1]:
-        case["task"] = json.loads(task.to_json())
+        case["task"] = task_doc
     return _doc("hpke-binding", "HPKE info strings binding sealed shares to task, report, time, aggregator and public share", cases)
 
 
@@ -414,7 +415,7 @@ FULL_ROUNDS: list[tuple[str, dict[str, Any], int, str, list[Any]]] = [
 
 def full_round_vectors(index: int, store: SealedStore) -> dict[str, Any]:
     label, params, k, suite, measurements = FULL_ROUNDS[index]
-    task, agg_keys, collector_key = fixed_task(f"full/{label}", params, k, suite)
+    task, agg_keys, collector_key, task_doc = fixed_task(f"full/{label}", params, k, suite)
     scheme = task.scheme
     accs = [agg.Accumulator(task) for _ in range(k)]
     reports = []
@@ -451,7 +452,7 @@ def full_round_vectors(index: int, store: SealedStore) -> dict[str, Any]:
         sealed_aggs.append(store.seal(collector_key, scheme.encode_agg_share(acc.agg_share), info).hex())
     case = {
         "name": "round",
-        "task": json.loads(task.to_json()),
+        "task": task_doc,
         "aggregator_private_keys": [kp.private_bytes().hex() for kp in agg_keys],
         "collector_private_key": collector_key.private_bytes().hex(),
         "time": T0,
