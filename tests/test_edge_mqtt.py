@@ -38,7 +38,9 @@ def past_window(back: int) -> int:
     return now - now % WINDOW - back * WINDOW
 
 
-def edge_toml(broker: Broker, outbox: Path, task_file: Path, *, extra_mqtt: str = "", max_reports: int = 1000) -> str:
+def edge_toml(
+    broker: Broker, outbox: Path, task_file: Path, *, extra_mqtt: str = "", max_reports: int = 1000, k: int = 2
+) -> str:
     return f"""
 node_id = "cabinet-7"
 
@@ -79,7 +81,7 @@ max = 50
 rule = "suppress_below_k"
 zone = "zone"
 contributor = "sensor_id"
-k = 2
+k = {k}
 
 [[streams.rules]]
 rule = "keep"
@@ -373,6 +375,56 @@ def test_tls_and_password_broker(loop_thread, secure_mosquitto, sum_kit, tmp_pat
     assert not future.done() and not agent.source.connected.is_set()
     loop_thread.loop.call_soon_threadsafe(agent.stop)
     future.result(30)
+
+
+def test_graceful_restart_keeps_open_windows_and_the_broker_session(loop_thread, mosquitto_broker, sum_kit, tmp_path):
+    """Stop mid-window, publish while the agent is down, restart: one report, k counted on distinct sensors."""
+    ws = past_window(2)
+    text = edge_toml(mosquitto_broker, tmp_path / "ob", write_task(tmp_path, sum_kit.task), k=3,
+                     extra_mqtt='client_id = "edge-restart-test"')
+    cfg = parse_edge_config(text)
+    clock = FakeClock(ws + 1)
+    up = InProcessAggregators({sum_kit.task.task_id: sum_kit})
+    running = RunningAgent(loop_thread, EdgeAgent(cfg, uploader=up, clock=clock))
+    before = [reading("a", 1, 1, ws + 1), reading("b", 1, 2, ws + 2), reading("a", 2, 10, ws + 1), reading("b", 2, 20, ws + 2)]
+    publish(loop_thread, mosquitto_broker, before)
+    wait_for(lambda: running.agent.metrics.readings_accepted == 4, what="readings before the stop")
+    running.stop()
+    assert up.calls == 0  # nothing reported: the window is still open
+    # While the agent is down the broker keeps QoS 1 messages for its persistent session.
+    after = [reading("a", 1, 4, ws + 5), reading("c", 2, 30, ws + 5)]
+    publish(loop_thread, mosquitto_broker, after)
+    running = RunningAgent(loop_thread, EdgeAgent(cfg, uploader=up, clock=clock))
+    agent = running.agent
+    try:
+        wait_for(lambda: agent.metrics.readings_accepted == 2, what="messages queued while down")
+        clock.now = ws + WINDOW + 1
+        wait_for(lambda: agent.metrics.reports_acked == 1, what="the window's single report")
+        # zone 1 saw sensors {a, b} (a twice across the restart): 2 < k=3, suppressed;
+        # zone 2 saw {a, b, c}: kept.
+        assert (agent.metrics.suppressed_zones, agent.metrics.suppressed_readings) == (1, 3)
+        assert agent.outbox.open_windows() == []
+    finally:
+        running.stop()
+    assert up.collect(sum_kit.task.task_id, ws).result == 60
+    assert up.collect(sum_kit.task.task_id, ws).report_count == 1
+
+
+def test_agent_reconnects_after_a_broker_restart(loop_thread, mosquitto_broker, sum_kit, tmp_path):
+    ws = past_window(2)
+    cfg = parse_edge_config(edge_toml(mosquitto_broker, tmp_path / "ob", write_task(tmp_path, sum_kit.task)))
+    clock = FakeClock(ws + 1)
+    running = RunningAgent(loop_thread, EdgeAgent(cfg, uploader=InProcessAggregators({}), clock=clock))
+    agent = running.agent
+    try:
+        mosquitto_broker.stop()
+        wait_for(lambda: agent.source.disconnects >= 1, what="disconnect noticed")
+        mosquitto_broker.start()
+        wait_for(lambda: agent.source.connects >= 2 and agent.source.connected.is_set(), what="reconnect")
+        publish(loop_thread, mosquitto_broker, [reading("a", 1, 1, ws + 1)])
+        wait_for(lambda: agent.metrics.readings_accepted == 1, what="reading after reconnect")
+    finally:
+        running.stop()
 
 
 # --------------------------------------------------------------------------- agent start-up and windowing without a broker

@@ -390,3 +390,42 @@ def test_to_measurement_clamps_into_the_task_range():
         to_measurement(Sum(4), [1])
     with pytest.raises(InvalidMeasurement):
         to_measurement(FixedPointVec(2, 8, 1.0), 1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(-5, 10**6), st.integers(0, 59), st.sampled_from([1, 2, "z"]), st.binary(min_size=16, max_size=16)),
+        max_size=30,
+    ),
+    st.sampled_from(["sum", "count", "min", "max", "last", "mean"]),
+)
+def test_window_state_round_trip(items, combine):
+    import json
+
+    acc = WindowAccumulator(combine, k=2)
+    for v, dt, zone, who in items:
+        acc.add(reading(v, zone=zone, contributor=who, t=NOW + dt))
+    again = WindowAccumulator.from_state(json.loads(json.dumps(acc.to_state())))
+    assert again.close() == acc.close()
+    assert again.readings == acc.readings
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda s: s.update(v=2),
+        lambda s: s.pop("zones"),
+        lambda s: s.update(zones=[[1, [[None, "1", 1, 1, 1, 0, 1]], []]]),
+        lambda s: s.update(zones=[[[1], [], []]]),
+        lambda s: s.update(zones=[[1, [[None, 1, 1]], []]]),
+        lambda s: s.update(zones=[[1, [], ["zz"]]]),
+    ],
+)
+def test_window_state_rejects_malformed(mutate):
+    acc = WindowAccumulator("sum", k=2)
+    acc.add(reading(3, zone=1, contributor=b"\x01" * 16))
+    state = acc.to_state()
+    mutate(state)
+    with pytest.raises(ValueError):
+        WindowAccumulator.from_state(state)

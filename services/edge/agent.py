@@ -185,6 +185,7 @@ class EdgeAgent:
         self.streams = [
             _Stream(s, tasks[s.name] if s.name in tasks else load_stream_task(config, s), key) for s in config.streams
         ]
+        self._restore_open_windows()
         self._route_cache: dict[str, tuple[_Stream, ...]] = {}
         self._last_warning: dict[str, float] = {}
         self._stop = asyncio.Event()
@@ -192,6 +193,37 @@ class EdgeAgent:
 
     def __repr__(self) -> str:
         return f"EdgeAgent(node_id={self.config.node_id!r}, streams={[s.cfg.name for s in self.streams]})"
+
+    # -- graceful restart -------------------------------------------------
+    def _restore_open_windows(self) -> None:
+        """Take back the open windows a graceful stop saved (same streams, same rules)."""
+        by_name = {s.cfg.name: s for s in self.streams}
+        for name, ws, state in self.outbox.open_windows():
+            stream = by_name.get(name)
+            try:
+                if stream is None:
+                    raise ValueError("stream no longer configured")
+                acc = WindowAccumulator.from_state(json.loads(state))
+                if (acc.combine, acc.k, acc.length) != (stream.cfg.measurement.combine, stream.k, stream.length):
+                    raise ValueError("stream configuration changed")
+            except ValueError as exc:
+                log.warning("saved open window %d of stream %s not restored: %s", ws, name, exc)
+                self.outbox.forget_open_window(name, ws)
+                continue
+            stream.open[ws] = acc
+        restored = sum(a.readings for s in self.streams for a in s.open.values())
+        if restored:
+            log.info("restored %d readings of open windows saved at the last stop", restored)
+
+    def save_open_windows(self) -> int:
+        """Persist the open windows (graceful stop); returns how many readings they hold."""
+        states = [
+            (s.cfg.name, ws, json.dumps(acc.to_state(), separators=(",", ":")))
+            for s in self.streams
+            for ws, acc in s.open.items()
+        ]
+        self.outbox.save_open_windows(states)
+        return sum(a.readings for s in self.streams for a in s.open.values())
 
     # -- ingestion --------------------------------------------------------
     def _routes(self, topic: str) -> tuple[_Stream, ...]:
@@ -259,6 +291,7 @@ class EdgeAgent:
         for stream in self.streams:
             for ws in sorted(w for w in stream.open if stream.closes_at(w) <= now):
                 stored += self._close(stream, ws, stream.open.pop(ws))
+                self.outbox.forget_open_window(stream.cfg.name, ws)
         return stored
 
     def _close(self, stream: _Stream, ws: int, acc: WindowAccumulator) -> int:
@@ -361,9 +394,9 @@ class EdgeAgent:
                 t.cancel()
             await asyncio.gather(mqtt_task, stop_task, return_exceptions=True)
             await asyncio.gather(tick_task, return_exceptions=True)
-            open_readings = sum(a.readings for s in self.streams for a in s.open.values())
-            if open_readings:
-                log.warning("stopping with %d readings in still-open windows (not reported)", open_readings)
+            saved = self.save_open_windows()
+            if saved:
+                log.info("saved %d readings of still-open windows for the next start", saved)
             self.outbox.close()
 
     def stop(self) -> None:

@@ -174,6 +174,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at);
+CREATE TABLE IF NOT EXISTS open_windows (
+    stream TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (stream, window_start)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letter (
     report_id BLOB PRIMARY KEY,
     task_id BLOB NOT NULL,
@@ -396,6 +402,21 @@ class Outbox:
         return self._db.execute(
             "SELECT task_id, window_start, status, readings FROM windows ORDER BY task_id, window_start"
         ).fetchall()
+
+    # -- open windows across a graceful restart ----------------------------
+    def save_open_windows(self, states: Iterable[tuple[str, int, str]]) -> None:
+        """Replace the saved open-window states with (stream, window_start, JSON state)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM open_windows")
+            db.executemany("INSERT INTO open_windows VALUES (?, ?, ?)", list(states))
+
+    def open_windows(self) -> list[tuple[str, int, str]]:
+        return self._db.execute("SELECT stream, window_start, state FROM open_windows ORDER BY stream, window_start").fetchall()
+
+    def forget_open_window(self, stream: str, window_start: int) -> None:
+        """A window closed: its saved state (if any) must not be restored again."""
+        with self._tx() as db:
+            db.execute("DELETE FROM open_windows WHERE stream = ? AND window_start = ?", (stream, window_start))
 
     def prune(self, older_than: float) -> int:
         """Forget settled ledger rows of windows that started before ``older_than``."""

@@ -298,6 +298,39 @@ class WindowAccumulator:
             value = [self._fold(merged[i]) if i in merged else 0 for i in range(self.length)]
         return WindowResult(value, kept, suppressed_zones, suppressed_readings)
 
+    def to_state(self) -> dict[str, Any]:
+        """JSON-able state, so a graceful stop can hand an open window to the next start.
+
+        Contributors appear only as their keyed pseudonyms (hex).
+        """
+        zones = []
+        for zone, per_index in self._zones.items():
+            stats = [[idx, s.n, s.total, s.lo, s.hi, s.last_time, s.last_value] for idx, s in per_index.items()]
+            zones.append([zone, stats, sorted(c.hex() for c in self._contributors.get(zone, ()))])
+        return {"v": 1, "combine": self.combine, "k": self.k, "length": self.length, "zones": zones}
+
+    @classmethod
+    def from_state(cls, state: Any) -> "WindowAccumulator":
+        """Rebuild from :meth:`to_state`; anything malformed is a ValueError."""
+        try:
+            if state["v"] != 1:
+                raise ValueError(f"unknown window state version {state['v']!r}")
+            acc = cls(state["combine"], state["k"], state["length"])
+            for zone, stats, contributors in state["zones"]:
+                if isinstance(zone, list):
+                    raise ValueError("zone must be a scalar")
+                per_index = acc._zones.setdefault(zone, {})
+                for idx, n, total, lo, hi, last_time, last_value in stats:
+                    ints = (n, total, last_time, last_value) + tuple(v for v in (idx, lo, hi) if v is not None)
+                    if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints):
+                        raise ValueError("window state holds a non-integer")
+                    per_index[idx] = _Stats(n, total, lo, hi, last_time, last_value)
+                if contributors:
+                    acc._contributors[zone] = {bytes.fromhex(c) for c in contributors}
+            return acc
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed window state: {exc!r}") from None
+
     def _fold(self, s: _Stats) -> int:
         if self.combine == "sum":
             return s.total
