@@ -25,9 +25,9 @@ elements (Count, Sum).
 Every class has scalar twins on Python ints (``s_add``, ``s_mul``, ...).
 Decoding rejects wrong lengths and values >= p with `mpc.errors.DecodeError`.
 
-Must not be used for: constant-time arithmetic on long-term secrets (numpy
-work is data-independent in time only for the uint64 paths), or for any
-modulus other than these two.
+Must not be used for: constant-time arithmetic on long-term secrets (Python
+ints and numpy's early-outs are not constant time), or for any modulus
+other than these two.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@
   it only where the draft does.
 
 ``next_vec`` samples field elements by rejection exactly as the draft's
-``Xof.next_vec``: read ENCODED_SIZE bytes, mask to next_power_of_2(p) - 1,
-keep if < p.  It reads in batches but consumes exactly the same stream.
+``Xof.next_vec``: read ENCODED_SIZE bytes, mask to next_power_of_2(p) - 1
+(all ones for both draft fields, so a no-op), keep if < p.  It reads in
+batches of exactly the missing count, so it consumes the same stream.
 
 TurboSHAKE128 comes from pycryptodome, AES from `cryptography`.
 Must not be used as a password hash, a MAC, or with attacker-chosen seeds

@@ -415,3 +415,13 @@ def test_factory_builds_each_variant() -> None:
     assert prio3_from_params("Prio3MultihotCountVec", 2, length=4, max_weight=2, chunk_length=2).ID == 5
     mp = prio3_from_params("Prio3SumVecWithMultiproof", 2, length=4, max_measurement=3, chunk_length=2)
     assert (mp.ID, mp.PROOFS) == (0xFFFFFFFF, 3)
+
+
+def test_verify_next_rejects_foreign_state(hist: Prio3Histogram) -> None:
+    count = Prio3Count(2)
+    cp, ci = _run(count, 1)
+    count_state, _ = count.verify_init(KEY, CTX, 0, b"", NONCE, cp, ci[0])
+    with pytest.raises(ValueError):
+        hist.verify_next(CTX, count_state, bytes(32))
+    with pytest.raises(ValueError):
+        hist.verify_next(CTX, "not a state", bytes(32))  # type: ignore[arg-type]

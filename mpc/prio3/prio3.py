@@ -279,8 +279,7 @@ class Prio3(Generic[M, R]):
         corrected_seed: bytes | None = None
         jr_part = b""
         joint_rands = f.zeros(0)
-        if self._uses_jr:
-            assert parts is not None  # guaranteed by _decode_public_share (not a validation)
+        if parts is not None:  # this variant uses joint randomness
             jr_part = self._joint_rand_part(ctx, agg_id, blind, meas_share, nonce)
             parts = list(parts)
             parts[agg_id] = jr_part
@@ -330,10 +329,13 @@ class Prio3(Generic[M, R]):
 
     def verify_next(self, ctx: bytes, state: Prio3VerifyState, verifier_message: bytes) -> np.ndarray:
         """Aggregator: check the joint randomness the client used, release the output share."""
+        if not isinstance(state, Prio3VerifyState) or state.out_share.shape != (self.flp.OUTPUT_LEN,):
+            raise ValueError("verification state does not belong to this VDAF")
         if self._uses_jr:
             if len(verifier_message) != self.xof.SEED_SIZE:
                 raise DecodeError("verifier message has the wrong length")
-            assert state.corrected_joint_rand_seed is not None  # set by verify_init when jr is used
+            if state.corrected_joint_rand_seed is None:
+                raise ValueError("verification state does not belong to this VDAF")
             if not hmac.compare_digest(verifier_message, state.corrected_joint_rand_seed):
                 raise VerifyError("joint randomness check failed")
         elif verifier_message != b"":
