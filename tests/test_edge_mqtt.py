@@ -535,3 +535,63 @@ def test_local_noise_is_added_before_upload(tmp_path):
     _drive(agent, [{"v": 1000, "ts": ws}, {"v": 234, "ts": ws + 1}], ws + WINDOW)
     noise = int(dp_noise.discrete_laplace_batch(20, 1, np.random.default_rng(11))[0])
     assert noise != 0 and up.collect(kit.task.task_id, ws).result == 1234 + noise
+
+
+def test_run_edge_agent_process_uploads_over_mtls_and_stops_gracefully_on_sigterm(loop_thread, cluster2, mosquitto_broker, tmp_path):
+    """The production entry point in its own process: config -> UploadClient (edge cert) -> leader; SIGTERM saves state."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    task = loop_thread.run(
+        cluster2.provision({"measurement": {"type": "sum", "bits": 16}, "window_seconds": 2, "min_batch_size": 1, "max_skew_seconds": 3600})
+    )
+    cluster2.credentials("edge", "edge-proc")  # issues pki/edge-proc.crt + key
+    pki = cluster2.pki_dir
+    text = edge_toml(mosquitto_broker, tmp_path / "ob", write_task(tmp_path, task))
+    text = text.replace("grace_seconds = 1", "grace_seconds = 1\nmax_skew_seconds = 300")
+    text += f"""
+[upload]
+leader = "{cluster2.endpoints[0]}"
+ca_file = "{pki / 'ca.crt'}"
+cert_file = "{pki / 'edge-proc.crt'}"
+key_file = "{pki / 'edge-proc.key'}"
+"""
+    (tmp_path / "edge.toml").write_text(text)
+    log = tmp_path / "agent.log"
+    code = (
+        "import asyncio, logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stderr); "
+        "from services.edge import run_edge_agent; asyncio.run(run_edge_agent(sys.argv[1]))"
+    )
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "edge.toml")], stderr=out, cwd=Path(__file__).resolve().parents[1])
+    try:
+        wait_for(lambda: b"subscribed to" in log.read_bytes() or proc.poll() is not None, what="agent process subscribed")
+        assert proc.poll() is None, log.read_text()
+        now = int(time.time())
+        publish(loop_thread, mosquitto_broker, [reading("a", 1, 5, now), reading("b", 1, 6, now), reading("c", 1, 7, now)])
+        db = tmp_path / "ob" / "outbox.sqlite3"
+
+        def acked() -> list[int]:
+            with sqlite3.connect(db) as c:
+                return [ws for (ws,) in c.execute("SELECT window_start FROM windows WHERE status = 'acked'")]
+
+        wait_for(lambda: len(acked()) == 1, what="report acknowledged by the leader")
+        [ws] = acked()
+        assert ws == now - now % 2
+        future_ts = now + 60  # a window that stays open until the stop
+        publish(loop_thread, mosquitto_broker, [reading("a", 1, 1, future_ts)])
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert b"saved 1 readings of still-open windows" in log.read_bytes()
+    with sqlite3.connect(db) as c:
+        assert [w for (w,) in c.execute("SELECT window_start FROM open_windows")] == [future_ts - future_ts % 2]
+    time.sleep(max(0.0, ws + 2 - time.time()) + 0.05)
+    result = collect(loop_thread, cluster2, task, ws)
+    assert (result.result, result.report_count) == (18, 1)

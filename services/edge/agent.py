@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -414,11 +415,25 @@ def upload_client(cfg: EdgeConfig) -> UploadClient:
 
 
 async def run_edge_agent(config_path: str) -> None:
-    """Entry point behind ``twinmpc edge run --config``: run until cancelled (SIGINT/SIGTERM)."""
+    """Entry point behind ``twinmpc edge run --config``.
+
+    Runs until SIGTERM or SIGINT, then stops gracefully: open windows are saved
+    for the next start and every stored report stays in the outbox.
+    """
     cfg = load_edge_config(config_path)
     client = upload_client(cfg)
     agent = EdgeAgent(cfg, uploader=client)
+    loop = asyncio.get_running_loop()
+    handled = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, agent.stop)
+            handled.append(sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread / platform without signals
+            pass
     try:
         await agent.run()
     finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
         await client.close()
