@@ -432,7 +432,7 @@ _P_HI = np.uint64(2**64 - 28)  # p = P_HI * 2^64 + 1
 _I32 = np.int64(0xFFFFFFFF)
 _SH = np.int64(32)
 _C28 = np.int64(28)
-_BLOCK = 2048  # elements per limb-kernel block (temporaries stay in cache)
+_BLOCK = 4096  # elements per limb-kernel block (temporaries stay small and cache-resident)
 
 
 def _pack(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -451,24 +451,41 @@ def _canonical(lo: np.ndarray, hi: np.ndarray, carry: np.ndarray | bool) -> np.n
     return _pack(new_lo, new_hi)
 
 
-def _limbs32(v: np.ndarray) -> np.ndarray:
-    """(4, n) uint64 array of the 32-bit limbs of a flat F128 vector, least significant first."""
-    out = np.empty((4, v.shape[0]), dtype=np.uint64)
-    lo, hi = v["lo"], v["hi"]
-    np.bitwise_and(lo, _M32, out=out[0])
-    np.right_shift(lo, _S32, out=out[1])
-    np.bitwise_and(hi, _M32, out=out[2])
-    np.right_shift(hi, _S32, out=out[3])
-    return out
-
-
-def _carry(limbs: np.ndarray) -> np.ndarray:
-    """In place: signed carries so rows 0..k-2 are in [0, 2^32); the last row takes the rest."""
-    for k in range(limbs.shape[0] - 1):
+def _carry(limbs: list[np.ndarray]) -> list[np.ndarray]:
+    """In place: signed carries so limbs 0..k-2 are in [0, 2^32); the last takes the rest."""
+    for k in range(len(limbs) - 1):
         c = limbs[k] >> _SH
         limbs[k] &= _I32
         limbs[k + 1] += c
     return limbs
+
+
+def _mul_block(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Product of two flat F128 vectors (one row array per limb, no 2-D temporaries)."""
+    lo_a, hi_a, lo_b, hi_b = a["lo"], a["hi"], b["lo"], b["hi"]
+    al = [lo_a & _M32, lo_a >> _S32, hi_a & _M32, hi_a >> _S32]
+    bl = [lo_b & _M32, lo_b >> _S32, hi_b & _M32, hi_b >> _S32]
+    cols: list[Any] = [None] * 8
+    for i in range(4):
+        for j in range(4):
+            prod = al[i] * bl[j]  # < 2^64; split so every column sum stays < 2^35
+            low = prod & _M32
+            prod >>= _S32
+            k = i + j
+            cols[k] = low if cols[k] is None else cols[k] + low
+            cols[k + 1] = prod if cols[k + 1] is None else cols[k + 1] + prod
+    x = _carry([c.view(np.int64) for c in cols])  # exact 256-bit product, 8 limbs
+    # Fold 1: x = H*2^128 + L and 2^128 = 28*2^64 - 1 (mod p); the result is >= 0 and < 2^197.
+    y = [x[0] - x[4], x[1] - x[5], x[2] - x[6], x[3] - x[7], _C28 * x[6], _C28 * x[7]]
+    y[2] += _C28 * x[4]
+    y[3] += _C28 * x[5]
+    y = _carry(y)
+    # Fold 2: high part y4 + y5*2^32 < 2^69.
+    z = _carry([y[0] - y[4], y[1] - y[5], y[2] + _C28 * y[4], y[3] + _C28 * y[5], np.zeros_like(y[0])])
+    # Fold 3: high part z4 < 2^12; the result is < 2^128 + 2^81 < 2p.
+    w = _carry([z[0] - z[4], z[1], z[2] + _C28 * z[4], z[3], np.zeros_like(z[0])])
+    u = [v.view(np.uint64) for v in w]
+    return _canonical(u[0] | (u[1] << _S32), u[2] | (u[3] << _S32), u[4] != 0)
 
 
 def _norm_signed(limbs: list[np.ndarray]) -> list[np.ndarray]:
@@ -561,36 +578,11 @@ class Field128Limbs(Field128):
         a = a.reshape(-1)
         b = b.reshape(-1)
         n = a.shape[0]
-        if n > _BLOCK:  # keep every temporary small and cache-resident
-            out = np.empty(n, dtype=F128_DTYPE)
-            for s in range(0, n, _BLOCK):
-                out[s : s + _BLOCK] = cls.mul(a[s : s + _BLOCK], b[s : s + _BLOCK])
-            return out.reshape(shape)
-        al = _limbs32(a)
-        bl = _limbs32(b)
-        cols = np.zeros((8, n), dtype=np.uint64)
-        for i in range(4):
-            for j in range(4):
-                prod = al[i] * bl[j]  # < 2^64; split so every column sum stays < 2^35
-                cols[i + j] += prod & _M32
-                cols[i + j + 1] += prod >> _S32
-        x = _carry(cols.view(np.int64))  # 8 exact limbs of the 256-bit product
-        y = np.zeros((6, n), dtype=np.int64)  # fold 1: x = H*2^128 + L
-        y[:4] = x[:4]
-        y[:4] -= x[4:]
-        y[2:] += _C28 * x[4:]
-        y = _carry(y)  # y < 2^197
-        z = np.zeros((5, n), dtype=np.int64)  # fold 2: high part y4 + y5*2^32 < 2^69
-        z[:4] = y[:4]
-        z[:2] -= y[4:]
-        z[2:4] += _C28 * y[4:]
-        z = _carry(z)
-        w = np.zeros((5, n), dtype=np.int64)  # fold 3: high part z4 < 2^12
-        w[:4] = z[:4]
-        w[0] -= z[4]
-        w[2] += _C28 * z[4]
-        u = _carry(w).view(np.uint64)
-        out = _canonical(u[0] | (u[1] << _S32), u[2] | (u[3] << _S32), u[4] != 0)
+        if n <= _BLOCK:
+            return _mul_block(a, b).reshape(shape)
+        out = np.empty(n, dtype=F128_DTYPE)  # blocks keep every temporary small and cache-resident
+        for s in range(0, n, _BLOCK):
+            out[s : s + _BLOCK] = _mul_block(a[s : s + _BLOCK], b[s : s + _BLOCK])
         return out.reshape(shape)
 
     @classmethod
