@@ -13,6 +13,8 @@ takes them.  Prints JSON:
   the last window to close (1 s window + 5 s grace, so a backlog is not dropped as
   late), so it understates the sustained rate for short runs;
 * ``close_to_ack_seconds``: last window's close (end + grace) -> its acknowledgement;
+* ``agent_core_msgs_per_s``: decode + rules + windowing alone, without broker or network
+  (what the agent costs per message, apart from MQTT);
 * the collected sum checked against the published values (exactly once).
 
 Usage: ``python bench/bench_edge.py [--messages 20000] [--budget 2000]``; exits 1
@@ -122,6 +124,29 @@ combine = "sum"
 """
 
 
+def core_rate(cfg_text: str, task, workdir: Path, n: int) -> float:
+    """Messages/s of decode + rules + windowing alone (no broker, no upload): the agent's own cost."""
+    cfg = parse_edge_config(cfg_text)
+    now = int(time.time())
+    agent = EdgeAgent(cfg, uploader=None, tasks={"traffic": task}, clock=lambda: now)  # type: ignore[arg-type]
+    msgs = [
+        (
+            f"city/traffic/loop-{i % 50}/count",
+            json.dumps({"sensor_id": f"loop-{i % 50}", "zone": i % 7, "count": i % 5, "ts": now,
+                        "plate": "M-XY 4711", "mac": "de:ad:be:ef:00:01"}).encode(),
+        )
+        for i in range(n)
+    ]
+    t0 = time.perf_counter()
+    for topic, payload in msgs:
+        agent.handle_message(topic, payload)
+    elapsed = time.perf_counter() - t0
+    if agent.metrics.readings_accepted != n:
+        raise SystemExit(f"core bench rejected readings: {agent.metrics.snapshot()}")
+    agent.outbox.close()
+    return n / elapsed
+
+
 async def run(n: int, workdir: Path) -> dict:
     broker, port = start_mosquitto(workdir)
     cluster = LocalCluster(workdir / "cluster", k=2)
@@ -134,6 +159,7 @@ async def run(n: int, workdir: Path) -> dict:
         task_file = workdir / "task.json"
         task_file.write_text(task.to_json())
         cfg = parse_edge_config(CONFIG.format(port=port, outbox=workdir / "outbox", task=task_file))
+        core = core_rate(CONFIG.format(port=port, outbox=workdir / "core-outbox", task=task_file), task, workdir, n)
         client = cluster.upload_client("edge-bench")
         agent = EdgeAgent(cfg, uploader=client)
         agent_task = asyncio.create_task(agent.run())
@@ -175,6 +201,7 @@ async def run(n: int, workdir: Path) -> dict:
             "bench": "edge_mqtt_to_ack",
             "messages": n,
             "publisher": published,
+            "agent_core_msgs_per_s": round(core, 1),
             "ingest_msgs_per_s": round(n / (t_ingested - t0), 1),
             "end_to_end_msgs_per_s": round(n / (t_done - t0), 1),
             "end_to_end_seconds": round(t_done - t0, 3),
