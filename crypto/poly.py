@@ -72,8 +72,12 @@ def ntt(field: type[_PrimeField], a: np.ndarray, inverse: bool = False, scale: b
         if m == 1:
             v = odd  # every twiddle is 1
         else:  # the j = 0 twiddle is 1: skip its multiplications
-            v = np.concatenate([odd[..., :1], field.mul(odd[..., 1:], w[1:])], axis=-1)
-        x = np.stack([field.add(u, v), field.sub(u, v)], axis=-2).reshape(lead + (n,))
+            v = odd.copy()
+            v[..., 1:] = field.mul(odd[..., 1:], w[1:])
+        out = np.empty_like(blocks)
+        out[..., 0, :] = field.add(u, v)
+        out[..., 1, :] = field.sub(u, v)
+        x = out.reshape(lead + (n,))
         m *= 2
     if inverse and scale and n > 1:
         x = field.mul(x, field.const(field.s_inv(n)))

@@ -42,7 +42,19 @@ def encode_range_checked(value: int, max_value: int) -> list[int]:
 
 
 def _weighted_decode(field: type[_PrimeField], digits: np.ndarray, weights: Sequence[int]) -> np.ndarray:
-    """Rows of digits (..., k) times weights -> (...,) field elements."""
+    """Rows of digits (..., k) times weights -> (...,) field elements.
+
+    With weights 1, 2, 4, ... (all but possibly the last) this is Horner's rule
+    with doublings (additions only) plus one product for the last weight.
+    """
+    k = len(weights)
+    if k >= 2 and list(weights[:-1]) == [1 << i for i in range(k - 1)]:
+        cols = digits.reshape(-1, k)  # keep 1-D operands (0-d numpy scalars warn on wrap-around)
+        acc = cols[:, k - 2]
+        for i in range(k - 3, -1, -1):
+            acc = field.add(field.add(acc, acc), cols[:, i])
+        out = field.add(acc, field.mul(cols[:, k - 1], field.const(weights[-1])))
+        return out.reshape(digits.shape[:-1] or (1,))
     w = field.from_ints(weights)
     return field.sum(field.mul(digits, w), axis=-1)
 
