@@ -43,6 +43,7 @@ _KEYS = {
     "description",
     "max_collections_per_window",
     "output",
+    "he_max_reports",
 }
 _REQUIRED = {"task_id", "measurement", "aggregators", "window_seconds", "min_batch_size"}
 
@@ -107,6 +108,7 @@ class Task:
     description: str = ""
     max_collections_per_window: int = 1
     output: OutputPolicy = field(default_factory=OutputPolicy)
+    he_max_reports: int = 100_000
 
     def __post_init__(self) -> None:
         if len(self.task_id) != TASK_ID_SIZE:
@@ -170,6 +172,7 @@ class Task:
             description=str(doc.get("description", "")),
             max_collections_per_window=_int_field(doc, "max_collections_per_window", 1, 1000, 1),
             output=OutputPolicy.from_dict(doc.get("output", {})),
+            he_max_reports=_int_field(doc, "he_max_reports", 1, 1 << 32, 100_000),
         )
 
     @classmethod
@@ -206,6 +209,8 @@ class Task:
             out["description"] = self.description
         out["max_collections_per_window"] = self.max_collections_per_window
         out["output"] = self.output.to_dict()
+        if self.mode != "shares":
+            out["he_max_reports"] = self.he_max_reports
         return out
 
     def to_json(self) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 
 from crypto.seal import HpkeConfig, HpkeKeypair
-from mpc import collector
+from mpc import collector, he_mode
 from mpc.collector import CollectionResult
 from mpc.report import Report
 from mpc.task import Task, b64encode
@@ -94,10 +94,19 @@ class UploadClient:
 class Collector:
     """Controller API: collect a closed window's result from the task's leader."""
 
-    def __init__(self, endpoint: str, credentials: grpc.ChannelCredentials, collector_key: HpkeKeypair, *, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        credentials: grpc.ChannelCredentials,
+        collector_key: HpkeKeypair | None,
+        *,
+        he_secret_key: Any = None,
+        timeout: float = 60.0,
+    ) -> None:
         self._channel = _channel(endpoint, credentials)
         self._stub = pb_grpc.CollectionStub(self._channel)
         self._key = collector_key
+        self._he_key = he_secret_key
         self.timeout = timeout
 
     async def close(self) -> None:
@@ -111,12 +120,19 @@ class Collector:
 
     async def collect(self, task: Task, window_start: int) -> CollectionResult:
         response = await self._stub.Collect(pb.CollectRequest(task_id=task.task_id, window_start=window_start), timeout=self.timeout)
-        result = collector.unshard(
-            task, self._key, window_start, response.report_count, response.checksum, list(response.sealed_aggregate_shares)
-        )
+        if task.mode == "shares":
+            if self._key is None:
+                raise ValueError("mode 'shares' needs the collector's HPKE key")
+            value = collector.unshard(
+                task, self._key, window_start, response.report_count, response.checksum, list(response.sealed_aggregate_shares)
+            ).result
+        else:
+            if self._he_key is None or len(response.sealed_aggregate_shares) != 1:
+                raise ValueError(f"mode {task.mode!r} needs the collector's homomorphic secret key and one aggregate")
+            value = he_mode.decrypt(task, self._he_key, response.sealed_aggregate_shares[0], response.report_count)
         dp = json.loads(response.dp_applied_json) if response.dp_applied_json else {}
-        released = task.output.apply(task.measurement, result.result, response.report_count)
-        return CollectionResult(result.task_id, window_start, task.window_seconds, response.report_count, released, dp, response.collection_id)
+        released = task.output.apply(task.measurement, value, response.report_count)
+        return CollectionResult(task.task_id, window_start, task.window_seconds, response.report_count, released, dp, response.collection_id)
 
 
 class TaskAdminClient:
@@ -145,7 +161,8 @@ class TaskAdminClient:
         doc.setdefault("task_id", b64encode(os.urandom(32)))
         doc["aggregators"] = [{"endpoint": e, "hpke_config": b64encode(c.encode())} for e, c in zip(endpoints, configs, strict=True)]
         task = Task.from_dict(doc)
-        key = os.urandom(task.scheme.VERIFY_KEY_SIZE) if verify_key is None else verify_key
+        key_size = task.scheme.VERIFY_KEY_SIZE if task.mode == "shares" else 0
+        key = os.urandom(key_size) if verify_key is None else verify_key
         for index, endpoint in enumerate(endpoints):
             req = pb.PutTaskRequest(task_json=task.to_json(), aggregator_index=index, verify_key=key)
             await self._with(endpoint, lambda s, req=req: s.PutTask(req, timeout=self.timeout))

@@ -150,12 +150,14 @@ class LocalCluster:
         await self._start_node(self.nodes[index])
 
     # --- tasks and clients -----------------------------------------------------------
-    async def provision(self, document: dict[str, Any]) -> Task:
+    async def provision(self, document: dict[str, Any], *, aggregators: int | None = None) -> Task:
+        """Install a task on the first `aggregators` aggregators (default: all)."""
         doc = {"collector_hpke_config": b64encode(self.collector_key.config.encode()), **document}
-        return await TaskAdminClient(self.credentials("admin")).provision_task(self.endpoints, doc)
+        endpoints = self.endpoints[: aggregators or len(self.endpoints)]
+        return await TaskAdminClient(self.credentials("admin")).provision_task(endpoints, doc)
 
     def upload_client(self, identity: str = "edge-1", **kwargs: Any) -> UploadClient:
         return UploadClient(self.endpoints[0], self.credentials("edge", identity), **kwargs)
 
-    def collector(self, identity: str = "controller-1") -> Collector:
-        return Collector(self.endpoints[0], self.credentials("controller", identity), self.collector_key)
+    def collector(self, identity: str = "controller-1", *, he_secret_key: Any = None) -> Collector:
+        return Collector(self.endpoints[0], self.credentials("controller", identity), self.collector_key, he_secret_key=he_secret_key)

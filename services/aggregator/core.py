@@ -33,6 +33,7 @@ import grpc
 import numpy as np
 
 from mpc import aggregator as agg
+from mpc import he_mode
 from mpc.errors import (
     BatchNotClosed,
     BatchTooSmall,
@@ -129,6 +130,10 @@ class AggregatorCore:
             raise InvalidTask(f"aggregators[{agg_index}].hpke_config is not this aggregator's HPKE config")
         if task.mode == "shares" and len(verify_key) != task.scheme.VERIFY_KEY_SIZE:
             raise InvalidTask(f"verify_key must be {task.scheme.VERIFY_KEY_SIZE} bytes for {task.vdaf}")
+        if task.mode != "shares":
+            if agg_index != 0:
+                raise InvalidTask(f"mode {task.mode!r} runs on one aggregator (index 0)")
+            he_mode.public_key(task)  # must load, carry no secret, and hold the window's largest sum
         self.store.put_task(task.task_id, TaskRecord(task.to_json(), agg_index, verify_key))
         self._tasks[task.task_id] = LoadedTask(task, agg_index, verify_key)
         self.guard.record("task_created", actor, task=task.task_id_b64, agg_index=agg_index, measurement=task.measurement.params(),
@@ -198,6 +203,11 @@ class AggregatorCore:
             raise DecodeError(f"report_id must be {REPORT_ID_SIZE} bytes, got {len(msg.report_id)}")
         if abs(msg.time - now) > task.max_skew_seconds:
             raise StaleReport(f"report time {msg.time} is outside +-{task.max_skew_seconds}s of the aggregator clock")
+        if task.mode != "shares":
+            if len(msg.sealed_shares) != 1 or msg.public_share:
+                raise DecodeError(f"a {task.mode} report carries exactly one ciphertext and no public share")
+            he_mode.validate(task, msg.sealed_shares[0])
+            return PendingReport(msg.report_id, msg.time, b"", msg.sealed_shares[0], ())
         if len(msg.sealed_shares) != task.num_aggregators:
             raise DecodeError(f"report carries {len(msg.sealed_shares)} sealed shares, task has {task.num_aggregators} aggregators")
         report = Report(msg.report_id, msg.time, msg.public_share, tuple(msg.sealed_shares))
@@ -278,9 +288,28 @@ class AggregatorCore:
                     break
                 await self._run_job(loaded, job_id, reports, None)
 
+    def _run_he_job(self, task: Task, job_id: bytes, reports: list[PendingReport]) -> None:
+        """Homomorphic modes: validate again and add ciphertexts per window; no helpers."""
+        by_window: dict[int, list[bytes]] = {}
+        accepted, rejected = [], []
+        for r in reports:
+            try:
+                he_mode.validate(task, r.leader_share)
+            except InvalidReport:
+                rejected.append(r.report_id)
+                continue
+            by_window.setdefault(task.window_start(r.time), []).append(r.leader_share)
+            accepted.append(r.report_id)
+        deltas = {w: he_mode.accumulate(task, cts) for w, cts in by_window.items()}
+        self.store.finish_leader_job(job_id, task.task_id, deltas, he_mode.merge(task), accepted, rejected)
+        self.metrics.inc("reports_aggregated_total", len(accepted))
+
     async def _run_job(self, loaded: LoadedTask, job_id: bytes, reports: list[PendingReport], verdicts) -> None:
         started = time.perf_counter()
         task = loaded.task
+        if task.mode != "shares":
+            self._run_he_job(task, job_id, reports)
+            return
         states: dict[bytes, object] = {}
         leader_vshares: dict[bytes, bytes] = {}
         for r in reports:
@@ -499,6 +528,8 @@ class AggregatorCore:
             self._refuse(exc, task, window_start, actor)
             raise exc
         await self.flush_window(loaded, window_start)
+        if task.mode != "shares":
+            return self._collect_he(task, window_start, actor, started)
         acc = self._window_accumulator(task, window_start)
         if acc.count < task.min_batch_size:
             exc = BatchTooSmall(f"window holds {acc.count} reports, min_batch_size is {task.min_batch_size}")
@@ -525,6 +556,29 @@ class AggregatorCore:
             dp_applied_json=json.dumps(dp_applied, sort_keys=True),
             collection_id=collection_id,
         )
+
+    def _collect_he(self, task: Task, window_start: int, actor: str, started: float) -> pb.CollectResponse:
+        """Homomorphic modes: noise added under encryption by this (single) aggregator."""
+        record = self.store.get_window(task.task_id, window_start)
+        state = record.accumulator if record else None
+        count = he_mode.count(task, state)
+        if count < task.min_batch_size:
+            exc = BatchTooSmall(f"window holds {count} reports, min_batch_size is {task.min_batch_size}")
+            self._refuse(exc, task, window_start, actor)
+            raise exc
+        collection_id = os.urandom(8).hex()
+        plan = noise_plan(task)
+        self.guard.charge(task, plan, collection_id, actor, window_start)
+        noise = None if plan.distribution == "none" else plan.sample(task.measurement.length)
+        released = he_mode.release(task, state, noise)
+        applied = plan.describe()
+        self.guard.record("collection", actor, task=task.task_id_b64, window_start=window_start, report_count=count,
+                          collection_id=collection_id, noise=applied)
+        self.metrics.inc("collections_total")
+        self.metrics.observe("collect", time.perf_counter() - started)
+        return pb.CollectResponse(task_id=task.task_id, window_start=window_start, window_seconds=task.window_seconds,
+                                  report_count=count, sealed_aggregate_shares=[released],
+                                  dp_applied_json=json.dumps(applied, sort_keys=True), collection_id=collection_id)
 
     def helper_aggregate_share(self, req: pb.AggregateShareRequest, actor: str = "leader") -> pb.AggregateShareResponse:
         loaded = self.load_task(req.task_id)
