@@ -595,3 +595,12 @@ key_file = "{pki / 'edge-proc.key'}"
     time.sleep(max(0.0, ws + 2 - time.time()) + 0.05)
     result = collect(loop_thread, cluster2, task, ws)
     assert (result.result, result.report_count) == (18, 1)
+
+
+def test_handle_message_never_raises_on_odd_topics(tmp_path, sum_kit):
+    agent = EdgeAgent(agent_cfg(tmp_path, "x"), uploader=InProcessAggregators({}), tasks={"s": sum_kit.task})
+    for topic in ("", "t/+/x", "other/topic", "t/#"):
+        agent.handle_message(topic, b'{"v": 1}')
+    assert agent.metrics.rejected["no_stream"] == 4 and agent.metrics.readings_accepted == 0
+    agent.handle_message("t/ok", b'{"v": 1}')
+    assert agent.metrics.readings_accepted == 1

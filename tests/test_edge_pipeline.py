@@ -429,3 +429,40 @@ def test_window_state_rejects_malformed(mutate):
     mutate(state)
     with pytest.raises(ValueError):
         WindowAccumulator.from_state(state)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+_FULL = [
+    {"rule": "drop", "fields": ["plate", "mac"]},
+    {"rule": "zone", "lat_min": 0.0, "lat_max": 1.0, "lon_min": 0.0, "lon_max": 1.0, "rows": 3, "cols": 3},
+    {"rule": "quantize", "field": "raw", "step": 0.5, "into": "q"},
+    {"rule": "bucket", "field": "q", "edges": [1, 2, 3], "into": "v"},
+    {"rule": "clip", "field": "v", "min": 0, "max": 3},
+    {"rule": "suppress_below_k", "zone": "zone", "contributor": "mac2", "k": 2},
+    {"rule": "keep", "fields": ["v", "zone"]},
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.one_of(
+        _json,
+        st.fixed_dictionaries(
+            {"lat": _json | st.floats(0, 1), "lon": _json | st.floats(0, 1), "raw": _json | st.floats(-10, 10)},
+            optional={"mac2": _json | st.text(max_size=4), "plate": _json, "mac": _json, "ts": _json | st.integers(NOW - 400, NOW + 400)},
+        ),
+    )
+)
+def test_any_json_is_minimised_or_rejected_never_crashes(record):
+    p = Pipeline(stream(_FULL), window_seconds=60, pseudonym_key=KEY)
+    try:
+        r = p.apply(record, NOW)
+    except RejectedReading as exc:
+        assert exc.reason in {"not_object", "missing_field", "bad_type", "out_of_area", "non_integer", "stale"}
+        return
+    assert set(r.fields) <= {"v", "zone"}  # allow-list: nothing else survives, PII included
+    assert 0 <= r.value <= 3 and 0 <= r.zone < 9 and len(r.contributor) == 16

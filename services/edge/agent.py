@@ -135,7 +135,7 @@ def _check_stream_task(stream: StreamConfig, task: Task) -> None:
         raise EdgeConfigError(f"stream {stream.name!r}: measurement.index is only for sumvec tasks")
     if any(r.rule == "local_noise" for r in stream.rules) and not isinstance(m, (Sum, SumVec)):
         raise EdgeConfigError(
-            f"stream {stream.name!r}: local_noise needs a sum, mean or sumvec task (a {m.NAME} is not additive noise's domain)"
+            f"stream {stream.name!r}: local_noise needs a sum, mean or sumvec task; noise on a {m.NAME} would not be a count"
         )
 
 
@@ -230,7 +230,10 @@ class EdgeAgent:
     def _routes(self, topic: str) -> tuple[_Stream, ...]:
         hit = self._route_cache.get(topic)
         if hit is None:
-            t = aiomqtt.Topic(topic)
+            try:
+                t = aiomqtt.Topic(topic)
+            except ValueError:  # wildcards or empty: no broker delivers these, but never crash on input
+                return ()
             hit = tuple(s for s in self.streams if any(t.matches(f) for f in s.cfg.topics))
             if len(self._route_cache) >= 4096:
                 self._route_cache.clear()
