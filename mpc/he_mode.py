@@ -33,19 +33,30 @@ def params(task: Task) -> he.HomomorphicParams:
     return he.HomomorphicParams.for_measurement(task.mode, task.measurement, task.he_max_reports)
 
 
-def public_key(task: Task) -> he.PublicKey:
-    """The collector's public key (cached per task object); checked against the task's range."""
-    cached = task.__dict__.get("_he_public_key")
+def public_keys(task: Task) -> list[he.PublicKey]:
+    """Retired keys (still accepted and summed in their windows), then the current key.
+
+    Cached per task object; each key is checked against the task's range.
+    """
+    cached = task.__dict__.get("_he_public_keys")
     if cached is None:
         if task.he_public_key is None:
             raise InvalidTask("homomorphic task without he_public_key")
-        cached = he.public_key_from_bytes(task.mode, task.he_public_key)
-        try:
-            params(task).check_key(cached)
-        except TypeError as exc:
-            raise InvalidTask(str(exc)) from exc
-        task.__dict__["_he_public_key"] = cached
+        cached = []
+        for raw in (*task.he_retired_keys, task.he_public_key):
+            key = he.public_key_from_bytes(task.mode, raw)
+            try:
+                params(task).check_key(key)
+            except TypeError as exc:
+                raise InvalidTask(str(exc)) from exc
+            cached.append(key)
+        task.__dict__["_he_public_keys"] = cached
     return cached
+
+
+def public_key(task: Task) -> he.PublicKey:
+    """The current key, the one clients encrypt new reports under."""
+    return public_keys(task)[-1]
 
 
 def _plaintext(task: Task, measurement: Any) -> Any:
@@ -66,12 +77,12 @@ def encrypt_he_report(task: Task, measurement: Any, *, time: int | None = None, 
 
 
 def validate(task: Task, ciphertext: bytes) -> None:
-    """Aggregator: size, key id and parameters of an untrusted ciphertext."""
-    he.validate_ciphertext(params(task), public_key(task), ciphertext)
+    """Aggregator: size, key id (current or retired) and parameters of an untrusted ciphertext."""
+    he.HomomorphicAccumulator(params(task), public_keys(task)).add(ciphertext)
 
 
 def accumulate(task: Task, ciphertexts: list[bytes]) -> bytes:
-    acc = he.HomomorphicAccumulator(params(task), [public_key(task)])
+    acc = he.HomomorphicAccumulator(params(task), public_keys(task))
     for ct in ciphertexts:
         acc.add(ct)
     return acc.to_bytes()
@@ -81,7 +92,7 @@ def merge(task: Task):
     def merge_states(old: bytes | None, delta: bytes) -> bytes:
         if old is None:
             return delta
-        keys = [public_key(task)]
+        keys = public_keys(task)
         acc = he.HomomorphicAccumulator.from_bytes(params(task), keys, old)
         acc.merge(he.HomomorphicAccumulator.from_bytes(params(task), keys, delta))
         return acc.to_bytes()
@@ -92,22 +103,22 @@ def merge(task: Task):
 def count(task: Task, state: bytes | None) -> int:
     if state is None:
         return 0
-    return he.HomomorphicAccumulator.from_bytes(params(task), [public_key(task)], state).count
+    return he.HomomorphicAccumulator.from_bytes(params(task), public_keys(task), state).count
 
 
 def release(task: Task, state: bytes | None, noise: np.ndarray | None) -> bytes:
     """Aggregator: the window's state with (optional) DP noise added under encryption."""
-    acc = he.HomomorphicAccumulator(params(task), [public_key(task)]) if state is None else \
-        he.HomomorphicAccumulator.from_bytes(params(task), [public_key(task)], state)
+    keys = public_keys(task)
+    acc = he.HomomorphicAccumulator(params(task), keys) if state is None else he.HomomorphicAccumulator.from_bytes(params(task), keys, state)
     if noise is not None:
         step = 2.0 ** -task.measurement.frac_bits if task.mode == "ckks" else 1.0
         he.add_noise_homomorphically(acc, np.asarray(noise, dtype=np.int64), step=step)
     return acc.to_bytes()
 
 
-def decrypt(task: Task, secret_key: he.SecretKey, state: bytes, num_measurements: int) -> Any:
-    """Collector: decrypt the aggregate and decode it like every other mode."""
-    values = he.decrypt_aggregate(params(task), secret_key, state, num_measurements)
+def decrypt(task: Task, secret_keys: he.SecretKey | list[he.SecretKey], state: bytes, num_measurements: int) -> Any:
+    """Collector: decrypt the aggregate (each key group with its key) and decode it like every other mode."""
+    values = he.decrypt_aggregate(params(task), secret_keys, state, num_measurements)
     if task.mode == "ckks":
         return [float(v) for v in values]
     return task.measurement.decode(ring.from_ints(np.array(values, dtype=object)), num_measurements)

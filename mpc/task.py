@@ -44,6 +44,7 @@ _KEYS = {
     "max_collections_per_window",
     "output",
     "he_max_reports",
+    "he_retired_keys",
 }
 _REQUIRED = {"task_id", "measurement", "aggregators", "window_seconds", "min_batch_size"}
 
@@ -109,6 +110,7 @@ class Task:
     max_collections_per_window: int = 1
     output: OutputPolicy = field(default_factory=OutputPolicy)
     he_max_reports: int = 100_000
+    he_retired_keys: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.task_id) != TASK_ID_SIZE:
@@ -173,6 +175,7 @@ class Task:
             max_collections_per_window=_int_field(doc, "max_collections_per_window", 1, 1000, 1),
             output=OutputPolicy.from_dict(doc.get("output", {})),
             he_max_reports=_int_field(doc, "he_max_reports", 1, 1 << 32, 100_000),
+            he_retired_keys=_retired_keys(doc.get("he_retired_keys", [])),
         )
 
     @classmethod
@@ -211,6 +214,8 @@ class Task:
         out["output"] = self.output.to_dict()
         if self.mode != "shares":
             out["he_max_reports"] = self.he_max_reports
+        if self.he_retired_keys:
+            out["he_retired_keys"] = [b64encode(k) for k in self.he_retired_keys]
         return out
 
     def to_json(self) -> str:
@@ -239,6 +244,12 @@ class Task:
         from mpc.schemes import scheme_for_task
 
         return scheme_for_task(self)
+
+
+def _retired_keys(value: Any) -> tuple[bytes, ...]:
+    if not isinstance(value, list):
+        raise InvalidTask("'he_retired_keys' must be a list of base64url public keys")
+    return tuple(b64decode(v, f"he_retired_keys[{i}]") for i, v in enumerate(value))
 
 
 def _default_scheme(measurement: Any) -> str:

@@ -113,3 +113,26 @@ def test_he_task_rejects_secret_bearing_or_wrong_key(loop_thread, cluster2, ckks
     with pytest.raises(grpc.aio.AioRpcError) as info:
         _provision(loop_thread, cluster2, {"type": "sum", "bits": 8}, "paillier", b"{not json")
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_key_rotation_keeps_old_reports_in_their_window(loop_thread, cluster2, paillier_keys):
+    """Reports under the retired key and the new key are summed in the same window."""
+    old_pub, old_sec = paillier_keys
+    new_pub, new_sec = paillier.generate_keypair(2048)
+    task = _provision(loop_thread, cluster2, {"type": "sum", "bits": 8}, "paillier", _pub_json(old_pub))
+    window = past_window(54)
+    upload(loop_thread, cluster2, task, [encrypt_he_report(task, 10, time=window) for _ in range(2)])
+    rotated_doc = {**task.to_dict(), "he_public_key": b64encode(_pub_json(new_pub)), "he_retired_keys": [b64encode(_pub_json(old_pub))]}
+    from mpc.task import Task
+
+    rotated = Task.from_dict(rotated_doc)
+
+    async def put():
+        async with grpc.aio.secure_channel(cluster2.endpoints[0], cluster2.credentials("admin")) as ch:
+            req = pb.PutTaskRequest(task_json=rotated.to_json(), aggregator_index=0, verify_key=b"")
+            return await pb_grpc.TaskAdminStub(ch).PutTask(req, timeout=10)
+
+    loop_thread.run(put())
+    upload(loop_thread, cluster2, rotated, [encrypt_he_report(rotated, 1, time=window) for _ in range(3)])
+    result = _collect(loop_thread, cluster2, rotated, window, [old_sec, new_sec])
+    assert result.report_count == 5 and result.result == 23
