@@ -327,6 +327,25 @@ def demo(
     raise typer.Exit(0 if ok else 1)
 
 
+_PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+@app.command("fedavg", context_settings=_PASSTHROUGH, add_help_option=False)
+def fedavg(ctx: typer.Context) -> None:
+    """Train the traffic model with FedAvg through real aggregators (`twinmpc fedavg --help`)."""
+    from services.fedavg_runner import fedavg_main
+
+    raise typer.Exit(fedavg_main(ctx.args))
+
+
+@app.command("bench", context_settings=_PASSTHROUGH, add_help_option=False)
+def bench(ctx: typer.Context) -> None:
+    """Run the reviewer benchmark suite: budgets, chaos, peers (`twinmpc bench --help`)."""
+    from bench.runner import main as bench_main
+
+    raise typer.Exit(bench_main(ctx.args))
+
+
 def main() -> None:
     app()
 
