@@ -202,6 +202,8 @@ def test_readings_minimised_windowed_and_summed_by_real_aggregators(loop_thread,
 
     # Raw PII never leaves the agent: not in what was uploaded, not in the outbox files, not in logs.
     assert len(uploader.sent) == 2
+    # the report time is coarse: the window's last second, nothing finer
+    assert sorted(Report.decode(b).time for b in uploader.sent) == [w1 + WINDOW - 1, w2 + WINDOW - 1]
     stored = b"".join(p.read_bytes() for p in (tmp_path / "ob").iterdir() if p.is_file())
     for secret in PII + ["s1", "sensor_id"]:
         needle = secret.encode()

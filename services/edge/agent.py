@@ -43,7 +43,7 @@ from .mqtt_source import MqttSource
 from .outbox import Outbox, OutboxFull, Uploader, WindowAlreadyReported, drain_once
 from .pipeline import Pipeline, RejectedReading, WindowAccumulator, window_start
 
-__all__ = ["EdgeAgent", "EdgeMetrics", "load_stream_task", "run_edge_agent", "to_measurement", "upload_client"]
+__all__ = ["EdgeAgent", "EdgeMetrics", "load_stream_task", "report_time", "run_edge_agent", "to_measurement", "upload_client"]
 
 log = logging.getLogger("twinmpc.edge")
 
@@ -108,6 +108,17 @@ def to_measurement(mtype: MeasurementType, value: int | list[int]) -> tuple[Any,
         raise InvalidMeasurement(f"measurement type {mtype.NAME!r} is not produced by the edge pipeline")
     clamped = min(max(value, 0), top)
     return clamped, clamped != value
+
+
+def report_time(task: Task, ws: int) -> int:
+    """The time a window's report carries: the window's last second.
+
+    Any fixed point of the window reveals nothing beyond the window; the last
+    second is the one closest to the upload, so the aggregators' clock-skew
+    check (``max_skew_seconds``) spends only the grace period and the outage,
+    not the window length.
+    """
+    return ws + task.window_seconds - 1
 
 
 def load_stream_task(cfg: EdgeConfig, stream: StreamConfig) -> Task:
@@ -311,7 +322,7 @@ class EdgeAgent:
         measurement, clamped = to_measurement(task.measurement, noisy)
         m.windows_clamped += int(clamped)
         report = shard_report(
-            task, measurement, time=ws, report_id=self.outbox.report_id(task.task_id, ws), rand=self._rand
+            task, measurement, time=report_time(task, ws), report_id=self.outbox.report_id(task.task_id, ws), rand=self._rand
         )
         try:
             self.outbox.put(task.task_id, ws, report, stream=stream.cfg.name, readings=result.readings)
