@@ -485,7 +485,7 @@ def test_agent_startup_rejects_unusable_tasks(tmp_path, sum_kit):
     hist = make_task({"type": "histogram", "buckets": 4}).task
     with pytest.raises(EdgeConfigError, match="local_noise needs"):
         EdgeAgent(noisy, uploader=up, tasks={"s": hist})
-    (tmp_path / "edge.toml").write_text(f'node_id = "n"\n[mqtt]\nhost = "h"\n[outbox]\ndir = "ob"\n[[streams]]\nname = "s"\ntopics = ["t"]\ntask = "x"\n[streams.measurement]\nfield = "v"\n')
+    (tmp_path / "edge.toml").write_text('node_id = "n"\n[mqtt]\nhost = "h"\n[outbox]\ndir = "ob"\n[[streams]]\nname = "s"\ntopics = ["t"]\ntask = "x"\n[streams.measurement]\nfield = "v"\n')
     with pytest.raises(EdgeConfigError, match=r"\[upload\]"):
         asyncio.run(run_edge_agent(str(tmp_path / "edge.toml")))
 

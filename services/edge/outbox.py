@@ -195,22 +195,32 @@ CREATE TABLE IF NOT EXISTS dead_letter (
 
 
 def _load_or_create_key(path: Path, rand: Callable[[int], bytes]) -> bytes:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        st = path.stat()
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise OutboxError(f"{path}: permissions {oct(st.st_mode & 0o777)}, the node key needs 0600") from None
-        key = path.read_bytes()
-        if len(key) != NODE_KEY_SIZE:
-            raise OutboxError(f"{path}: node key must be {NODE_KEY_SIZE} bytes, found {len(key)}")
-        return key
-    key = rand(NODE_KEY_SIZE)
-    try:
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Load the node key, or create it atomically (temp file, fsync, hard link: never half-written)."""
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, rand(NODE_KEY_SIZE))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # fails if another process created the key meanwhile: use theirs
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    st = path.stat()
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise OutboxError(f"{path}: permissions {oct(st.st_mode & 0o777)}, the node key needs 0600")
+    key = path.read_bytes()
+    if len(key) != NODE_KEY_SIZE:
+        raise OutboxError(f"{path}: node key must be {NODE_KEY_SIZE} bytes, found {len(key)}")
     return key
 
 
@@ -339,10 +349,6 @@ class Outbox:
             "FROM outbox ORDER BY window_start"
         ).fetchall()
         return [OutboxEntry(*r) for r in rows]
-
-    def next_due(self) -> float | None:
-        (t,) = self._db.execute("SELECT MIN(next_attempt_at) FROM outbox").fetchone()
-        return t
 
     def pending(self) -> int:
         (n,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
