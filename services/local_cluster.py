@@ -45,6 +45,7 @@ class LocalCluster:
     processes: bool = False
     hpke_suite: str = "x25519-hkdf-sha256-aes128gcm"
     limits: dict[str, Any] = field(default_factory=dict)
+    metrics: bool = False  # expose Prometheus /metrics on an ephemeral loopback port
     nodes: list[_Node] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -69,6 +70,7 @@ class LocalCluster:
             f'data_dir = "{ident}-data"',
             f'identity = "{ident}"',
             f'hpke_suite = "{self.hpke_suite}"',
+            *(['metrics_listen = "127.0.0.1:0"'] if self.metrics else []),
             "[tls]",
             f'cert = "pki/{ident}.crt"',
             f'key = "pki/{ident}.key"',

@@ -26,7 +26,7 @@ def _cluster(loop_thread: LoopThread, tmp_path_factory, k: int, **kwargs) -> Loc
 @pytest.fixture(scope="session")
 def cluster2(loop_thread, tmp_path_factory):
     """Two in-process aggregators (leader + helper) over mTLS on loopback."""
-    cluster = _cluster(loop_thread, tmp_path_factory, 2, limits={"max_message_bytes": 4 * 1024 * 1024})
+    cluster = _cluster(loop_thread, tmp_path_factory, 2, limits={"max_message_bytes": 4 * 1024 * 1024}, metrics=True)
     yield cluster
     loop_thread.run(cluster.stop())
 

@@ -75,3 +75,17 @@ def test_post_quantum_suite_round(loop_thread, tmp_path):
         assert collect(loop_thread, cluster, task, window).result == [1, 0, 2]
     finally:
         loop_thread.run(cluster.stop())
+
+
+def test_prometheus_metrics_endpoint(loop_thread, cluster2):
+    import urllib.request
+
+    task = provision(loop_thread, cluster2, {"type": "count"})
+    window = past_window(3)
+    upload(loop_thread, cluster2, task, [shard_report(task, 1, time=window) for _ in range(4)])
+    collect(loop_thread, cluster2, task, window)
+    port = cluster2.nodes[0].core.metrics_port
+    assert port
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert "twinmpc_reports_uploaded_total" in text and "twinmpc_collections_total" in text
+    assert 'twinmpc_stage_seconds{stage="upload",quantile="0.99"}' in text

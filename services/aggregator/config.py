@@ -56,6 +56,7 @@ class AggregatorConfig(BaseModel):
     limits: Limits = Limits()
     hpke_suite: str = "x25519-hkdf-sha256-aes128gcm"
     log_level: str = "INFO"
+    metrics_listen: str | None = None  # e.g. "127.0.0.1:9464": Prometheus GET /metrics
 
 
 class ConfigError(InvalidTask):

@@ -108,6 +108,8 @@ class AggregatorCore:
         self.hpke = load_or_create_hpke(config.data_dir / "hpke_key.json", config.hpke_suite)
         self.store = SqliteDatastore(config.data_dir / "aggregator.sqlite3", load_or_create_datastore_key(config.data_dir / "datastore.key"))
         self.metrics = Metrics()
+        self.metrics_server = None
+        self.metrics_port = 0
         self.guard = CollectionGuard(config.data_dir, self.store, config.identity)
         self.clock = clock
         self._peer_credentials = peer_credentials

@@ -19,6 +19,7 @@ from protos.twinmpc.v1 import twinmpc_pb2 as pb
 from services import pki
 from services.aggregator.config import AggregatorConfig
 from services.aggregator.core import AggregatorCore
+from services.aggregator.metrics_http import start_metrics_server
 from services.aggregator.servicers import (
     AggregationServicer,
     CollectionServicer,
@@ -84,11 +85,16 @@ async def start_aggregator(config: AggregatorConfig, *, clock=None) -> tuple[grp
     core.start()
     for name in names:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if config.metrics_listen:
+        host, _, mport = config.metrics_listen.rpartition(":")
+        core.metrics_server, core.metrics_port = await start_metrics_server(core.metrics, host, int(mport))
     log.info("aggregator %s listening on port %d", config.identity, port)
     return server, port, core
 
 
 async def stop_aggregator(server: grpc.aio.Server, core: AggregatorCore, grace: float = 2.0) -> None:
+    if core.metrics_server is not None:
+        core.metrics_server.close()
     await server.stop(grace)
     await core.stop()
 
