@@ -194,10 +194,14 @@ class EdgeAgent:
         self.outbox = Outbox(config.path(config.outbox.dir), max_reports=config.outbox.max_reports, clock=clock, rand=rand)
         key = self.outbox.derive_key(_PSEUDONYM_PURPOSE)
         tasks = tasks or {}
-        self.streams = [
-            _Stream(s, tasks[s.name] if s.name in tasks else load_stream_task(config, s), key) for s in config.streams
-        ]
-        self._restore_open_windows()
+        try:
+            self.streams = [
+                _Stream(s, tasks[s.name] if s.name in tasks else load_stream_task(config, s), key) for s in config.streams
+            ]
+            self._restore_open_windows()
+        except BaseException:
+            self.outbox.close()
+            raise
         self._route_cache: dict[str, tuple[_Stream, ...]] = {}
         self._last_warning: dict[str, float] = {}
         self._stop = asyncio.Event()
