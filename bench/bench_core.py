@@ -122,12 +122,14 @@ def per_op(fn: Callable[[], Any], repeats: int, batch_seconds: float) -> dict[st
 def paired(peer: Callable[[], Any], ours: Callable[[], Any], repeats: int, batch_seconds: float) -> dict[str, float]:
     """Peer and our operation timed in alternating batches, so both see the same machine load.
 
-    The ratio is the median of the per-pair ratios peer/ours; the machine is
-    shared, and load that slows one batch slows its partner batch alike.
+    The ratio is the median of 3 x `repeats` per-pair ratios peer/ours over
+    quarter-length batches; the machine is shared, and load that slows one
+    batch mostly slows its partner batch alike.
     """
-    n_peer, n_ours = calibrate(peer, batch_seconds), calibrate(ours, batch_seconds)
+    # short batches, many pairs: load changes on a shared box are slower than one pair
+    n_peer, n_ours = calibrate(peer, batch_seconds / 4), calibrate(ours, batch_seconds / 4)
     peer_s, ours_s, ratios = [], [], []
-    for _ in range(repeats):
+    for _ in range(3 * repeats):
         p = timed_batch(peer, n_peer) / n_peer
         o = timed_batch(ours, n_ours) / n_ours
         peer_s.append(p)
@@ -139,7 +141,7 @@ def paired(peer: Callable[[], Any], ours: Callable[[], Any], repeats: int, batch
         "ratio": round(statistics.median(ratios), 2),
         "ratio_min": round(min(ratios), 2),
         "ratio_max": round(max(ratios), 2),
-        "pairs": repeats,
+        "pairs": 3 * repeats,
     }
 
 
