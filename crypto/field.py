@@ -518,6 +518,8 @@ class Field128Limbs(Field128):
     @classmethod
     def to_ints(cls, vec: np.ndarray) -> list[int]:
         vec = np.asarray(vec).reshape(-1)
+        if vec.dtype == object:  # output/aggregate shares travel as object arrays
+            return [int(v) for v in vec]
         return ((vec["hi"].astype(object) << 64) | vec["lo"].astype(object)).tolist()
 
     @classmethod

@@ -146,7 +146,7 @@ def replay_vector(vdaf: Prio3[Any, Any], doc: dict[str, Any], bad: bool) -> None
                     vdaf.verify_next(ctx, states[i][j], messages[i])
                 continue
             out = vdaf.verify_next(ctx, states[i][j], messages[i])
-            assert vdaf.field.encode_vec(out).hex() == r["out_shares"][j]
+            assert vdaf.agg_field.encode_vec(out).hex() == r["out_shares"][j]
             outs[i][j] = out
         elif kind == "aggregate":
             j = op["aggregator_id"]
@@ -216,7 +216,9 @@ def test_official_vector_on_uint64_backend(path: Path) -> None:
 
 
 def test_backend_selection_by_size() -> None:
-    assert Prio3SumVec(2, 1000, 255, 89).field is Field128Limbs
+    long_vec = Prio3SumVec(2, 1000, 255, 89)
+    assert long_vec.field is Field128Limbs
+    assert long_vec.agg_field is Field128 and long_vec.agg_init(b"").dtype == object
     assert Prio3Histogram(2, 100, 10).field is Field128
     assert Prio3Count(2).field is Field64Small
     assert Prio3SumVecWithMultiproof(2, 1000, 255, 89).field is Field64

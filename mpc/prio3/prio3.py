@@ -102,6 +102,9 @@ class Prio3(Generic[M, R]):
         self.xof = xof
         self.flp = FlpBBCGGI19(valid)
         self.field: type[_PrimeField] = valid.field
+        # Output and aggregate shares use one array type per field whatever the
+        # compute backend (uint64 or object arrays, as mpc.dp expects).
+        self.agg_field: type[_PrimeField] = Field128 if valid.field is Field128Limbs else valid.field
         seed = xof.SEED_SIZE
         self.VERIFY_KEY_SIZE = seed
         self.RAND_SIZE = seed * shares * (2 if self.flp.JOINT_RAND_LEN > 0 else 1)
@@ -340,18 +343,18 @@ class Prio3(Generic[M, R]):
                 raise VerifyError("joint randomness check failed")
         elif verifier_message != b"":
             raise DecodeError("verifier message must be empty for this Prio3 variant")
-        return state.out_share
+        return self.agg_field.from_backend(self.field, state.out_share)
 
     # ------------------------------------------------------------------ aggregation
     def agg_init(self, agg_param: bytes) -> np.ndarray:
         self._check_agg_param(agg_param)
-        return self.field.zeros(self.flp.OUTPUT_LEN)
+        return self.agg_field.zeros(self.flp.OUTPUT_LEN)
 
     def agg_update(self, agg_param: bytes, agg_share: np.ndarray, out_share: np.ndarray) -> np.ndarray:
         self._check_agg_param(agg_param)
         if out_share.shape != (self.flp.OUTPUT_LEN,):
             raise ValueError("output share has the wrong length")
-        return self.field.add(agg_share, out_share)
+        return self.agg_field.add(agg_share, out_share)
 
     def merge(self, agg_param: bytes, agg_shares: list[np.ndarray]) -> np.ndarray:
         agg = self.agg_init(agg_param)
@@ -360,12 +363,12 @@ class Prio3(Generic[M, R]):
         return agg
 
     def encode_agg_share(self, agg_share: np.ndarray) -> bytes:
-        return self.field.encode_vec(agg_share)
+        return self.agg_field.encode_vec(agg_share)
 
     def decode_agg_share(self, encoded: bytes) -> np.ndarray:
-        if len(encoded) != self.field.ENCODED_SIZE * self.flp.OUTPUT_LEN:
+        if len(encoded) != self.agg_field.ENCODED_SIZE * self.flp.OUTPUT_LEN:
             raise DecodeError("aggregate share has the wrong length")
-        return self.field.decode_vec(encoded)
+        return self.agg_field.decode_vec(encoded)
 
     def unshard(self, agg_param: bytes, agg_shares: list[bytes], num_measurements: int) -> R:
         """Collector: sum the aggregate shares and decode (draft Section 7.2.6)."""

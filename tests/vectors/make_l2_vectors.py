@@ -86,7 +86,7 @@ def make_doc(params: dict[str, Any], measurements: list[Any], forged: dict[str, 
         outs = []
         for j, (state, _) in enumerate(inits):
             out = vdaf.verify_next(CTX, state, msg)
-            outs.append(f.encode_vec(out).hex())
+            outs.append(vdaf.agg_field.encode_vec(out).hex())
             outs_by_agg[j].append(out)
             doc["operations"].append({"operation": "verify_next", "aggregator_id": j, "report_index": idx, "round": 1, "success": True})
         report["out_shares"] = outs
