@@ -54,11 +54,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 
 from crypto import fixedpoint, ring
 from mpc.city_data import CityDataset, generate_city
 from mpc.client import shard_report
+from mpc.collector import CollectionResult
 from mpc.errors import InvalidMeasurement, InvalidTask, TwinMpcError
 from mpc.fedavg import FedAvgConfig, FedAvgHistory, run_fedavg
 from mpc.measurements import FixedPointVec
@@ -70,6 +72,7 @@ from services.local_cluster import LocalCluster
 
 ACCURACY_MARGIN = 0.02  # final FedAvg accuracy may trail centralised training by at most 2 points
 _EXACT_LIMIT = 2.0**53  # float64 holds every integer below this exactly
+_COLLECT_ATTEMPTS = 20
 
 
 class FedAvgRoundError(TwinMpcError):
@@ -86,6 +89,7 @@ class RoundCost:
     upload_seconds: float
     collect_seconds: float
     upload_bytes: int  # serialised UploadReportRequest messages (gRPC payload, before TLS framing)
+    collect_retries: int = 0  # collections refused by the leader's rate limit and retried after its delay
 
     @property
     def seconds(self) -> float:
@@ -162,6 +166,7 @@ class ServiceSecureSum:
         self._rand = rand
         self._timeout = timeout
         self._windows = windows
+        self._rounds_started = 0
         # the last window, first + (windows - 1) * w, closes at window_start(now) - w <= now
         self.first_window = task.window_start(int(clock())) - (windows + 1) * task.window_seconds
         self._uploaders: list[UploadClient] = []
@@ -182,10 +187,11 @@ class ServiceSecureSum:
         """Upload one report per update into the next window, collect it, return the encoded sum."""
         if not updates:
             raise ValueError("a round needs at least one update")
-        r = len(self.costs)
+        r = self._rounds_started
         if r >= self._windows:
             raise ValueError(f"all {self._windows} windows are used")
         values = [update_measurement(self.task, u) for u in updates]  # refuse before anything is sent
+        self._rounds_started += 1  # a failed round still spends its window: it may hold some reports
         window = self.first_window + r * self.task.window_seconds
         reports = [shard_report(self.task, v, time=window, rand=self._rand) for v in values]
         sent = sum(pb.UploadReportRequest(task_id=self.task.task_id, report=report_to_proto(rep)).ByteSize() for rep in reports)
@@ -197,7 +203,7 @@ class ServiceSecureSum:
         # each call returns only once the leader has stored the report durably (ack)
         await asyncio.gather(*(c.upload(self.task.task_id, rep) for c, rep in zip(self._uploaders, reports)))
         t1 = time.perf_counter()
-        result = await self._collector.collect(self.task, window)
+        result, retries = await self._collect(self._collector, window)
         t2 = time.perf_counter()
         if result.report_count != len(reports):
             raise FedAvgRoundError(f"window {window} counted {result.report_count} reports, round uploaded {len(reports)}")
@@ -205,8 +211,26 @@ class ServiceSecureSum:
         if total.shape != np.shape(updates[0]):
             raise FedAvgRoundError(f"collected {total.shape[0]} entries, updates have {np.shape(updates[0])}")
         self.dp_applied = result.dp
-        self.costs.append(RoundCost(r, window, len(reports), t1 - t0, t2 - t1, sent))
+        self.costs.append(RoundCost(r, window, len(reports), t1 - t0, t2 - t1, sent, retries))
         return total
+
+    async def _collect(self, collector: Collector, window: int) -> tuple[CollectionResult, int]:
+        """Collect, waiting out the leader's per-controller rate limit (RESOURCE_EXHAUSTED + retry-after-ms).
+
+        Short rounds can outpace ``collect_rate_per_second``; the limiter
+        refuses before the collection touches the window, so a retry is safe.
+        Any other refusal (budget exhausted, batch too small) is raised.
+        """
+        retries = 0
+        while True:
+            try:
+                return await collector.collect(self.task, window), retries
+            except grpc.aio.AioRpcError as exc:
+                retry_ms = dict(exc.trailing_metadata() or ()).get("retry-after-ms")
+                retries += 1
+                if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or retry_ms is None or retries >= _COLLECT_ATTEMPTS:
+                    raise
+                await asyncio.sleep(int(retry_ms) / 1000)
 
     async def aclose(self) -> None:
         for c in self._uploaders:
@@ -328,8 +352,9 @@ def summarise(
         },
     }
     if epsilon is not None:
-        out["dp_applied"] = run.dp_applied
-        out["noise_plan"] = noise_plan(run.task).describe()
+        out["dp_applied"] = run.dp_applied  # as the leader reported it (every aggregator adds this much)
+        # stddev of the summed noise of all K aggregators, in model units (the weight-sum entry included)
+        out["noise_stddev_per_entry"] = noise_plan(run.task).total_stddev / scale
     return out
 
 
@@ -394,6 +419,13 @@ def _print_table(summary: dict[str, Any]) -> None:
         f"collect {cost['collect_seconds']:.3f} s), {cost['upload_bytes']:.0f} bytes uploaded "
         f"({cost['bytes_per_report']:.0f} per report); {cost['wall_seconds_incl_local_training']:.3f} s with local training"
     )
+    if summary["epsilon_per_round"] is not None:
+        console.print(
+            f"server-side DP: discrete Gaussian, epsilon {summary['epsilon_per_round']} per round (delta 1e-9), "
+            f"calibrated to the FixedPointVec L2 sensitivity {summary['dp_sensitivity']['fixedpointvec_l2']:.3f} "
+            f"(a clipped update's is {summary['dp_sensitivity']['fedavg_update_l2']:.3f}); "
+            f"noise stddev per entry of the sum {summary['noise_stddev_per_entry']:.3f}"
+        )
 
 
 def fedavg_main(argv: list[str] | None = None) -> int:

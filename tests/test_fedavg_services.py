@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import grpc
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crypto import fixedpoint, ring
+from mpc import dp
 from mpc.city_data import generate_city
 from mpc.errors import InvalidMeasurement, InvalidTask
 from mpc.fedavg import FedAvgConfig, encode_update, run_fedavg
@@ -25,6 +27,7 @@ from services.fedavg_runner import (
     run_fedavg_on_cluster,
     update_measurement,
 )
+from services.local_cluster import LocalCluster
 from tests.service_utils import provision
 
 SEED = 3
@@ -77,8 +80,10 @@ def test_server_side_dp_noise_reaches_the_model(loop_thread, cluster2, city):
     # noise is calibrated to the FixedPointVec box bound ceil(clip 2^f) sqrt(d), not to sqrt(clip_norm^2 + 1)
     l1, l2_squared = run.task.measurement.sensitivity()
     top = int(np.ceil(CONFIG.entry_clip * 2**CONFIG.frac_bits))
-    assert l2_squared == top * top * (city.num_features + 2)
-    assert noise_plan(run.task).distribution == "discrete-gaussian"
+    d = city.num_features + 2
+    assert (l1, l2_squared) == (top * d, top * top * d)
+    expected = dp.calibrate(dp.DpParams.from_dict(run.task.dp), l1_sensitivity=l1, l2_sensitivity=top * 3, dimension=d, num_aggregators=2)
+    assert d == 9 and noise_plan(run.task) == expected
 
 
 # ---------------------------------------------------------------- one round, rejections
@@ -161,3 +166,28 @@ def test_fedavg_main_rejects_bad_arguments(argv):
     with pytest.raises(SystemExit) as exc:
         fedavg_main(argv)
     assert exc.value.code == 2
+
+
+def test_round_below_min_batch_size_is_refused_and_spends_its_window(loop_thread, cluster2, city, fl_task):
+    secure = ServiceSecureSum(cluster2, fl_task, loop_thread.loop, windows=2)
+    try:
+        updates = _updates(city, 3)
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            secure(updates[:2])  # min_batch_size is the clients per round (3)
+        assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "window holds 2 reports, min_batch_size is 3" in exc.value.details()
+        assert np.array_equal(secure(updates), plain_sum(updates))
+        assert secure.costs[0].window_start == secure.first_window + fl_task.window_seconds
+    finally:
+        loop_thread.run(secure.aclose())
+
+
+def test_collections_wait_out_the_leaders_rate_limit(loop_thread, tmp_path, city):
+    cluster = LocalCluster(tmp_path, k=2, limits={"collect_rate_per_second": 2, "collect_burst": 1})
+    loop_thread.run(cluster.start())
+    try:
+        run = loop_thread.run(run_fedavg_on_cluster(cluster, city, rounds=3, clients_per_round=3, config=CONFIG))
+    finally:
+        loop_thread.run(cluster.stop())
+    assert sum(c.collect_retries for c in run.costs) >= 1
+    assert np.array_equal(run.history.weights, run_fedavg(city, 3, 3, plain_sum, config=CONFIG).weights)
