@@ -1,0 +1,211 @@
+"""Benchmark report: result.json, report.md and PNG plots in one output folder.
+
+* ``result.json``: the whole result document, raw per-report samples included
+  (milliseconds, 3 decimals), so every number in the Markdown can be recomputed;
+* ``report.md``: budgets, checks, stage latencies, chaos runs, peer ratios;
+* ``latency_stages.png``: latency distribution per stage (main run, log scale);
+* ``throughput.png``: acknowledged and aggregated reports per second over time.
+
+matplotlib runs with the non-interactive Agg backend, chosen at call time.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.scenario import STAGES
+
+STAGE_TITLES = {
+    "edge": "edge encode+shard+seal",
+    "upload": "upload (sealed -> acknowledged)",
+    "aggregate": "aggregate (acknowledged -> counted)",
+    "collect": "window close -> collection",
+    "unshard": "unshard",
+    "end_to_end": "end to end (reading at close -> result)",
+}
+
+
+def without_samples(result: dict[str, Any]) -> dict[str, Any]:
+    """The result document minus the raw per-report samples (for printing)."""
+    slim = copy.deepcopy(result)
+    for run in [slim.get("main")] + list(slim.get("chaos") or []):
+        if run:
+            run.pop("samples_ms", None)
+    return slim
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 10 else f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.1f}"
+    return str(v)
+
+
+def stage_table(run: dict[str, Any], budgets: dict[str, Any] | None = None) -> list[str]:
+    lines = ["| stage | n | p50 ms | p99 ms | max ms | budget p50 / p99 ms |", "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for stage in STAGES:
+        s = run["stages"][stage]
+        b = (budgets or {}).get(stage)
+        btext = f"{_fmt(b.get('p50_ms'))} / {_fmt(b['p99_ms'])}" if b else "-"
+        lines.append(f"| {STAGE_TITLES[stage]} | {s['n']} | {_fmt(s['p50'])} | {_fmt(s['p99'])} | {_fmt(s['max'])} | {btext} |")
+    return lines
+
+
+def peer_table(peers: dict[str, Any]) -> list[str]:
+    w = peers["workload"]
+    lines = [
+        f"Workload: {w['reports']} reports, vectors of {w['dimension']} entries of {w['bits']} bits, summed exactly "
+        f"(CKKS approximately). Times per report; ratio = peer / ours (shares mode, {peers['ours_label']}).",
+        "",
+        "| system | client ms/report | aggregate ms/report | finish ms | bytes/report | total ratio | client ratio | aggregate ratio | result |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for name, p in peers["systems"].items():
+        if p.get("skipped"):
+            lines.append(f"| {name} | skipped: {p['skipped']} | | | | | | | |")
+            continue
+        r = p.get("ratios", {})
+        lines.append(
+            f"| {name} | {_fmt(p['client_ms'])} | {_fmt(p['aggregate_ms'])} | {_fmt(p['finish_ms'])} | {_fmt(p['bytes_per_report'])} | "
+            f"{_fmt(r.get('total'))} | {_fmt(r.get('client'))} | {_fmt(r.get('aggregate'))} | {p['correct']} |"
+        )
+    return lines
+
+
+def markdown(result: dict[str, Any]) -> str:
+    scn = result["scenario"]
+    w = scn["workload"]
+    main = result["main"]
+    lines = [
+        f"# twinmpc bench: {scn['name']}",
+        "",
+        scn.get("description") or "",
+        "",
+        f"Result: **{'all budgets and checks met' if result['ok'] else 'BUDGET OR CHECK MISSED'}** "
+        f"({result['machine']['cpus']} CPUs, Python {result['machine']['python']}, {result['wall_seconds']} s wall).",
+        "",
+        f"Workload: {w['edge_nodes']} edge nodes, {w['reports_per_window']} reports per {w['window_seconds']} s window, "
+        f"{w['windows']} windows, measurement `{json.dumps(w['measurement'])}`, scheme {w['vdaf']}, K = {w['aggregators']}, "
+        f"upload batch {w['upload_batch']}, link faults `{json.dumps(scn['network'])}`.",
+        "",
+        f"Acknowledged {main['reports']['acked']} of {main['reports']['sent']} reports; ingest {_fmt(main['ingest_per_s'])} reports/s.",
+        "",
+        "## Stage latencies (main run)",
+        "",
+        *stage_table(main, scn["budgets"]),
+        "",
+        "![latency per stage](latency_stages.png)",
+        "",
+        "![throughput](throughput.png)",
+        "",
+        "## Budgets",
+        "",
+        "| budget | limit | measured | ok |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for b in result["budgets"]:
+        limit = b.get("limit_ms", b.get("min"))
+        measured = b.get("measured_ms", b.get("measured"))
+        lines.append(f"| {b['budget']} | {_fmt(limit)} | {_fmt(measured)} | {'yes' if b['ok'] else '**NO**'} |")
+    lines += ["", "## Checks", "", "| run | check | ok | detail |", "| --- | --- | --- | --- |"]
+    for run in [main] + list(result["chaos"]):
+        for c in run["checks"]:
+            lines.append(f"| {run['label']} | {c['check']} | {'yes' if c['ok'] else '**NO**'} | {c['detail']} |")
+    if result["chaos"]:
+        lines += ["", "## Chaos runs", ""]
+        for run in result["chaos"]:
+            lines += [f"### {run['label']}", "", f"`{json.dumps(run['chaos'])}`", "",
+                      f"Acknowledged {run['reports']['acked']} of {run['reports']['sent']}; refused {json.dumps(run['reports']['refused'])}.", ""]
+            if run.get("proxy"):
+                lines += [f"Proxy: `{json.dumps(run['proxy'])}`", ""]
+            lines += [*stage_table(run), ""]
+    peers = result.get("peers")
+    lines += ["", "## Peer comparison", ""]
+    lines += peer_table(peers) if peers else ["Not run."]
+    for note in (peers or {}).get("notes", []):
+        lines += ["", f"- {note}"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_latencies(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = result["main"].get("samples_ms", {})
+    stages = [s for s in STAGES if samples.get(s)]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    if stages:
+        data = [[max(v, 1e-3) for v in samples[s]] for s in stages]
+        ax.boxplot(data, whis=(1, 99), showfliers=False)
+        ax.set_xticks(range(1, len(stages) + 1), [STAGE_TITLES[s].split(" (")[0] for s in stages], rotation=15, fontsize=8)
+        budgets = result["scenario"]["budgets"]
+        for i, s in enumerate(stages, start=1):
+            ax.hlines(budgets[s]["p99_ms"], i - 0.4, i + 0.4, colors="red", linestyles="dashed", linewidth=1)
+        ax.set_yscale("log")
+    ax.set_ylabel("ms (box: p25-p75, whiskers p1-p99; red: p99 budget)")
+    ax.set_title(f"latency per stage - {result['scenario']['name']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_throughput(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for run in [result["main"]] + list(result["chaos"]):
+        tl = run["timeline"]
+        step = tl["bin_seconds"]
+        for key, style in (("acked_per_s", "-"), ("aggregated_per_s", ":")):
+            ys = tl[key]
+            if ys:
+                ax.plot([i * step for i in range(len(ys))], ys, style, label=f"{run['label']} {key.split('_')[0]}")
+    ax.set_xlabel("seconds since the run's first window opened")
+    ax.set_ylabel("reports / s")
+    ax.set_title(f"throughput over time - {result['scenario']['name']}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summary_text(result: dict[str, Any]) -> str:
+    lines = [f"{result['scenario']['name']}: {'OK' if result['ok'] else 'FAILED'}"]
+    for stage in STAGES:
+        s = result["main"]["stages"][stage]
+        lines.append(f"  {stage:<11} p50 {_fmt(s['p50']):>8} ms  p99 {_fmt(s['p99']):>8} ms  (n={s['n']})")
+    for b in result["budgets"]:
+        if not b["ok"]:
+            lines.append(f"  MISSED budget {b['budget']}: {b}")
+    for c in result["checks"]:
+        if not c["ok"]:
+            lines.append(f"  FAILED check {c['check']}: {c['detail']}")
+    peers = result.get("peers")
+    if peers:
+        for name, p in peers["systems"].items():
+            if p.get("skipped"):
+                lines.append(f"  peer {name}: skipped ({p['skipped']})")
+            elif "ratios" in p:
+                lines.append(f"  peer {name}: total {_fmt(p['ratios']['total'])}x ours")
+    return "\n".join(lines)
+
+
+def write_report(result: dict[str, Any], out: Path) -> list[Path]:
+    """Write result.json, report.md, latency_stages.png and throughput.png into `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "result.json", out / "report.md", out / "latency_stages.png", out / "throughput.png"]
+    files[0].write_text(json.dumps(result, indent=1) + "\n")
+    files[1].write_text(markdown(result))
+    plot_latencies(result, files[2])
+    plot_throughput(result, files[3])
+    return files
