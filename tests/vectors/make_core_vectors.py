@@ -26,7 +26,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
@@ -34,7 +33,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 from crypto import prg, ring, seal, sharing  # noqa: E402
 from crypto.seal import HpkeKeypair  # noqa: E402
 from mpc import aggregator as agg  # noqa: E402
-from mpc.client import input_share_info, shard_report  # noqa: E402
+from mpc.client import input_share_info  # noqa: E402
 from mpc.errors import SealError  # noqa: E402
 from mpc.measurements import measurement_from_params  # noqa: E402
 from mpc.report import Report  # noqa: E402
