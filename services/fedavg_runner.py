@@ -371,6 +371,8 @@ async def run_fedavg_through_services(
     """Start a K-aggregator cluster in `workdir`, train the traffic model through it, stop it."""
     dataset = generate_city(seed)
     config = FedAvgConfig(seed=seed)
+    if rounds < 1 or not 1 <= clients_per_round <= len(dataset.clients):
+        raise ValueError(f"need rounds >= 1 and 1 <= clients_per_round <= {len(dataset.clients)} edge nodes")
     cluster = LocalCluster(Path(workdir), k=k, processes=processes)
     await cluster.start()
     try:
@@ -435,7 +437,7 @@ def fedavg_main(argv: list[str] | None = None) -> int:
     than `ACCURACY_MARGIN`, or when a run without DP does not reproduce the
     plain-sum model exactly.
     """
-    parser = argparse.ArgumentParser(prog="twinmpc fedavg", description=fedavg_main.__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="twinmpc fedavg", description="Train the traffic model across simulated edge nodes through real aggregator processes.")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--clients-per-round", type=int, default=8)
     parser.add_argument("--aggregators", type=int, default=2, help="K >= 2 aggregator processes")
@@ -471,6 +473,9 @@ def fedavg_main(argv: list[str] | None = None) -> int:
                 summary = run(Path(tmp))
     except (TwinMpcError, ValueError) as exc:
         print(f"fedavg: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except grpc.aio.AioRpcError as exc:
+        print(f"fedavg: an aggregator refused: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))

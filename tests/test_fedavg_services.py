@@ -191,3 +191,9 @@ def test_collections_wait_out_the_leaders_rate_limit(loop_thread, tmp_path, city
         loop_thread.run(cluster.stop())
     assert sum(c.collect_retries for c in run.costs) >= 1
     assert np.array_equal(run.history.weights, run_fedavg(city, 3, 3, plain_sum, config=CONFIG).weights)
+
+
+def test_fedavg_main_refuses_more_clients_than_edge_nodes(capsys, tmp_path):
+    assert fedavg_main(["--clients-per-round", "25", "--workdir", str(tmp_path)]) == 2
+    assert "clients_per_round <= 24 edge nodes" in capsys.readouterr().err
+    assert not (tmp_path / "pki").exists()  # refused before any aggregator started
