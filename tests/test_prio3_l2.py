@@ -154,3 +154,17 @@ def test_factory_and_id() -> None:
     vdaf = prio3_from_params("Prio3FixedPointBoundedL2Vec", 2, length=3, frac_bits=8, chunk_length=5, norm_chunk_length=2)
     assert vdaf.ID == 0xFFFF1000
     assert vdaf.RAND_SIZE == 2 * 2 * 32  # joint randomness is used
+
+
+def test_circuit_output_is_zero_exactly_for_valid_encodings(small: Prio3FixedPointBoundedL2Vec) -> None:
+    """Plain circuit evaluation (num_shares = 1): both outputs vanish on an honest encoding only."""
+    valid = small.valid
+    f = valid.field
+    jr = f.from_ints(range(3, 3 + valid.JOINT_RAND_LEN))
+    honest = valid.encode([0.5, -0.25, 0])
+    assert f.to_ints(valid.eval(honest, jr, 1)) == [0, 0]
+    lying = valid.encode_fixed([128, -64, 0], 5)  # true norm 20480
+    assert f.to_ints(valid.eval(lying, jr, 1))[1] != 0
+    not_bits = honest.copy()
+    not_bits[0] = f.const(2)[0]
+    assert f.to_ints(valid.eval(not_bits, jr, 1))[0] != 0
