@@ -45,6 +45,7 @@ _KEYS = {
     "output",
     "he_max_reports",
     "he_retired_keys",
+    "report_expiry_seconds",
 }
 _REQUIRED = {"task_id", "measurement", "aggregators", "window_seconds", "min_batch_size"}
 
@@ -104,6 +105,7 @@ class Task:
     mode: str = "shares"
     collector_hpke_config: HpkeConfig | None = None
     max_skew_seconds: int = 60
+    report_expiry_seconds: int = 86_400
     dp: dict[str, Any] = field(default_factory=lambda: {"algo": "none"})
     he_public_key: bytes | None = None
     description: str = ""
@@ -169,6 +171,7 @@ class Task:
             if "collector_hpke_config" in doc
             else None,
             max_skew_seconds=_int_field(doc, "max_skew_seconds", 0, 86400, 60),
+            report_expiry_seconds=_int_field(doc, "report_expiry_seconds", 1, 90 * 86400, 86_400),
             dp=dict(dp),
             he_public_key=b64decode(doc["he_public_key"], "he_public_key") if "he_public_key" in doc else None,
             description=str(doc.get("description", "")),
@@ -202,6 +205,7 @@ class Task:
             "window_seconds": self.window_seconds,
             "min_batch_size": self.min_batch_size,
             "max_skew_seconds": self.max_skew_seconds,
+            "report_expiry_seconds": self.report_expiry_seconds,
             "dp": self.dp,
         }
         if self.collector_hpke_config is not None:

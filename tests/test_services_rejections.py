@@ -75,10 +75,11 @@ def test_duplicate_id_inside_one_batch(loop_thread, cluster2, sum_task):
     [
         (lambda r: dataclasses.replace(r, sealed_shares=(_flip(r.sealed_shares[0]),) + r.sealed_shares[1:]), grpc.StatusCode.INVALID_ARGUMENT, "does not open"),
         (lambda r: dataclasses.replace(r, sealed_shares=r.sealed_shares[:1]), grpc.StatusCode.INVALID_ARGUMENT, "sealed shares"),
-        (lambda r: dataclasses.replace(r, time=r.time + 10_000_000), grpc.StatusCode.FAILED_PRECONDITION, "outside"),
+        (lambda r: dataclasses.replace(r, time=r.time + 10_000_000), grpc.StatusCode.FAILED_PRECONDITION, "ahead of the aggregator clock"),
+        (lambda r: dataclasses.replace(r, time=r.time - 10_000_000), grpc.StatusCode.FAILED_PRECONDITION, "report expiry"),
         (lambda r: dataclasses.replace(r, public_share=b"x"), grpc.StatusCode.INVALID_ARGUMENT, "does not open"),
     ],
-    ids=["tampered-seal", "wrong-share-count", "stale-timestamp", "moved-public-share"],
+    ids=["tampered-seal", "wrong-share-count", "future-timestamp", "expired-timestamp", "moved-public-share"],
 )
 def test_bad_report_rejected_with_precise_status(loop_thread, cluster2, sum_task, mutate, expected_code, needle):
     window = past_window(7)

@@ -203,8 +203,10 @@ class AggregatorCore:
     def _check_report(self, task: Task, msg: pb.Report, now: float) -> PendingReport:
         if len(msg.report_id) != REPORT_ID_SIZE:
             raise DecodeError(f"report_id must be {REPORT_ID_SIZE} bytes, got {len(msg.report_id)}")
-        if abs(msg.time - now) > task.max_skew_seconds:
-            raise StaleReport(f"report time {msg.time} is outside +-{task.max_skew_seconds}s of the aggregator clock")
+        if msg.time > now + task.max_skew_seconds:
+            raise StaleReport(f"report time {msg.time} is more than {task.max_skew_seconds}s ahead of the aggregator clock")
+        if msg.time < now - task.report_expiry_seconds:
+            raise StaleReport(f"report time {msg.time} is older than the task's {task.report_expiry_seconds}s report expiry")
         if task.mode != "shares":
             if len(msg.sealed_shares) != 1 or msg.public_share:
                 raise DecodeError(f"a {task.mode} report carries exactly one ciphertext and no public share")
