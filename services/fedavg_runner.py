@@ -13,7 +13,9 @@ learning"; DAP roles: client upload, collection):
   scheme encodes must equal the update bit for bit (checked, `InvalidMeasurement`
   otherwise: wrong length, entry beyond the clip, other ``frac_bits``), so the
   aggregators sum exactly what a plain sum would.  Each report goes over its
-  own mTLS identity (``fedavg-edge-<slot>``, edge role) to the leader.
+  own mTLS connection and edge identity to the leader.  `run_fedavg` hands the
+  secure sum the round's vectors only, not which node sent them, so identities
+  belong to the slot in the round (``fedavg-edge-<j>``), not to a node.
 * controller: once every report of the round is acknowledged, it collects the
   round's window (`Collector`, the aggregate shares sealed to its HPKE key).
   The collector returns floats ``n / 2^frac_bits`` (`FixedPointVec.decode`);
@@ -32,7 +34,9 @@ sensitivity `FixedPointVec.sensitivity` reports, an L2 bound of
 ``ceil(clip * 2^f) * sqrt(d)`` (the box of per-entry clips), not the tighter
 ``sqrt(clip_norm^2 + 1) * 2^f`` of a clipped FedAvg update
 (`FedAvgConfig.sensitivity`): the service-side noise is larger than a
-DP-FedAvg analysis needs, by ``entry_clip * sqrt(d) / sqrt(clip_norm^2 + 1)``.
+DP-FedAvg analysis needs, by ``entry_clip * sqrt(d) / sqrt(clip_norm^2 + 1)``,
+and, as every aggregator adds the full noise (`mpc.dp`), the released sum
+carries K draws.
 
 TwinRing64 has no validity proofs: a malicious edge node can still submit a
 vector outside the clip (the check here runs on the honest client).  Tasks that
