@@ -41,6 +41,7 @@ import grpc
 import numpy as np
 
 from bench.chaos import MALFORMED_KINDS, malformed_report
+from bench.scenario import LOADGEN_TYPES
 from mpc.client import shard_report
 from mpc.measurements import measurement_from_params
 from mpc.report import Report
@@ -50,7 +51,6 @@ from protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
 from services.client import report_to_proto
 from services.pki import channel_credentials
 
-SUPPORTED_TYPES = ("count", "sum", "histogram", "sumvec")
 RETRY_FOR_SECONDS = 20.0
 STORM_BATCH = 100
 
@@ -76,7 +76,7 @@ def measurement_sampler(params: dict[str, Any]):
     if kind == "sumvec":
         top, n = 1 << m.bits, m.length
         return (lambda rng: rng.integers(0, top, size=n, dtype=np.uint64)), (lambda x: x.astype(np.int64)), n
-    raise ValueError(f"the load generator drives {SUPPORTED_TYPES}, not {kind!r}")
+    raise ValueError(f"the load generator drives {LOADGEN_TYPES}, not {kind!r}")
 
 
 def node_schedule(n_nodes: int, per_window: int, span: float, rng: np.random.Generator) -> list[np.ndarray]:

@@ -281,11 +281,11 @@ def _mpyc_party_main() -> None:
         t0 = time.perf_counter()
         flat = [v for row in rows for v in row] if mpc.pid == 0 else [0] * (len(rows) * len(rows[0]))
         shared = mpc.input([secint(v) for v in flat], senders=0)
-        await mpc.barrier()
+        await mpc.gather(shared)  # each party holds its shares of every input
         t1 = time.perf_counter()
         d = len(rows[0])
         sums = [mpc.sum(shared[i::d]) for i in range(d)]
-        await mpc.barrier()
+        await mpc.gather(sums)
         t2 = time.perf_counter()
         result = await mpc.output(sums)
         t3 = time.perf_counter()

@@ -30,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mpc.errors import InvalidTask
 from mpc.measurements import measurement_from_params
 
+# measurement types whose exact sum the load generator tracks (bench.loadgen.measurement_sampler)
+LOADGEN_TYPES = ("count", "sum", "histogram", "sumvec")
 STAGES = ("edge", "upload", "aggregate", "collect", "unshard", "end_to_end")
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
@@ -58,6 +60,8 @@ class Workload(_Strict):
     @classmethod
     def _known_measurement(cls, value: dict[str, Any]) -> dict[str, Any]:
         measurement_from_params(value)  # raises InvalidTask naming the key
+        if value["type"] not in LOADGEN_TYPES:
+            raise ValueError(f"the load generator drives {LOADGEN_TYPES}, not {value['type']!r}")
         return value
 
 
