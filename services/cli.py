@@ -318,12 +318,13 @@ def demo(
     seed: int = 7,
     workdir: Annotated[Optional[Path], typer.Option(help="keep PKI, stores and logs here (default: temp dir)")] = None,
     epsilon: Annotated[Optional[float], typer.Option(help="add distributed DP noise (discrete Gaussian, delta 1e-9) at this epsilon per collection")] = None,
+    mqtt: Annotated[Optional[str], typer.Option(help="HOST:PORT of an MQTT broker: feed the city through it and district edge agents")] = None,
 ) -> None:
     """Run a simulated city through K aggregator processes on loopback and check every result."""
     from services.demo import run_demo
 
     ok = asyncio.run(run_demo(intersections=intersections, windows=windows, window_seconds=window_seconds, k=aggregators, seed=seed,
-                              workdir=workdir, epsilon=epsilon))
+                              workdir=workdir, epsilon=epsilon, mqtt=mqtt))
     raise typer.Exit(0 if ok else 1)
 
 

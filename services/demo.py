@@ -57,18 +57,28 @@ class StageTimes:
 
 
 async def run_demo(
-    *, intersections: int, windows: int, window_seconds: int, k: int, seed: int, workdir: Path | None, epsilon: float | None = None
+    *,
+    intersections: int,
+    windows: int,
+    window_seconds: int,
+    k: int,
+    seed: int,
+    workdir: Path | None,
+    epsilon: float | None = None,
+    mqtt: str | None = None,
 ) -> bool:
     console = Console()
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory(prefix="twinmpc-demo-") as tmp:
         root = Path(workdir) if workdir else Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        console.print(f"[bold]twinmpc demo[/]: {intersections} intersections, {windows} windows of {window_seconds}s, K={k} aggregator processes, mTLS on loopback")
+        feed = f"MQTT broker {mqtt} -> {DISTRICTS} district gateways (edge agents)" if mqtt else "in-process feed"
+        console.print(f"[bold]twinmpc demo[/]: {intersections} intersections, {windows} windows of {window_seconds}s, "
+                      f"K={k} aggregator processes, mTLS on loopback, {feed}")
         cluster = LocalCluster(root, k=k, processes=True)
         await cluster.start()
         try:
-            return await _drive(console, cluster, rng, intersections, windows, window_seconds, epsilon)
+            return await _drive(console, cluster, rng, intersections, windows, window_seconds, epsilon, mqtt, root)
         finally:
             await cluster.stop()
 
@@ -76,11 +86,18 @@ async def run_demo(
 BETA = 1e-6  # a DP result must lie within the bound that holds with probability 1 - BETA
 
 
-async def _drive(console: Console, cluster: LocalCluster, rng, n: int, windows: int, window_seconds: int, epsilon: float | None) -> bool:
+DISTRICTS = 8
+
+
+async def _drive(
+    console: Console, cluster: LocalCluster, rng, n: int, windows: int, window_seconds: int, epsilon: float | None, mqtt: str | None, root: Path
+) -> bool:
     dp = {"algo": "discrete-gaussian", "epsilon": epsilon, "delta": 1e-9} if epsilon else {"algo": "none"}
-    base = {"window_seconds": window_seconds, "min_batch_size": max(1, n // 2), "max_skew_seconds": 30, "dp": dp}
+    reporters = DISTRICTS if mqtt else n
+    base = {"window_seconds": window_seconds, "min_batch_size": max(1, reporters // 2), "max_skew_seconds": 30, "dp": dp}
+    vehicle_bits = 16 if mqtt else 8  # a gateway reports its district's sum
     tasks = {
-        "vehicles": await cluster.provision({**base, "measurement": {"type": "sum", "bits": 8}, "description": "vehicles per window"}),
+        "vehicles": await cluster.provision({**base, "measurement": {"type": "sum", "bits": vehicle_bits}, "description": "vehicles per window"}),
         "congestion": await cluster.provision({**base, "measurement": {"type": "histogram", "buckets": len(LEVELS)}, "description": "congestion levels"}),
         "speed": await cluster.provision({**base, "measurement": {"type": "mean", "bits": 8}, "description": "mean speed km/h"}),
     }
@@ -96,39 +113,42 @@ async def _drive(console: Console, cluster: LocalCluster, rng, n: int, windows: 
     for col in ("window", "task", "reports", "private result", "true value", "ok"):
         results.add_column(col)
     all_ok = True
-    district_load = rng.uniform(0.5, 2.0, size=8)
-    async with cluster.upload_client() as uploader, cluster.collector() as collector:
-        for _ in range(windows):
-            now = time.time()
-            window = int(now) - int(now) % window_seconds
-            city = simulate_window(rng, n, district_load)
-            truth = {
-                "vehicles": int(city.vehicles.sum()),
-                "congestion": np.bincount(city.congestion, minlength=len(LEVELS)).tolist(),
-                "speed": float(city.speed.mean()),
-            }
-            values = {"vehicles": city.vehicles, "congestion": city.congestion, "speed": city.speed}
-            report_time = max(window, int(now))
-            for name, task in tasks.items():
-                t0 = time.perf_counter()
-                reports = [shard_report(task, int(v), time=report_time) for v in values[name]]
-                times.add("edge shard+seal (per report)", (time.perf_counter() - t0) / len(reports))
-                t0 = time.perf_counter()
-                outcomes = await uploader.upload_batch(task.task_id, reports)
-                times.add("upload batch (per report)", (time.perf_counter() - t0) / len(reports))
-                if not all(o.accepted for o in outcomes):
-                    console.print(f"[red]{sum(not o.accepted for o in outcomes)} reports refused[/]")
-                    all_ok = False
-            await asyncio.sleep(max(0.0, window + window_seconds - time.time()) + 0.01)
-            for name, task in tasks.items():
-                t0 = time.perf_counter()
-                res = await collector.collect(task, window)
-                times.add("window close -> result", time.perf_counter() - t0)
-                private = res.result["mean"] if name == "speed" else res.result
-                bound = bounds[name] / n if name == "speed" else bounds[name]
-                ok = _matches(private, truth[name], bound) and res.report_count == n
-                all_ok &= ok
-                results.add_row(str(window), name, str(res.report_count), _fmt(private), _fmt(truth[name]), "[green]yes[/]" if ok else "[red]NO[/]")
+    district_load = rng.uniform(0.5, 2.0, size=DISTRICTS)
+    district = np.arange(n) % DISTRICTS
+    city_feed = None
+    if mqtt:
+        from services.demo_mqtt import MqttCity, district_truth
+
+        host, _, port = mqtt.rpartition(":")
+        city_feed = MqttCity(root / "edge", cluster, tasks, DISTRICTS, host or "127.0.0.1", int(port))
+        await city_feed.start()
+    try:
+        async with cluster.upload_client() as uploader, cluster.collector() as collector:
+            for _ in range(windows):
+                now = time.time()
+                window = int(now) - int(now) % window_seconds
+                city = simulate_window(rng, n, district_load)
+                values = {"vehicles": city.vehicles, "congestion": city.congestion, "speed": city.speed}
+                if city_feed is not None:
+                    truth = district_truth(values, district, DISTRICTS, len(LEVELS))
+                    t0 = time.perf_counter()
+                    await city_feed.publish(max(window, int(now)), values, district, rng)
+                    times.add("MQTT publish (per reading)", (time.perf_counter() - t0) / n)
+                    if not await city_feed.wait_uploaded(window + window_seconds):
+                        console.print("[red]gateways did not upload in time[/]")
+                        all_ok = False
+                else:
+                    truth = {
+                        "vehicles": int(city.vehicles.sum()),
+                        "congestion": np.bincount(city.congestion, minlength=len(LEVELS)).tolist(),
+                        "speed": float(city.speed.mean()),
+                    }
+                    all_ok &= await _upload_direct(console, uploader, tasks, values, max(window, int(now)), times)
+                    await asyncio.sleep(max(0.0, window + window_seconds - time.time()) + 0.01)
+                all_ok &= await _collect_window(collector, tasks, window, truth, bounds, reporters, times, results)
+    finally:
+        if city_feed is not None:
+            await city_feed.stop()
     console.print(results)
     lat = Table(title="Stage latency (ms)")
     for col in ("stage", "p50", "p99"):
@@ -139,6 +159,36 @@ async def _drive(console: Console, cluster: LocalCluster, rng, n: int, windows: 
     verdict = "within the stated DP error" if epsilon else "exact"
     console.print(f"[bold green]all results {verdict}[/]" if all_ok else "[bold red]some results were wrong[/]")
     return all_ok
+
+
+async def _upload_direct(console: Console, uploader, tasks, values, report_time: int, times: StageTimes) -> bool:
+    """The in-process feed: shard and seal every intersection's readings, upload in batches."""
+    ok = True
+    for name, task in tasks.items():
+        t0 = time.perf_counter()
+        reports = [shard_report(task, int(v), time=report_time) for v in values[name]]
+        times.add("edge shard+seal (per report)", (time.perf_counter() - t0) / len(reports))
+        t0 = time.perf_counter()
+        outcomes = await uploader.upload_batch(task.task_id, reports)
+        times.add("upload batch (per report)", (time.perf_counter() - t0) / len(reports))
+        if not all(o.accepted for o in outcomes):
+            console.print(f"[red]{sum(not o.accepted for o in outcomes)} reports refused[/]")
+            ok = False
+    return ok
+
+
+async def _collect_window(collector, tasks, window: int, truth: dict, bounds: dict, reporters: int, times: StageTimes, results: Table) -> bool:
+    ok_all = True
+    for name, task in tasks.items():
+        t0 = time.perf_counter()
+        res = await collector.collect(task, window)
+        times.add("window close -> result", time.perf_counter() - t0)
+        private = res.result["mean"] if name == "speed" else res.result
+        bound = bounds[name] / reporters if name == "speed" else bounds[name]
+        ok = _matches(private, truth[name], bound) and res.report_count == reporters
+        ok_all &= ok
+        results.add_row(str(window), name, str(res.report_count), _fmt(private), _fmt(truth[name]), "[green]yes[/]" if ok else "[red]NO[/]")
+    return ok_all
 
 
 def _matches(private, truth, bound: float) -> bool:
