@@ -274,6 +274,7 @@ def test_check_budgets_flags_a_miss() -> None:
 
 
 def test_report_writes_json_markdown_and_pngs(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")  # the 'bench' extra
     result = _synthetic_result()
     files = report.write_report(result, tmp_path / "out")
     assert [f.name for f in files] == ["result.json", "report.md", "latency_stages.png", "throughput.png"]
