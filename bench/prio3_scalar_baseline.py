@@ -371,4 +371,4 @@ class Prio3Scalar:
         return out
 
 
-__all__ = ["Prio3Scalar", "Count", "Sum", "Histogram", "SumVec"]
+__all__ = ["Count", "Histogram", "Prio3Scalar", "Sum", "SumVec"]

@@ -32,7 +32,8 @@ other than these two.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -51,10 +52,10 @@ class _PrimeField:
     GEN_ORDER: int
     GENERATOR: int  # element of order GEN_ORDER (draft Field.gen())
     NAME: str
-    SMALL: type["_PrimeField"]  # backend for short vectors (itself unless overridden)
+    SMALL: type[_PrimeField]  # backend for short vectors (itself unless overridden)
 
     @classmethod
-    def from_backend(cls, other: type["_PrimeField"], vec: np.ndarray) -> np.ndarray:
+    def from_backend(cls, other: type[_PrimeField], vec: np.ndarray) -> np.ndarray:
         """The same elements, moved from another backend of this field."""
         return vec if other is cls else cls.from_ints(other.to_ints(vec))
 
@@ -609,4 +610,4 @@ Field128.SMALL = Field128
 
 FIELDS: dict[str, type[_PrimeField]] = {"Field64": Field64, "Field128": Field128}
 
-__all__ = ["Field64", "Field64Small", "Field128", "Field128Limbs", "FIELDS", "F128_DTYPE"]
+__all__ = ["F128_DTYPE", "FIELDS", "Field64", "Field64Small", "Field128", "Field128Limbs"]

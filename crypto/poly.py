@@ -13,7 +13,7 @@ Must not be used with sizes that are not powers of two.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -27,7 +27,7 @@ def next_power_of_2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _bitrev(n: int) -> np.ndarray:
     bits = n.bit_length() - 1
     idx = np.arange(n)
@@ -37,7 +37,7 @@ def _bitrev(n: int) -> np.ndarray:
     return rev
 
 
-@lru_cache(maxsize=None)
+@cache
 def _twiddles(field: type[_PrimeField], n: int, inverse: bool) -> tuple[np.ndarray, ...]:
     """Per stage m = 1, 2, 4, ...: [w^0 .. w^(m-1)] for w a primitive 2m-th root."""
     stages = []
@@ -124,7 +124,7 @@ def extend_values(field: type[_PrimeField], values: np.ndarray, n: int) -> np.nd
     return np.stack(cosets, axis=-1).reshape(values.shape[:-1] + (n,))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _twist(field: type[_PrimeField], n: int, s: int, p: int) -> np.ndarray:
     """[w^(s*j) / p for j < p], w a primitive n-th root."""
     small = field.SMALL
@@ -132,7 +132,7 @@ def _twist(field: type[_PrimeField], n: int, s: int, p: int) -> np.ndarray:
     return field.from_backend(small, tw)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _roots(field: type[_PrimeField], n: int) -> np.ndarray:
     return field.powers(field.root_of_unity(n), n)
 
@@ -214,13 +214,13 @@ def poly_mul(field: type[_PrimeField], a: np.ndarray, b: np.ndarray) -> np.ndarr
 
 
 __all__ = [
-    "next_power_of_2",
-    "ntt",
-    "interpolate_roots",
     "evaluate_roots",
     "extend_lagrange",
     "extend_values",
+    "interpolate_roots",
     "lagrange_weights",
+    "next_power_of_2",
+    "ntt",
     "pad",
     "poly_eval",
     "poly_mul",

@@ -18,8 +18,9 @@ or share holder is not detected), or with n >= p.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field as dc_field
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class ShamirShare:
         return self.index.to_bytes(2, "big") + field.encode_vec(self.values)
 
     @classmethod
-    def decode(cls, field: type[_PrimeField], data: bytes, length: int) -> "ShamirShare":
+    def decode(cls, field: type[_PrimeField], data: bytes, length: int) -> ShamirShare:
         """Parse an untrusted share of a `length`-element vector; DecodeError on any defect."""
         if len(data) != 2 + field.ENCODED_SIZE * length:
             raise DecodeError("Shamir share has the wrong length")
@@ -122,4 +123,4 @@ def reconstruct(field: type[_PrimeField], shares: Sequence[ShamirShare], t: int)
     return field.sum(field.mul(stacked, lam.reshape(t, 1)), axis=0)
 
 
-__all__ = ["ShamirShare", "share", "reconstruct", "lagrange_at_zero"]
+__all__ = ["ShamirShare", "lagrange_at_zero", "reconstruct", "share"]

@@ -19,9 +19,9 @@ for XofFixedKeyAes128.
 
 from __future__ import annotations
 
+import numpy as np
 from Crypto.Hash import TurboSHAKE128
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-import numpy as np
 
 from crypto.field import _PrimeField
 
@@ -116,4 +116,4 @@ class XofFixedKeyAes128(Xof):
         return "XofFixedKeyAes128(<redacted>)"
 
 
-__all__ = ["Xof", "XofTurboShake128", "XofFixedKeyAes128"]
+__all__ = ["Xof", "XofFixedKeyAes128", "XofTurboShake128"]

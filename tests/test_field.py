@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 from itertools import accumulate
 
 import pytest
@@ -60,7 +62,7 @@ def test_vector_ops_match_scalar_twins(field) -> None:  # type: ignore[no-untype
 def test_two_dimensional_ops_and_axis_sums(field) -> None:  # type: ignore[no-untyped-def]
     p = field.MODULUS
     rows = [[(i * 7919 + j * 104729) * (p // 97) % p for j in range(6)] for i in range(4)]
-    m = field.from_ints(sum(rows, [])).reshape(4, 6)
+    m = field.from_ints(functools.reduce(operator.iadd, rows, [])).reshape(4, 6)
     assert field.to_ints(field.sum(m, axis=0)) == [sum(r[j] for r in rows) % p for j in range(6)]
     assert field.to_ints(field.sum(m, axis=-1)) == [sum(r) % p for r in rows]
     sq = field.mul(m, m)

@@ -17,7 +17,13 @@ import numpy as np
 import pytest
 
 from crypto.field import Field64, Field64Small, Field128, Field128Limbs
-from mpc.errors import DecodeError, InvalidMeasurement, InvalidReport, InvalidTask, VerifyError
+from mpc.errors import (
+    DecodeError,
+    InvalidMeasurement,
+    InvalidReport,
+    InvalidTask,
+    VerifyError,
+)
 from mpc.prio3 import (
     Prio3Count,
     Prio3Histogram,
@@ -319,7 +325,7 @@ def test_non_canonical_field_element_rejected() -> None:
 
 def test_count_public_share_must_be_empty() -> None:
     vdaf = Prio3Count(2)
-    pub, inputs = _run(vdaf, 1)
+    _pub, inputs = _run(vdaf, 1)
     with pytest.raises(DecodeError):
         vdaf.verify_init(KEY, CTX, 0, b"", NONCE, b"\x00", inputs[0])
 

@@ -59,4 +59,15 @@ def prio3_from_params(name: str, shares: int, **params: Any) -> Vdaf:
     return instance  # type: ignore[return-value]
 
 
-__all__ = ["prio3_from_params", "PRIO3_CLASSES", *PRIO3_CLASSES]
+__all__ = [
+    "PRIO3_CLASSES",
+    "Prio3",
+    "Prio3Count",
+    "Prio3FixedPointBoundedL2Vec",
+    "Prio3Histogram",
+    "Prio3MultihotCountVec",
+    "Prio3Sum",
+    "Prio3SumVec",
+    "Prio3SumVecWithMultiproof",
+    "prio3_from_params",
+]

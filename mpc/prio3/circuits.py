@@ -11,8 +11,8 @@ zero/one vector decodes into [0, max] and only bit checks are needed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Sequence
 
 import numpy as np
 
@@ -449,12 +449,12 @@ class FixedPointBoundedL2Vec(Valid[Sequence[float], list[float]]):
 
 __all__ = [
     "Count",
-    "Sum",
-    "SumVec",
+    "FixedPointBoundedL2Vec",
     "Histogram",
     "MultihotCountVec",
-    "FixedPointBoundedL2Vec",
-    "range_checked_weights",
+    "Sum",
+    "SumVec",
     "encode_range_checked",
     "range_check_wires",
+    "range_checked_weights",
 ]

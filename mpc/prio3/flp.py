@@ -22,12 +22,18 @@ unity and interpolating back.
 
 from __future__ import annotations
 
-from typing import Generic, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Generic, TypeVar
 
 import numpy as np
 
 from crypto.field import _PrimeField
-from crypto.poly import extend_lagrange, extend_values, lagrange_weights, next_power_of_2
+from crypto.poly import (
+    extend_lagrange,
+    extend_values,
+    lagrange_weights,
+    next_power_of_2,
+)
 from mpc.errors import VerifyError
 
 Measurement = TypeVar("Measurement")
@@ -283,4 +289,4 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
         return self.valid.decode(output, num_measurements)
 
 
-__all__ = ["Gadget", "Mul", "PolyEval", "ParallelSum", "Valid", "FlpBBCGGI19", "zeros2"]
+__all__ = ["FlpBBCGGI19", "Gadget", "Mul", "ParallelSum", "PolyEval", "Valid", "zeros2"]

@@ -18,16 +18,25 @@ draft's vectors are reproducible; `Prio3.shard` callers in production pass
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass, field as dc_field
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from fractions import Fraction
-from typing import Any, Generic, Optional, Sequence, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from crypto.field import Field64, Field64Small, Field128, Field128Limbs, _PrimeField
 from crypto.xof import Xof, XofTurboShake128
 from mpc.errors import DecodeError, InvalidMeasurement, InvalidTask, VerifyError
-from mpc.prio3.circuits import Count, FixedPointBoundedL2Vec, Histogram, MultihotCountVec, Sum, SumVec
+from mpc.prio3.circuits import (
+    Count,
+    FixedPointBoundedL2Vec,
+    Histogram,
+    MultihotCountVec,
+    Sum,
+    SumVec,
+)
 from mpc.prio3.flp import FlpBBCGGI19, Valid
 
 # Draft-18 Section 6.2.3: format_dst(algo_class, algo, usage) starts with VERSION.
@@ -76,7 +85,7 @@ class Prio3VerifyState:
     """An aggregator's state between verify_init and verify_next (redacted in repr)."""
 
     out_share: np.ndarray = dc_field(repr=False)
-    corrected_joint_rand_seed: Optional[bytes] = dc_field(repr=False)
+    corrected_joint_rand_seed: bytes | None = dc_field(repr=False)
 
     def __repr__(self) -> str:
         return "Prio3VerifyState(<redacted>)"
@@ -504,15 +513,15 @@ def _check_pos_int(name: str, value: Any) -> None:
 
 
 __all__ = [
+    "VERSION",
     "Prio3",
-    "Prio3VerifyState",
     "Prio3Count",
-    "Prio3Sum",
-    "Prio3SumVec",
+    "Prio3FixedPointBoundedL2Vec",
     "Prio3Histogram",
     "Prio3MultihotCountVec",
+    "Prio3Sum",
+    "Prio3SumVec",
     "Prio3SumVecWithMultiproof",
-    "Prio3FixedPointBoundedL2Vec",
+    "Prio3VerifyState",
     "format_dst",
-    "VERSION",
 ]
