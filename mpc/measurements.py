@@ -196,6 +196,7 @@ class FixedPointVec(MeasurementType):
     vector_length: int
     frac_bits: int
     clip: float
+    l2_bound: float | None = None  # with vdaf "prio3": the proof also checks ||x||_2 <= l2_bound
     NAME: ClassVar[str] = "fixedpointvec"
 
     def __post_init__(self) -> None:
@@ -203,6 +204,8 @@ class FixedPointVec(MeasurementType):
             fixedpoint.max_summands(self.frac_bits, self.clip)
         except ValueError as exc:
             raise InvalidTask(f"fixedpointvec: {exc}") from exc
+        if self.l2_bound is not None and not (math.isfinite(self.l2_bound) and self.l2_bound > 0):
+            raise InvalidTask("fixedpointvec 'l2_bound' must be a positive finite number")
 
     @property
     def length(self) -> int:
@@ -225,10 +228,18 @@ class FixedPointVec(MeasurementType):
 
     def sensitivity(self) -> tuple[int, int]:
         top = int(math.ceil(self.clip * 2**self.frac_bits))
-        return top * self.vector_length, top * top * self.vector_length
+        l1, l2_squared = top * self.vector_length, top * top * self.vector_length
+        if self.l2_bound is not None:  # enforced by the validity proof (Prio3 L2 variant)
+            norm = int(math.ceil(self.l2_bound * 2**self.frac_bits))
+            l1 = min(l1, math.isqrt(self.vector_length * norm * norm) + 1)
+            l2_squared = min(l2_squared, norm * norm)
+        return l1, l2_squared
 
     def params(self) -> dict[str, Any]:
-        return {"type": self.NAME, "length": self.vector_length, "frac_bits": self.frac_bits, "clip": self.clip}
+        out: dict[str, Any] = {"type": self.NAME, "length": self.vector_length, "frac_bits": self.frac_bits, "clip": self.clip}
+        if self.l2_bound is not None:
+            out["l2_bound"] = self.l2_bound
+        return out
 
 
 def measurement_from_params(params: dict[str, Any]) -> MeasurementType:
@@ -244,9 +255,10 @@ def measurement_from_params(params: dict[str, Any]) -> MeasurementType:
         "sumvec": {"length", "bits"},
         "fixedpointvec": {"length", "frac_bits", "clip"},
     }
+    optional = {"fixedpointvec": {"l2_bound"}}
     if kind not in allowed:
         raise InvalidTask(f"unknown measurement type {kind!r}; known: {sorted(allowed)}")
-    extra = set(params) - allowed[kind] - {"type"}
+    extra = set(params) - allowed[kind] - optional.get(kind, set()) - {"type"}
     if extra:
         raise InvalidTask(f"measurement type {kind!r} does not take {sorted(extra)}")
     missing = allowed[kind] - set(params)
@@ -264,6 +276,12 @@ def measurement_from_params(params: dict[str, Any]) -> MeasurementType:
     clip = params["clip"]
     if isinstance(clip, bool) or not isinstance(clip, (int, float)):
         raise InvalidTask("fixedpointvec 'clip' must be a number")
+    bound = params.get("l2_bound")
+    if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))):
+        raise InvalidTask("fixedpointvec 'l2_bound' must be a number")
     return FixedPointVec(
-        _positive(params, "length", MAX_VECTOR_LENGTH), _positive(params, "frac_bits", fixedpoint.MAX_FRAC_BITS), float(clip)
+        _positive(params, "length", MAX_VECTOR_LENGTH),
+        _positive(params, "frac_bits", fixedpoint.MAX_FRAC_BITS),
+        float(clip),
+        None if bound is None else float(bound),
     )

@@ -10,6 +10,7 @@ through the measurement type's own decode (e.g. Mean -> mean, sum, count).
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from crypto import ring
 from mpc.errors import InvalidTask
 from mpc.measurements import Count, FixedPointVec, Histogram, MeasurementType, Sum, SumVec
-from mpc.prio3 import Prio3Count, Prio3Histogram, Prio3Sum, Prio3SumVec
+from mpc.prio3 import Prio3Count, Prio3FixedPointBoundedL2Vec, Prio3Histogram, Prio3Sum, Prio3SumVec
 
 
 def _chunk_length(total_bits: int) -> int:
@@ -27,9 +28,10 @@ def _chunk_length(total_bits: int) -> int:
 class Prio3Scheme:
     """A Prio3 instance plus the measurement type that shapes its input and result."""
 
-    def __init__(self, prio3, measurement: MeasurementType) -> None:
+    def __init__(self, prio3, measurement: MeasurementType, output_offset: int = 0) -> None:
         self.prio3 = prio3
         self.measurement = measurement
+        self.output_offset = output_offset  # per report, per coordinate (offset-binary encodings)
         self.ID = prio3.ID
         self.SHARES = prio3.SHARES
         self.ROUNDS = prio3.ROUNDS
@@ -52,6 +54,9 @@ class Prio3Scheme:
 
     def shard(self, ctx: bytes, measurement: Any, nonce: bytes, rand: bytes):
         self.measurement.encode(measurement)  # same client-side validation and errors as every mode
+        if isinstance(self.measurement, FixedPointVec):  # clip as every mode does; the L2 type needs [-1, 1)
+            top = self.measurement.clip - 2.0**-self.measurement.frac_bits
+            measurement = np.clip(np.asarray(measurement, dtype=np.float64), -self.measurement.clip, top).tolist()
         return self.prio3.shard(ctx, measurement, nonce, rand)
 
     def verify_init(self, verify_key, ctx, agg_id, agg_param, nonce, public_share, input_share):
@@ -85,7 +90,7 @@ class Prio3Scheme:
         return [v - p if v > p // 2 else v for v in self.field.to_ints(total)]
 
     def unshard(self, agg_param: bytes, agg_shares: list[bytes], num_measurements: int) -> Any:
-        values = self.signed_total(agg_shares)
+        values = [v - self.output_offset * num_measurements for v in self.signed_total(agg_shares)]
         return self.measurement.decode(ring.from_ints(np.array(values, dtype=object)), num_measurements)
 
 
@@ -101,7 +106,27 @@ def prio3_for_measurement(measurement: MeasurementType, shares: int) -> Prio3Sch
         n = measurement.vector_length
         prio3 = Prio3SumVec(shares, n, (1 << measurement.bits) - 1, _chunk_length(n * measurement.bits))
     elif isinstance(measurement, FixedPointVec):
-        raise InvalidTask("fixedpointvec tasks use vdaf = 'twinring64' (the Prio3 L2-bounded variant is not wired to tasks yet)")
+        return _l2_scheme(measurement, shares)
     else:
         raise InvalidTask(f"no Prio3 variant for measurement type {measurement.NAME!r}")
     return Prio3Scheme(prio3, measurement)
+
+
+def _l2_scheme(measurement: FixedPointVec, shares: int) -> Prio3Scheme:
+    """Our Prio3FixedPointBoundedL2Vec: each entry in [-1, 1) and ||x||_2 <= l2_bound, proved."""
+    if measurement.l2_bound is None:
+        raise InvalidTask("fixedpointvec with vdaf 'prio3' needs 'l2_bound' (or use vdaf 'twinring64')")
+    if measurement.clip > 1 or measurement.frac_bits > 31:
+        raise InvalidTask("fixedpointvec with vdaf 'prio3' needs clip <= 1 and frac_bits <= 31")
+    entry_bits = measurement.frac_bits + 1
+    max_norm_sq = Fraction(measurement.l2_bound) ** 2
+    norm_bits = (int(max_norm_sq * 4**measurement.frac_bits)).bit_length() + 1
+    prio3 = Prio3FixedPointBoundedL2Vec(
+        shares,
+        measurement.vector_length,
+        measurement.frac_bits,
+        _chunk_length(measurement.vector_length * entry_bits),
+        _chunk_length(2 * norm_bits),
+        max_norm_sq=max_norm_sq,
+    )
+    return Prio3Scheme(prio3, measurement, output_offset=1 << measurement.frac_bits)

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 def scheme_for_task(task: Task) -> Vdaf:
     """TwinRing64 for 'twinring64'; the matching Prio3 instance for 'prio3'."""
     if task.vdaf == "twinring64":
+        if getattr(task.measurement, "l2_bound", None) is not None:
+            raise InvalidTask("'l2_bound' is enforced only by a validity proof: use vdaf 'prio3'")
         return TwinRing64(task.measurement, task.num_aggregators)
     if task.vdaf == "prio3":
         from mpc.prio3_binding import prio3_for_measurement

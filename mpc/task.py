@@ -132,6 +132,8 @@ class Task:
             raise InvalidTask(f"mode {self.mode!r} needs 'he_public_key'")
         if not self.aggregators:
             raise InvalidTask("a task needs at least one aggregator")
+        if self.mode == "shares":
+            self.scheme  # noqa: B018 - build the scheme now so a bad combination is refused at load
 
     # --- loading -----------------------------------------------------------
     @classmethod
@@ -257,9 +259,10 @@ def _retired_keys(value: Any) -> tuple[bytes, ...]:
 
 
 def _default_scheme(measurement: Any) -> str:
-    """Prio3 (validity proofs) unless the type has no Prio3 variant wired yet."""
-    kind = measurement.get("type") if isinstance(measurement, dict) else None
-    return "twinring64" if kind == "fixedpointvec" else "prio3"
+    """Prio3 (validity proofs); fixed-point vectors without an L2 bound have no Prio3 variant."""
+    if isinstance(measurement, dict) and measurement.get("type") == "fixedpointvec" and "l2_bound" not in measurement:
+        return "twinring64"
+    return "prio3"
 
 
 def _task_id(text: Any) -> bytes:

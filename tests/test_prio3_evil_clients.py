@@ -105,3 +105,27 @@ def test_client_side_validation_refuses_out_of_range(tasks):
         shard_report(tasks[("sum", 2)], 256)
     with pytest.raises(InvalidMeasurement):
         shard_report(tasks[("histogram", 2)], 6)
+
+
+def test_over_norm_model_update_rejected(loop_thread, cluster2):
+    """A federated update whose L2 norm exceeds the task bound, with a lying norm claim."""
+    import numpy as np
+
+    task = provision(loop_thread, cluster2, {"type": "fixedpointvec", "length": 4, "frac_bits": 8, "clip": 1.0, "l2_bound": 1.0})
+    assert task.vdaf == "prio3"
+    prio3 = task.scheme.prio3
+    valid = prio3.flp.valid
+    window = past_window(31)
+    scale = 1 << 8
+    qs = [int(0.9 * scale)] * 4  # ||x||^2 = 3.24 > 1
+    rid = os.urandom(16)
+    meas = valid.encode_fixed(qs, claimed_norm=scale * scale // 2)  # claims a norm within the bound
+    evil = seal_report(task, rid, window, *prio3.shard_encoded(task.ctx(), meas, rid, os.urandom(prio3.RAND_SIZE)))
+    honest = [[0.5, 0.0, 0.0, 0.0], [0.0, -0.25, 0.0, 0.5]]
+    outcomes = upload(loop_thread, cluster2, task, [*(shard_report(task, h, time=window) for h in honest), evil])
+    assert all(o.accepted for o in outcomes)
+    result = collect(loop_thread, cluster2, task, window)
+    assert result.report_count == 2
+    assert np.allclose(result.result, np.sum(honest, axis=0))
+    with pytest.raises(Exception, match="norm"):
+        shard_report(task, [0.9, 0.9, 0.9, 0.9])  # an honest client library refuses it up front

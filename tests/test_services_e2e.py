@@ -15,15 +15,16 @@ CASES = [
     ({"type": "histogram", "buckets": 5}, [0, 4, 4, 2], [1, 0, 1, 0, 2]),
     ({"type": "sumvec", "length": 3, "bits": 4}, [[1, 2, 3], [15, 0, 1]], [16, 2, 4]),
     ({"type": "fixedpointvec", "length": 2, "frac_bits": 16, "clip": 1.0}, [[0.5, -0.25], [0.25, 2.0]], [0.75, 0.75]),
+    ({"type": "fixedpointvec", "length": 2, "frac_bits": 16, "clip": 1.0, "l2_bound": 1.0}, [[0.5, -0.25], [0.25, 0.5]], [0.75, 0.25]),
 ]
 
 
-# fixedpointvec has no Prio3 task binding yet (mpc/prio3_binding.py): twinring64 only
-ROUNDS = [(v, *c) for c in CASES for v in ("prio3", "twinring64") if not (v == "prio3" and c[0]["type"] == "fixedpointvec")]
+# fixed-point vectors run on Prio3 only with an L2 bound (the proof enforces it), and on twinring64 only without
+ROUNDS = [(v, *c) for c in CASES for v in ("prio3", "twinring64") if c[0]["type"] != "fixedpointvec" or (v == "prio3") == ("l2_bound" in c[0])]
 
 
 @pytest.mark.parametrize("cluster_name", ["cluster2", "cluster3"])
-@pytest.mark.parametrize("vdaf,measurement,values,expected", ROUNDS, ids=[f"{r[0]}-{r[1]['type']}" for r in ROUNDS])
+@pytest.mark.parametrize("vdaf,measurement,values,expected", ROUNDS, ids=[f"{r[0]}-{r[1]['type']}{'-l2' if 'l2_bound' in r[1] else ''}" for r in ROUNDS])
 def test_round_is_exact(request, loop_thread, cluster_name, measurement, values, expected, vdaf):
     cluster = request.getfixturevalue(cluster_name)
     task = provision(loop_thread, cluster, measurement, vdaf=vdaf)
