@@ -205,3 +205,21 @@ def test_put_task_with_foreign_hpke_config_rejected(loop_thread, cluster2, sum_t
 
     code, details = _status(loop_thread, lambda: loop_thread.run(go()))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "hpke_config" in details
+
+
+def test_per_client_rate_limit(loop_thread, tmp_path):
+    """A chatty edge node is throttled with RESOURCE_EXHAUSTED; another node is not affected."""
+    from services.local_cluster import LocalCluster
+
+    cluster = LocalCluster(tmp_path, k=2, limits={"upload_rate_per_second": 1, "upload_burst": 2})
+    loop_thread.run(cluster.start())
+    try:
+        task = provision(loop_thread, cluster, {"type": "count"})
+        req = lambda: pb.UploadReportRequest(task_id=task.task_id, report=report_to_proto(shard_report(task, 1, time=past_window())))  # noqa: E731
+        _unary(loop_thread, cluster, req(), identity="edge-chatty")
+        _unary(loop_thread, cluster, req(), identity="edge-chatty")
+        code, _ = _status(loop_thread, lambda: _unary(loop_thread, cluster, req(), identity="edge-chatty"))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        _unary(loop_thread, cluster, req(), identity="edge-quiet")
+    finally:
+        loop_thread.run(cluster.stop())
