@@ -116,35 +116,34 @@ class FaultProxy:
         await self.stop()
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        self._handlers.add(asyncio.current_task())  # type: ignore[arg-type]
+        me = asyncio.current_task()
+        self._handlers.add(me)  # type: ignore[arg-type]
         self.stats.connections += 1
+        upstream_writer: asyncio.StreamWriter | None = None
+        pipes: list[asyncio.Future] = []
+        cut = False
         try:
-            try:
-                upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
-            except OSError:
-                client_writer.close()
-                return
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
             pipes = [
                 asyncio.ensure_future(self._pipe(client_reader, upstream_writer)),
                 asyncio.ensure_future(self._pipe(upstream_reader, client_writer)),
             ]
-            try:
-                done, pending = await asyncio.wait(pipes, return_when=asyncio.FIRST_EXCEPTION)
-                # one direction finished: let the other drain unless a reset cut the link
-                if any(isinstance(t.exception(), _ConnectionCut) for t in done if not t.cancelled()):
-                    for t in pending:
-                        t.cancel()
-                else:
-                    await asyncio.wait(pending)
-            finally:
-                for t in pipes:
-                    t.cancel()
-                await asyncio.gather(*pipes, return_exceptions=True)
-                for w in (client_writer, upstream_writer):
-                    if not w.is_closing():
-                        w.transport.abort() if _cut(pipes) else w.close()
+            # both directions end at EOF, or one raises _ConnectionCut (the only error a pipe lets out)
+            done, _ = await asyncio.wait(pipes, return_when=asyncio.FIRST_EXCEPTION)
+            cut = any(not t.cancelled() and isinstance(t.exception(), _ConnectionCut) for t in done)
+        except (OSError, asyncio.CancelledError):
+            pass  # target down (a killed aggregator) or the proxy is stopping: drop this connection
         finally:
-            self._handlers.discard(asyncio.current_task())  # type: ignore[arg-type]
+            for t in pipes:
+                t.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+            for w in (client_writer, upstream_writer):
+                if w is not None and not w.is_closing():
+                    if cut:
+                        w.transport.abort()  # RST, as a cut link looks to both ends
+                    else:
+                        w.close()
+            self._handlers.discard(me)  # type: ignore[arg-type]
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Read chunks, stamp each with its release time, write them in order."""
@@ -187,10 +186,6 @@ class FaultProxy:
         finally:
             delivering.cancel()
             await asyncio.gather(delivering, return_exceptions=True)
-
-
-def _cut(pipes: list[asyncio.Future]) -> bool:
-    return any(t.done() and not t.cancelled() and isinstance(t.exception(), _ConnectionCut) for t in pipes)
 
 
 async def kill_restart(cluster, index: int, down_seconds: float) -> dict[str, float]:

@@ -52,6 +52,9 @@ from services.client import report_to_proto
 from services.pki import channel_credentials
 
 RETRY_FOR_SECONDS = 20.0
+# what an edge outbox retries: transport trouble (a cut TLS stream can surface as INTERNAL) and rate limiting
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
+                       grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.RESOURCE_EXHAUSTED})
 STORM_BATCH = 100
 
 
@@ -125,7 +128,7 @@ class LoadGenerator:
             try:
                 resp = await stub.UploadReports(iter([pb.UploadBatch(task_id=self.task.task_id, reports=messages)]), timeout=10)
             except grpc.aio.AioRpcError as exc:
-                if time.monotonic() > deadline or exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN):
+                if time.monotonic() > deadline or exc.code() not in RETRYABLE:
                     self.errors.append(f"upload failed for good: {exc.code().name}: {exc.details()}")
                     return ["FAILED"] * len(messages)
                 attempt += 1

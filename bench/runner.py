@@ -341,7 +341,12 @@ def _phase_result(label, task, faults, chaos, first, ws, gen, collections, sampl
             prev = n
     all_e2e = np.concatenate(e2e_ms) if e2e_ms else np.zeros(0)
     acked_times = acked[acked_mask]
-    span = (acked_times.max() - np.nanmin(sealed)) if acked_times.size else 0.0
+    taken = np.array(reps["taken"], dtype=np.float64)
+    rates = []  # per window: acknowledged / (last ack - first reading taken)
+    for i in range(len(gen["windows"])):
+        in_w = acked_mask & (window_idx == i)
+        if in_w.sum() > 1:
+            rates.append(in_w.sum() / max(1e-9, acked[in_w].max() - taken[window_idx == i].min()))
     return {
         "label": label,
         "task_id": task.task_id_b64,
@@ -350,7 +355,7 @@ def _phase_result(label, task, faults, chaos, first, ws, gen, collections, sampl
         "windows": windows,
         "reports": {"sent": int(len(status)), "acked": int(acked_mask.sum()),
                     "refused": {k: int(v) for k, v in zip(*np.unique(status[~acked_mask], return_counts=True))} if (~acked_mask).any() else {}},
-        "ingest_per_s": round(float(acked_mask.sum() / span), 1) if span > 0 else None,
+        "ingest_per_s": round(float(np.median(rates)), 1) if rates else None,
         "stages": {"edge": summarize(edge_ms), "upload": summarize(upload_ms), "aggregate": summarize(agg_ms),
                    "collect": summarize(collect_ms), "unshard": summarize(unshard_ms), "end_to_end": summarize(all_e2e)},
         "samples_ms": {"edge": _r(edge_ms), "upload": _r(upload_ms), "aggregate": _r(agg_ms), "collect": _r(collect_ms),
