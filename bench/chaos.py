@@ -204,7 +204,7 @@ MALFORMED_KINDS: dict[str, tuple[frozenset[str], bool]] = {
     "short_report_id": (frozenset({"INVALID"}), False),
     "leader_share_flipped": (frozenset({"INVALID"}), False),
     "missing_share": (frozenset({"INVALID"}), False),
-    "garbage_public_share": (frozenset({"INVALID", "ACCEPTED"}), False),
+    "garbage_public_share": (frozenset({"INVALID"}), False),  # the public share is bound into every seal
     "helper_share_flipped": (frozenset({"ACCEPTED", "INVALID"}), False),  # the helper rejects it in aggregation
     "future_time": (frozenset({"STALE"}), False),
 }

@@ -86,7 +86,8 @@ def markdown(result: dict[str, Any]) -> str:
         scn.get("description") or "",
         "",
         f"Result: **{'all budgets and checks met' if result['ok'] else 'BUDGET OR CHECK MISSED'}** "
-        f"({result['machine']['cpus']} CPUs, Python {result['machine']['python']}, {result['wall_seconds']} s wall).",
+        f"({result['machine']['cpus']} CPUs, Python {result['machine']['python']}, {result['wall_seconds']} s wall, "
+        f"1-min load average {result['machine'].get('loadavg_1min_before')} before / {result['machine'].get('loadavg_1min_after')} after).",
         "",
         f"Workload: {w['edge_nodes']} edge nodes, {w['reports_per_window']} reports per {w['window_seconds']} s window, "
         f"{w['windows']} windows, measurement `{json.dumps(w['measurement'])}`, scheme {w['vdaf']}, K = {w['aggregators']}, "

@@ -287,7 +287,10 @@ async def _collect_windows(cluster: LocalCluster, task: Task, first: int, window
     return out
 
 
-def _phase_result(label, task, faults, chaos, first, ws, gen, collections, samples, chaos_events, proxy) -> dict[str, Any]:
+def _phase_result(label: str, task: Task, faults: LinkFaults, chaos: Any, first: int, ws: int, gen: dict[str, Any],
+                  collections: list[dict[str, Any]], samples: list[tuple[float, int]], chaos_events: list[dict[str, float]],
+                  proxy: chaos_mod.FaultProxy | None) -> dict[str, Any]:
+    """Stage samples, summaries, timeline and the exactness / chaos checks of one run."""
     reps = gen["reports"]
     status = np.array(reps["status"], dtype=object)
     acked_mask = np.array([a is not None for a in reps["acked"]], dtype=bool)
@@ -368,7 +371,7 @@ def _phase_result(label, task, faults, chaos, first, ws, gen, collections, sampl
     }
 
 
-def _r(a) -> list[float]:
+def _r(a: Any) -> list[float]:
     return [round(float(x), 3) for x in np.asarray(a, dtype=np.float64)]
 
 
@@ -394,6 +397,7 @@ def check_budgets(scn: Scenario, main: dict[str, Any]) -> list[dict[str, Any]]:
 async def run_scenario(scn: Scenario, *, with_peers: bool = True, workdir: Path | None = None) -> dict[str, Any]:
     """Run a scenario end to end; returns the result document (JSON-serialisable)."""
     started = time.time()
+    load_before = round(os.getloadavg()[0], 2)  # other jobs on a shared machine show here
     with tempfile.TemporaryDirectory(prefix="twinmpc-bench-") as tmp:
         work = Path(workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -412,7 +416,8 @@ async def run_scenario(scn: Scenario, *, with_peers: bool = True, workdir: Path 
     checks = main["checks"] + [c for run in chaos_runs for c in run["checks"]]
     return {
         "scenario": scn.model_dump(),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "loadavg_1min_before": load_before, "loadavg_1min_after": round(os.getloadavg()[0], 2)},
         "started": started,
         "wall_seconds": round(time.time() - started, 1),
         "main": main,

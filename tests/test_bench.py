@@ -256,7 +256,7 @@ def _synthetic_result(tmp_ok: bool = True) -> dict:
     peer_rows = {"ours twinring64 (K=2)": {"client_ms": 0.2, "aggregate_ms": 0.2, "finish_ms": 0.3, "total_ms_per_report": 0.5,
                                            "bytes_per_report": 178, "correct": True, "ratios": {"total": 1.0, "client": 1.0, "aggregate": 1.0}},
                  "mpyc": {"skipped": "not installed"}}
-    result = {"scenario": scn.model_dump(), "machine": {"cpus": 2, "python": "3.11", "platform": "x"}, "started": 0.0, "wall_seconds": 1.0,
+    result = {"scenario": scn.model_dump(), "machine": {"cpus": 2, "python": "3.11", "platform": "x", "loadavg_1min_before": 0.5, "loadavg_1min_after": 1.0}, "started": 0.0, "wall_seconds": 1.0,
               "main": run, "chaos": [], "peers": {"workload": {"reports": 2, "dimension": 1, "bits": 8}, "ours_label": "twinring64",
                                                   "systems": peer_rows, "notes": ["n"]}}
     result["budgets"] = runner.check_budgets(scn, run)
