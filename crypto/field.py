@@ -433,6 +433,7 @@ _P_HI = np.uint64(2**64 - 28)  # p = P_HI * 2^64 + 1
 _I32 = np.int64(0xFFFFFFFF)
 _SH = np.int64(32)
 _C28 = np.int64(28)
+_C783 = np.int64(783)  # 28^2 - 1
 _BLOCK = 4096  # elements per limb-kernel block (temporaries stay small and cache-resident)
 
 
@@ -452,41 +453,62 @@ def _canonical(lo: np.ndarray, hi: np.ndarray, carry: np.ndarray | bool) -> np.n
     return _pack(new_lo, new_hi)
 
 
-def _carry(limbs: list[np.ndarray]) -> list[np.ndarray]:
-    """In place: signed carries so limbs 0..k-2 are in [0, 2^32); the last takes the rest."""
-    for k in range(len(limbs) - 1):
-        c = limbs[k] >> _SH
-        limbs[k] &= _I32
-        limbs[k + 1] += c
-    return limbs
-
-
 def _mul_block(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Product of two flat F128 vectors (one row array per limb, no 2-D temporaries)."""
+    """Product of two flat F128 vectors (one row array per limb, no 2-D temporaries).
+
+    x_k, k < 8, are the column sums of the 32-bit halves of the 16 limb
+    products (each < 2^35, so the exact product is sum x_k 2^(32k)).  The
+    high columns fold straight into the low four with 2^128 = 28*2^64 - 1
+    (mod p), i.e. x4 -> (-1, 0, 28, 0), x5 -> (0, -1, 0, 28),
+    x6 -> (-28, 0, 783, 0), x7 -> (0, -28, 0, 783) on limbs 0..3; the signed
+    result (|limb| < 2^45) is carried, its top (< 2^14 in size) folded once
+    more, carried again, and brought into [0, p) by at most one subtraction of p.
+    The folded value is never negative: a negative term from x4..x7 in limb
+    0 or 1 comes with a far larger positive one in limb 2 or 3.
+    """
     lo_a, hi_a, lo_b, hi_b = a["lo"], a["hi"], b["lo"], b["hi"]
-    al = [lo_a & _M32, lo_a >> _S32, hi_a & _M32, hi_a >> _S32]
-    bl = [lo_b & _M32, lo_b >> _S32, hi_b & _M32, hi_b >> _S32]
+    al = (lo_a & _M32, lo_a >> _S32, hi_a & _M32, hi_a >> _S32)
+    bl = (lo_b & _M32, lo_b >> _S32, hi_b & _M32, hi_b >> _S32)
     cols: list[Any] = [None] * 8
     for i in range(4):
         for j in range(4):
-            prod = al[i] * bl[j]  # < 2^64; split so every column sum stays < 2^35
+            prod = al[i] * bl[j]  # < 2^64
             low = prod & _M32
             prod >>= _S32
             k = i + j
-            cols[k] = low if cols[k] is None else cols[k] + low
-            cols[k + 1] = prod if cols[k + 1] is None else cols[k + 1] + prod
-    x = _carry([c.view(np.int64) for c in cols])  # exact 256-bit product, 8 limbs
-    # Fold 1: x = H*2^128 + L and 2^128 = 28*2^64 - 1 (mod p); the result is >= 0 and < 2^197.
-    y = [x[0] - x[4], x[1] - x[5], x[2] - x[6], x[3] - x[7], _C28 * x[6], _C28 * x[7]]
-    y[2] += _C28 * x[4]
-    y[3] += _C28 * x[5]
-    y = _carry(y)
-    # Fold 2: high part y4 + y5*2^32 < 2^69.
-    z = _carry([y[0] - y[4], y[1] - y[5], y[2] + _C28 * y[4], y[3] + _C28 * y[5], np.zeros_like(y[0])])
-    # Fold 3: high part z4 < 2^12; the result is < 2^128 + 2^81 < 2p.
-    w = _carry([z[0] - z[4], z[1], z[2] + _C28 * z[4], z[3], np.zeros_like(z[0])])
-    u = [v.view(np.uint64) for v in w]
-    return _canonical(u[0] | (u[1] << _S32), u[2] | (u[3] << _S32), u[4] != 0)
+            if cols[k] is None:
+                cols[k] = low
+            else:
+                cols[k] += low
+            if cols[k + 1] is None:
+                cols[k + 1] = prod
+            else:
+                cols[k + 1] += prod
+    x0, x1, x2, x3, x4, x5, x6, x7 = (c.view(np.int64) for c in cols)
+    z0 = x0 - x4 - _C28 * x6
+    z1 = x1 - x5 - _C28 * x7
+    z2 = x2 + _C28 * x4 + _C783 * x6
+    z3 = x3 + _C28 * x5 + _C783 * x7
+    top = _carry4(z0, z1, z2, z3)  # value = z + top * 2^128 with 0 <= top < 2^14
+    z0 -= top
+    z2 += _C28 * top
+    top = _carry4(z0, z1, z2, z3)  # value in [0, 2^128 + 2^83) < 2p: top is 0 or 1
+    lo = z0.view(np.uint64) | (z1.view(np.uint64) << _S32)
+    hi = z2.view(np.uint64) | (z3.view(np.uint64) << _S32)
+    return _canonical(lo, hi, top != 0)
+
+
+def _carry4(z0: np.ndarray, z1: np.ndarray, z2: np.ndarray, z3: np.ndarray) -> np.ndarray:
+    """In place: signed carries so z0..z3 are in [0, 2^32); returns what overflows 2^128 (signed)."""
+    z1 += z0 >> _SH
+    z0 &= _I32
+    z2 += z1 >> _SH
+    z1 &= _I32
+    z3 += z2 >> _SH
+    z2 &= _I32
+    top = z3 >> _SH
+    z3 &= _I32
+    return top
 
 
 def _norm_signed(limbs: list[np.ndarray]) -> list[np.ndarray]:

@@ -1,0 +1,53 @@
+"""Field128Limbs product kernel (crypto.field._mul_block) against Python big ints.
+
+The kernel folds the eight 32-bit product columns with 2^128 = 28*2^64 - 1
+(mod p) and carries twice; these properties aim at its edges: limbs that are
+all ones (largest column sums), values just below p, powers of two at the
+limb and fold boundaries, and vectors longer than one kernel block.
+"""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crypto.field import _BLOCK, Field128, Field128Limbs
+
+P = Field128.MODULUS
+_M32 = 2**32 - 1
+
+
+def _limb_elems() -> st.SearchStrategy[int]:
+    """Elements built from extreme 32-bit limbs, plus the usual edges."""
+    limb = st.sampled_from([0, 1, 2, 27, 28, 29, _M32 - 28, _M32 - 27, _M32 - 1, _M32])
+    composed = st.tuples(limb, limb, limb, limb).map(lambda t: (t[0] | t[1] << 32 | t[2] << 64 | t[3] << 96) % P)
+    edge = st.sampled_from([0, 1, P - 1, P - 2, 2**64, 2**64 - 1, 2**96, 2**127, 28 * 2**64 - 1, (P - 1) // 2])
+    return st.one_of(composed, edge, st.integers(0, P - 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_limb_elems(), _limb_elems()), min_size=1, max_size=64))
+def test_limb_product_matches_big_ints(pairs: list[tuple[int, int]]) -> None:
+    xs, ys = [x for x, _ in pairs], [y for _, y in pairs]
+    got = Field128Limbs.to_ints(Field128Limbs.mul(Field128Limbs.from_ints(xs), Field128Limbs.from_ints(ys)))
+    assert got == [x * y % P for x, y in pairs] == [Field128.s_mul(x, y) for x, y in pairs]
+
+
+@settings(max_examples=50, deadline=None)
+@given(_limb_elems(), st.lists(_limb_elems(), min_size=1, max_size=16))
+def test_limb_product_broadcasts_a_constant(c: int, xs: list[int]) -> None:
+    got = Field128Limbs.mul(Field128Limbs.from_ints(xs).reshape(-1, 1), Field128Limbs.const(c))
+    assert Field128Limbs.to_ints(got) == [c * x % P for x in xs]
+
+
+def test_limb_product_across_blocks_matches_object_backend() -> None:
+    rng = random.Random(7)
+    n = 2 * _BLOCK + 17  # three blocks, the last one partial
+    xs = [rng.choice([P - 1, (2**64 - 29) << 64 | _M32 << 32 | _M32, rng.randrange(P)]) for _ in range(n)]
+    ys = [rng.choice([P - 1, 2**127, rng.randrange(P)]) for _ in range(n)]
+    limbs = Field128Limbs.mul(Field128Limbs.from_ints(xs), Field128Limbs.from_ints(ys))
+    objs = Field128.mul(Field128.from_ints(xs), Field128.from_ints(ys))
+    assert Field128Limbs.to_ints(limbs) == Field128.to_ints(objs)
+    assert Field128Limbs.encode_vec(limbs) == Field128.encode_vec(objs)
