@@ -76,6 +76,35 @@ def peer_table(peers: dict[str, Any]) -> list[str]:
     return lines
 
 
+def readme_table(result: dict[str, Any]) -> list[str]:
+    """The README's performance table (stages, throughput, chaos, peer ratios), with the command."""
+    scn, main = result["scenario"], result["main"]
+    w = scn["workload"]
+    cmd = f"`{result.get('command', 'python -m bench.runner')}`"
+    b = scn["budgets"]
+    rows = ["| what | result (p50 / p99) | budget (p99) | command |", "| --- | --- | --- | --- |"]
+    for stage in STAGES:
+        s = main["stages"][stage]
+        rows.append(f"| {STAGE_TITLES[stage]} | {_fmt(s['p50'])} / {_fmt(s['p99'])} ms | {_fmt(b[stage]['p99_ms'])} ms | {cmd} |")
+    rows.append(
+        f"| ingest, {w['edge_nodes']:,} edge nodes, {w['vdaf']}, K = {w['aggregators']}, one RPC per {w['upload_batch']} report(s) | "
+        f"{_fmt(main['ingest_per_s'])} reports/s, {main['reports']['acked']:,} acknowledged, all counted exactly | "
+        f">= {_fmt(b['min_ingest_per_s'])} reports/s | {cmd} |"
+    )
+    chaos = result.get("chaos") or []
+    if chaos:
+        ok = sum(all(c["ok"] for c in run["checks"]) for run in chaos)
+        kinds = ", ".join(sorted({run["chaos"]["action"] for run in chaos}))
+        rows.append(f"| chaos runs ({kinds}) | {ok} of {len(chaos)} exact, no acknowledged report lost | all | {cmd} |")
+    peers = result.get("peers")
+    if peers:
+        ratios = [f"{name.split(' (')[0]} {_fmt(p['ratios']['total'])}x" for name, p in peers["systems"].items()
+                  if "ratios" in p and not name.startswith("ours twinring64")]
+        pw = peers["workload"]
+        rows.append(f"| peers, time per report vs ours ({pw['reports']} x {pw['dimension']}-entry vectors) | {'; '.join(ratios)} | - | {cmd} |")
+    return rows
+
+
 def markdown(result: dict[str, Any]) -> str:
     scn = result["scenario"]
     w = scn["workload"]
@@ -125,6 +154,7 @@ def markdown(result: dict[str, Any]) -> str:
                 lines += [f"Proxy: `{json.dumps(run['proxy'])}`", ""]
             lines += [*stage_table(run), ""]
     peers = result.get("peers")
+    lines += ["", "## README table", "", *readme_table(result)]
     lines += ["", "## Peer comparison", ""]
     lines += peer_table(peers) if peers else ["Not run."]
     for note in (peers or {}).get("notes", []):

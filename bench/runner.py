@@ -356,7 +356,7 @@ def _phase_result(label: str, task: Task, faults: LinkFaults, chaos: Any, first:
         "faults": faults.model_dump(),
         "chaos": chaos.model_dump() if chaos is not None else None,
         "windows": windows,
-        "reports": {"sent": int(len(status)), "acked": int(acked_mask.sum()),
+        "reports": {"sent": len(status), "acked": int(acked_mask.sum()),
                     "refused": {k: int(v) for k, v in zip(*np.unique(status[~acked_mask], return_counts=True))} if (~acked_mask).any() else {}},
         "ingest_per_s": round(float(np.median(rates)), 1) if rates else None,
         "stages": {"edge": summarize(edge_ms), "upload": summarize(upload_ms), "aggregate": summarize(agg_ms),
@@ -447,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or REPO / "bench" / "out" / scn.name
     result = asyncio.run(run_scenario(scn, with_peers=not args.no_peers))
+    result["command"] = " ".join(["python -m bench.runner", *(sys.argv[1:] if argv is None else argv)])
     files = report_mod.write_report(result, out)
     if args.json:
         print(json.dumps(report_mod.without_samples(result), indent=2))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -122,7 +122,7 @@ class MalformedStorm(_Strict):
     at: float = Field(0.5, ge=0, lt=1)
 
 
-Chaos = Annotated[Union[KillRestart, DropEdges, LinkFault, ReplayStorm, MalformedStorm], Field(discriminator="action")]
+Chaos = Annotated[KillRestart | DropEdges | LinkFault | ReplayStorm | MalformedStorm, Field(discriminator="action")]
 
 
 class Peers(_Strict):
@@ -133,6 +133,7 @@ class Peers(_Strict):
     paillier_bits: int = Field(2048, ge=1024, le=4096)
     secagg_neighbors: int = Field(0, ge=0)  # 0: 2*ceil(log2 n), SecAgg+'s choice
     mpyc_parties: int = Field(3, ge=1, le=7)
+    repeats: int = Field(3, ge=1, le=20)  # rounds; each time is the median over them
 
 
 class Scenario(_Strict):

@@ -13,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench import chaos, loadgen, peers, report, runner
-from bench.scenario import SCENARIO_DIR, STAGES, Peers, ScenarioError, load_scenario, parse_scenario
+from bench.scenario import (
+    SCENARIO_DIR,
+    STAGES,
+    Peers,
+    ScenarioError,
+    load_scenario,
+    parse_scenario,
+)
 
 MINIMAL = """
 name = "t"
@@ -256,7 +263,7 @@ def _synthetic_result(tmp_ok: bool = True) -> dict:
     peer_rows = {"ours twinring64 (K=2)": {"client_ms": 0.2, "aggregate_ms": 0.2, "finish_ms": 0.3, "total_ms_per_report": 0.5,
                                            "bytes_per_report": 178, "correct": True, "ratios": {"total": 1.0, "client": 1.0, "aggregate": 1.0}},
                  "mpyc": {"skipped": "not installed"}}
-    result = {"scenario": scn.model_dump(), "machine": {"cpus": 2, "python": "3.11", "platform": "x", "loadavg_1min_before": 0.5, "loadavg_1min_after": 1.0}, "started": 0.0, "wall_seconds": 1.0,
+    result = {"command": "python -m bench.runner --quick", "scenario": scn.model_dump(), "machine": {"cpus": 2, "python": "3.11", "platform": "x", "loadavg_1min_before": 0.5, "loadavg_1min_after": 1.0}, "started": 0.0, "wall_seconds": 1.0,
               "main": run, "chaos": [], "peers": {"workload": {"reports": 2, "dimension": 1, "bits": 8}, "ours_label": "twinring64",
                                                   "systems": peer_rows, "notes": ["n"]}}
     result["budgets"] = runner.check_budgets(scn, run)
@@ -281,6 +288,8 @@ def test_report_writes_json_markdown_and_pngs(tmp_path: Path) -> None:
     assert json.loads(files[0].read_text())["main"]["samples_ms"]["edge"] == result["main"]["samples_ms"]["edge"]
     md = files[1].read_text()
     assert "| edge encode+shard+seal | 40 |" in md and "**NO**" in md and "skipped: not installed" in md
+    table = report.readme_table(result)
+    assert table[0].startswith("| what |") and any("ingest" in row for row in table) and "`python -m bench.runner --quick`" in table[-1]
     for png in files[2:]:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "samples_ms" not in report.without_samples(result)["main"]
@@ -331,9 +340,10 @@ def test_masking_client_rejects_bad_input() -> None:
 
 
 def test_peers_small_run_is_correct() -> None:
-    result = peers.run_peers(Peers(reports=3, dimension=2, bits=8, paillier_bits=1024, mpyc_parties=1))
+    result = peers.run_peers(Peers(reports=3, dimension=2, bits=8, paillier_bits=1024, mpyc_parties=1, repeats=2))
     systems = result["systems"]
     ran = {name: row for name, row in systems.items() if not row.get("skipped")}
     assert all(row["correct"] for row in ran.values())
+    assert all(row["passes"] == 2 for row in ran.values())
     assert ran["ours twinring64 (K=2)"]["ratios"]["total"] == pytest.approx(1.0)
     assert len(ran) >= 5
