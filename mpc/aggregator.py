@@ -33,6 +33,8 @@ CHECKSUM_SIZE = 32
 
 def open_input_share(task: Task, keypair: HpkeKeypair, agg_index: int, report: Report) -> bytes:
     """Decrypt this aggregator's input share; `SealError` if it does not open."""
+    if not 0 <= agg_index < task.num_aggregators:
+        raise ValueError(f"aggregator index {agg_index} outside 0..{task.num_aggregators - 1}")
     if len(report.sealed_shares) != task.num_aggregators:
         raise DecodeError(f"report carries {len(report.sealed_shares)} shares, task has {task.num_aggregators} aggregators")
     info = input_share_info(task, report.report_id, report.time, agg_index, report.public_share)

@@ -18,7 +18,9 @@ from mpc.report import REPORT_ID_SIZE, Report
 from mpc.task import Task
 
 
-def input_share_info(task: Task, report_id: bytes, report_time: int, agg_index: int, public_share: bytes) -> bytes:
+def input_share_info(
+    task: Task, report_id: bytes, report_time: int, agg_index: int, public_share: bytes, *, public_digest: bytes | None = None
+) -> bytes:
     """HPKE info binding an input share to its report and recipient."""
     return seal.binding(
         "input-share",
@@ -26,7 +28,7 @@ def input_share_info(task: Task, report_id: bytes, report_time: int, agg_index: 
         report_id,
         report_time.to_bytes(8, "big"),
         bytes([agg_index]),
-        seal.digest(public_share),
+        seal.digest(public_share) if public_digest is None else public_digest,
     )
 
 
@@ -50,8 +52,9 @@ def shard_report(
 
 def seal_report(task: Task, report_id: bytes, report_time: int, public_share: bytes, input_shares: list[bytes]) -> Report:
     """Seal each input share to its aggregator, bound to the report."""
+    digest = seal.digest(public_share)
     sealed = tuple(
-        seal.seal(agg.hpke_config, share, input_share_info(task, report_id, report_time, j, public_share))
+        seal.seal(agg.hpke_config, share, input_share_info(task, report_id, report_time, j, public_share, public_digest=digest))
         for j, (agg, share) in enumerate(zip(task.aggregators, input_shares, strict=True))
     )
     return Report(report_id, report_time, public_share, sealed)

@@ -26,6 +26,8 @@ MAX_BITS = 48  # leaves 2^16 summands of headroom before a sum could wrap
 
 
 def _int_vector(values: Any, length: int, bits: int, what: str) -> np.ndarray:
+    if isinstance(values, (list, tuple)) and any(isinstance(v, (bool, np.bool_)) for v in values):
+        raise InvalidMeasurement(f"{what}: entries must be integers, not booleans")
     try:
         arr = np.asarray(values)
     except (OverflowError, ValueError) as exc:
