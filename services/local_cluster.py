@@ -46,6 +46,8 @@ class LocalCluster:
     hpke_suite: str = "x25519-hkdf-sha256-aes128gcm"
     limits: dict[str, Any] = field(default_factory=dict)
     metrics: bool = False  # expose Prometheus /metrics on an ephemeral loopback port
+    database_urls: dict[int, str] = field(default_factory=dict)  # aggregator index -> postgresql:// URL (else SQLite)
+    database_password_env: str | None = None  # env var holding the database password, for those aggregators
     nodes: list[_Node] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -71,6 +73,7 @@ class LocalCluster:
             f'identity = "{ident}"',
             f'hpke_suite = "{self.hpke_suite}"',
             *(['metrics_listen = "127.0.0.1:0"'] if self.metrics else []),
+            *self._database_lines(int(ident.removeprefix("agg"))),
             "[tls]",
             f'cert = "pki/{ident}.crt"',
             f'key = "pki/{ident}.key"',
@@ -79,6 +82,12 @@ class LocalCluster:
             *(f"{k} = {v}" for k, v in self.limits.items()),
         ]
         path.write_text("\n".join(lines) + "\n")
+
+    def _database_lines(self, index: int) -> list[str]:
+        url = self.database_urls.get(index)
+        if url is None:
+            return []
+        return [f'database_url = "{url}"', *([f'database_password_env = "{self.database_password_env}"'] if self.database_password_env else [])]
 
     # --- credentials ---------------------------------------------------------------
     def credentials(self, role: str, identity: str | None = None) -> grpc.ChannelCredentials:

@@ -5,6 +5,9 @@ Example (``aggregator.toml``)::
     listen = "127.0.0.1:7001"
     data_dir = "/var/lib/twinmpc/agg1"     # SQLite store, HPKE and datastore keys
     identity = "agg1"
+    # optional: share one PostgreSQL database between replicas (default: SQLite in data_dir)
+    # database_url = "postgresql://twinmpc@db.internal:5432/twinmpc"
+    # database_password_env = "TWINMPC_DB_PASSWORD"   # the password only ever from the environment
 
     [tls]
     cert = "pki/agg1.crt"
@@ -21,10 +24,12 @@ Example (``aggregator.toml``)::
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mpc.errors import InvalidTask
 
@@ -57,6 +62,29 @@ class AggregatorConfig(BaseModel):
     hpke_suite: str = "x25519-hkdf-sha256-aes128gcm"
     log_level: str = "INFO"
     metrics_listen: str | None = None  # e.g. "127.0.0.1:9464": Prometheus GET /metrics
+    database_url: str | None = None  # postgresql://user@host:port/db (docs/storage.md); None: SQLite in data_dir
+    database_password_env: str | None = None  # name of the environment variable holding the database password
+
+    @field_validator("database_url")
+    @classmethod
+    def _no_secret_in_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return url
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL")
+        if parts.password is not None or "password" in parse_qs(parts.query):
+            raise ValueError("must not carry a password; name an environment variable in database_password_env")
+        return url
+
+    def database_password(self) -> str | None:
+        """The database password from the environment variable `database_password_env` names."""
+        if self.database_password_env is None:
+            return None
+        value = os.environ.get(self.database_password_env)
+        if value is None:
+            raise ConfigError(f"database_password_env: environment variable {self.database_password_env} is not set")
+        return value
 
 
 class ConfigError(InvalidTask):

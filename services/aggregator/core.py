@@ -106,7 +106,13 @@ class AggregatorCore:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.hpke = load_or_create_hpke(config.data_dir / "hpke_key.json", config.hpke_suite)
-        self.store = SqliteDatastore(config.data_dir / "aggregator.sqlite3", load_or_create_datastore_key(config.data_dir / "datastore.key"))
+        key = load_or_create_datastore_key(config.data_dir / "datastore.key")  # replicas sharing a database share this key
+        if config.database_url:
+            from services.storage.postgres import PostgresDatastore  # optional dependency: pip install '.[postgres]'
+
+            self.store = PostgresDatastore(config.database_url, key, password=config.database_password())
+        else:
+            self.store = SqliteDatastore(config.data_dir / "aggregator.sqlite3", key)
         self.metrics = Metrics()
         self.metrics_server = None
         self.metrics_port = 0
