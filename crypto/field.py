@@ -148,6 +148,25 @@ class _PrimeField:
         """Sum along `axis`; the result has at least one dimension."""
         raise NotImplementedError
 
+    # ---- lazy reduction (for transforms that only add, subtract and multiply) ----
+    # Backends whose elements are bounded machine words must stay canonical, so
+    # by default these are the ordinary operations; the object backends
+    # override them to skip the modulus until `canonical` (or a product).
+    @classmethod
+    def lazy_add(cls, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """a + b, possibly unreduced; valid input to mul, lazy_* and canonical."""
+        return cls.add(a, b)
+
+    @classmethod
+    def lazy_sub(cls, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """a - b, possibly unreduced (even negative on object backends)."""
+        return cls.sub(a, b)
+
+    @classmethod
+    def canonical(cls, a: np.ndarray) -> np.ndarray:
+        """Canonical representatives of lazily reduced elements."""
+        return a
+
     # ---- generic helpers ----
     @classmethod
     def zeros(cls, n: int) -> np.ndarray:
@@ -407,6 +426,18 @@ class _ObjectField(_PrimeField):
     def sum(cls, a: np.ndarray, axis: int = -1) -> np.ndarray:
         return np.atleast_1d(np.sum(a, axis=axis) % cls.MODULUS).astype(object)
 
+    @classmethod
+    def lazy_add(cls, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a + b
+
+    @classmethod
+    def lazy_sub(cls, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a - b
+
+    @classmethod
+    def canonical(cls, a: np.ndarray) -> np.ndarray:
+        return a % cls.MODULUS
+
 
 class Field64Small(_ObjectField):
     """Field64 on object arrays: the same field and bytes, for short vectors (Count, Sum)."""
@@ -593,6 +624,19 @@ class Field128Limbs(Field128):
     @classmethod
     def neg(cls, a: np.ndarray) -> np.ndarray:
         return cls.sub(np.zeros(a.shape, dtype=F128_DTYPE), a)
+
+    # Limb vectors must stay canonical: lazy operations are the exact ones.
+    @classmethod
+    def lazy_add(cls, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return cls.add(a, b)
+
+    @classmethod
+    def lazy_sub(cls, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return cls.sub(a, b)
+
+    @classmethod
+    def canonical(cls, a: np.ndarray) -> np.ndarray:
+        return a
 
     @classmethod
     def mul(cls, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -65,6 +65,8 @@ def ntt(field: type[_PrimeField], a: np.ndarray, inverse: bool = False, scale: b
     lead = a.shape[:-1]
     x = a[..., _bitrev(n)]
     m = 1
+    # Butterflies add and subtract lazily (object backends skip the modulus;
+    # values grow by one bit per stage); products and the end reduce.
     for w in _twiddles(field, n, inverse):
         blocks = x.reshape(lead + (n // (2 * m), 2, m))
         u = blocks[..., 0, :]
@@ -75,13 +77,13 @@ def ntt(field: type[_PrimeField], a: np.ndarray, inverse: bool = False, scale: b
             v = odd.copy()
             v[..., 1:] = field.mul(odd[..., 1:], w[1:])
         out = np.empty_like(blocks)
-        out[..., 0, :] = field.add(u, v)
-        out[..., 1, :] = field.sub(u, v)
+        out[..., 0, :] = field.lazy_add(u, v)
+        out[..., 1, :] = field.lazy_sub(u, v)
         x = out.reshape(lead + (n,))
         m *= 2
     if inverse and scale and n > 1:
-        x = field.mul(x, field.const(field.s_inv(n)))
-    return x
+        return field.mul(x, field.const(field.s_inv(n)))
+    return field.canonical(x)
 
 
 def interpolate_roots(field: type[_PrimeField], values: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crypto.field import _BLOCK, Field128, Field128Limbs
+from crypto.field import _BLOCK, Field64, Field64Small, Field128, Field128Limbs
 
 P = Field128.MODULUS
 _M32 = 2**32 - 1
@@ -51,3 +51,19 @@ def test_limb_product_across_blocks_matches_object_backend() -> None:
     objs = Field128.mul(Field128.from_ints(xs), Field128.from_ints(ys))
     assert Field128Limbs.to_ints(limbs) == Field128.to_ints(objs)
     assert Field128Limbs.encode_vec(limbs) == Field128.encode_vec(objs)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_lazy_add_sub_then_canonical_match_exact_ops(data: st.DataObject) -> None:
+    """lazy_add/lazy_sub may leave object-backend values unreduced (even negative);
+    products and `canonical` must still give the exact residues."""
+    for field in (Field64, Field64Small, Field128, Field128Limbs):
+        p = field.MODULUS
+        xs = data.draw(st.lists(st.integers(0, p - 1), min_size=1, max_size=12))
+        a = field.from_ints(xs)
+        b = field.from_ints(xs[::-1])
+        lazy = field.lazy_sub(field.lazy_add(field.lazy_add(a, b), a), field.lazy_add(b, b))
+        exact = [(2 * x - y) % p for x, y in zip(xs, xs[::-1])]
+        assert field.to_ints(field.canonical(lazy)) == exact
+        assert field.to_ints(field.mul(lazy, b)) == [e * y % p for e, y in zip(exact, xs[::-1])]
