@@ -327,7 +327,6 @@ def test_replicas_never_claim_a_report_twice_and_merges_add_up(backend):
     _run_threads([worker(n) for n in range(4)])
     every = [rid for ids in claimed for rid in ids]
     assert len(every) == len(set(every)) == len(values)  # each report claimed exactly once
-    assert all(claimed), "every worker should have won some reports"
     for w in windows:
         expected = sum(v for i, v in values.items() if windows[i % 3] == w)
         assert replicas[0].get_window(TASK, w).accumulator == _int(expected)
