@@ -102,7 +102,13 @@ def aggregator_serve(
     except ConfigError as exc:
         raise fail(str(exc), 2) from None
     logging.basicConfig(level=cfg.log_level, format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
-    asyncio.run(serve(cfg, port_file=port_file))
+    from services.keyfiles import KeyFileError
+    from services.pki import PkiError
+
+    try:
+        asyncio.run(serve(cfg, port_file=port_file))
+    except (PkiError, KeyFileError, OSError) as exc:
+        raise fail(f"aggregator could not start: {exc}") from None
 
 
 # --------------------------------------------------------------- keys ---
@@ -141,7 +147,7 @@ def task_create(
     identity: str = "admin",
     window_seconds: int = 60,
     min_batch_size: int = 100,
-    vdaf: str = "twinring64",
+    vdaf: Annotated[Optional[str], typer.Option(help="prio3 (validity proofs, the default) or twinring64")] = None,
     dp: Annotated[str, typer.Option(help='JSON DP block, e.g. {"algo": "discrete-gaussian", "epsilon": 1.0, "delta": 1e-9}')] = '{"algo": "none"}',
     out: Annotated[Optional[Path], typer.Option(help="write the task document here")] = None,
 ) -> None:
@@ -154,7 +160,7 @@ def task_create(
         doc = {
             "measurement": json.loads(measurement),
             "dp": json.loads(dp),
-            "vdaf": vdaf,
+            **({"vdaf": vdaf} if vdaf else {}),
             "window_seconds": window_seconds,
             "min_batch_size": min_batch_size,
             "collector_hpke_config": b64encode(load_hpke_key(collector_key).config.encode()),

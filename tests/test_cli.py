@@ -87,3 +87,15 @@ def test_end_to_end_by_hand(tmp_path, loop_thread):
         assert listed.returncode == 0 and json.loads(created.stdout)["task_id"] in listed.stdout
     finally:
         loop_thread.run(cluster.stop())
+
+
+def test_aggregator_serve_with_missing_certificate_exits_1(tmp_path):
+    (tmp_path / "agg.toml").write_text('data_dir = "d"\nlisten = "127.0.0.1:0"\n[tls]\ncert = "nope.crt"\nkey = "nope.key"\nca = "ca.crt"\n')
+    out = twinmpc("aggregator", "serve", "--config", "agg.toml", cwd=tmp_path)
+    assert out.returncode == 1 and "could not start" in out.stderr
+
+
+def test_aggregator_serve_with_bad_config_exits_2(tmp_path):
+    (tmp_path / "agg.toml").write_text('data_dir = "d"\nlisten = 5\n')
+    out = twinmpc("aggregator", "serve", "--config", "agg.toml", cwd=tmp_path)
+    assert out.returncode == 2 and "listen" in out.stderr
