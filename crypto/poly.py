@@ -143,45 +143,75 @@ def lagrange_weights(field: type[_PrimeField], t: int, n: int) -> np.ndarray:
     """lam with f(t) = sum_k f(w^k) lam[k] for every f of degree < n (w a primitive n-th root).
 
     Barycentric weights lam[k] = (t^n - 1)/n * w^k / (t - w^k) without inversions:
-    expanding 1/(t - w^k) as a geometric series gives lam = NTT(u) / n with
-    u = [1, t^(n-1), t^(n-2), ..., t], which also holds when t is a root.
+    expanding 1/(t - w^k) as a geometric series gives
+    lam[k] = (1/n) sum_j t^j w^(-jk), the inverse NTT of [1, t, ..., t^(n-1)],
+    which also holds when t is a root.
     """
     small = field.SMALL  # n is at most a few thousand: use the low-overhead backend
-    pw = small.powers(t, n)  # [1, t, ..., t^(n-1)]
-    u = np.concatenate([pw[:1], pw[:0:-1]])
-    lam = small.mul(ntt(small, u), small.const(small.s_inv(n)))
+    lam = ntt(small, small.powers(t, n), inverse=True)
     return field.from_backend(small, lam)
+
+
+def subsample_lagrange_weights(field: type[_PrimeField], lam_n: np.ndarray, t: int, p: int) -> np.ndarray:
+    """Weights of size p (dividing n = len(lam_n)) from those of size n at the same point t.
+
+    The p-th roots are every r-th n-th root (r = n/p), and the two barycentric
+    factors differ by (t^n - 1)/(t^p - 1) = sum_{i<r} t^(ip) =: S, so
+    lam_p[k] = lam_n[r*k] * r / S.  S = 0 only when t is an n-th but not a
+    p-th root; then the weights are computed directly.
+    """
+    n = lam_n.shape[-1]
+    r = n // p
+    if r * p != n:
+        raise ValueError("p must divide the number of weights")
+    if r == 1:
+        return lam_n
+    q = field.MODULUS
+    tp = pow(t, p, q)
+    s = sum(pow(tp, i, q) for i in range(r)) % q
+    if s == 0:
+        return lagrange_weights(field, t, p)
+    return field.mul(lam_n[::r], field.const(r * pow(s, -1, q)))
+
+
+@cache
+def _extension_matrix(field: type[_PrimeField], l: int, n: int) -> np.ndarray:
+    """C (n - l, l) with [values, C @ values] the values at all n-th roots of the
+    polynomial of degree < l through values at w^0 .. w^(l-1).
+
+    The m = n - l missing values solve the m x m system "coefficients l..n-1
+    vanish": A u = -B v with A[j][i] = w^(-j*(l+i)), B[j][k] = w^(-j*k),
+    j in [l, n).  Solved once per (field, l, n) on Python ints.
+    """
+    q = field.MODULUS
+    small = field.SMALL
+    roots = small.to_ints(_roots(small, n))  # w^i, so w^(-j*k) = roots[(-j*k) mod n]
+    a = [[roots[(-j * i) % n] for i in range(l, n)] for j in range(l, n)]
+    b = [[(-roots[(-j * k) % n]) % q for k in range(l)] for j in range(l, n)]
+    rows = _solve_mod(a, b, q)  # A^{-1} (-B), one row per missing value
+    return field.from_ints([x for row in rows for x in row]).reshape(n - l, l)
 
 
 def extend_lagrange(field: type[_PrimeField], values: np.ndarray, n: int) -> np.ndarray:
     """Values at all n-th roots of the unique polynomial of degree < l = len(values)
     whose values at w_n^0 .. w_n^(l-1) are given (draft-18 Lagrange-basis gadget polynomial).
 
-    The m = n - l missing values solve the m x m system "coefficients l..n-1
-    vanish"; m is tiny (1 for degree-2 gadgets), solved exactly on Python ints.
+    The missing n - l values are a fixed linear map of the given ones
+    (`_extension_matrix`, cached): one product and one row sum per call.
     """
     l = values.shape[-1]
     if l > n:
         raise ValueError("more values than roots")
-    m = n - l
-    if m == 0:
+    if l == n:
         return values
-    p = field.MODULUS
-    small = field.SMALL
-    vals = small.from_backend(field, values)
-    roots = _roots(small, n)  # w^i, so w^(-j*k) = roots[(-j*k) mod n]
-    ks = np.arange(l)
-    # Known part: rhs_j = -sum_{k<l} v_k w^{-jk}, j in [l, n).
-    rhs = [(-small.inner(vals, roots[(-j * ks) % n])) % p for j in range(l, n)]
-    mat = [small.to_ints(roots[(-j * np.arange(l, n)) % n]) for j in range(l, n)]
-    unknown = _solve_mod(mat, rhs, p)
-    return np.concatenate([values, field.from_ints(unknown)])
+    c = _extension_matrix(field, l, n)
+    return np.concatenate([values, field.sum(field.mul(c, values.reshape(1, l)), axis=-1)])
 
 
-def _solve_mod(mat: list[list[int]], rhs: list[int], p: int) -> list[int]:
-    """Gauss-Jordan elimination mod p on a small non-singular system."""
+def _solve_mod(mat: list[list[int]], rhs: list[list[int]], p: int) -> list[list[int]]:
+    """Gauss-Jordan elimination mod p on a small non-singular system with several right-hand sides."""
     m = len(rhs)
-    a = [row[:] + [r] for row, r in zip(mat, rhs)]
+    a = [row[:] + r[:] for row, r in zip(mat, rhs)]
     for col in range(m):
         piv = next(r for r in range(col, m) if a[r][col] % p)
         a[col], a[piv] = a[piv], a[col]
@@ -191,7 +221,7 @@ def _solve_mod(mat: list[list[int]], rhs: list[int], p: int) -> list[int]:
             if r != col and a[r][col]:
                 fac = a[r][col]
                 a[r] = [(x - fac * y) % p for x, y in zip(a[r], a[col])]
-    return [a[r][m] for r in range(m)]
+    return [a[r][m:] for r in range(m)]
 
 
 def pad(field: type[_PrimeField], a: np.ndarray, n: int) -> np.ndarray:
@@ -226,4 +256,5 @@ __all__ = [
     "pad",
     "poly_eval",
     "poly_mul",
+    "subsample_lagrange_weights",
 ]

@@ -33,6 +33,7 @@ from crypto.poly import (
     extend_values,
     lagrange_weights,
     next_power_of_2,
+    subsample_lagrange_weights,
 )
 from mpc.errors import VerifyError
 
@@ -258,11 +259,13 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
             if pow(t, p, f.MODULUS) == 1:
                 # t among the interpolation points would leak a gadget output.
                 raise VerifyError("query randomness hit a root of unity")
-            # Only columns 0..calls of the wire matrix are non-zero.
-            lam = lagrange_weights(f, t, p)[: calls + 1]
+            # Only columns 0..calls of the wire matrix are non-zero; the wire
+            # weights (size p) are every (n/p)-th gadget weight, rescaled.
+            lam_n = lagrange_weights(f, t, full.shape[-1])
+            lam = subsample_lagrange_weights(f, lam_n, t, p)[: calls + 1]
             wires_used = np.concatenate([seeds.reshape(-1, 1), w_in], axis=1)
             verifier.append(f.sum(f.mul(wires_used, lam), axis=-1))
-            verifier.append(f.sum(f.mul(full, lagrange_weights(f, t, full.shape[-1])), axis=-1))
+            verifier.append(f.sum(f.mul(full, lam_n), axis=-1))
         return np.concatenate(verifier)
 
     def decide(self, verifier: np.ndarray) -> bool:

@@ -1,0 +1,47 @@
+"""crypto.poly.subsample_lagrange_weights: size-p weights derived from size-n ones (FLP query)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crypto.field import Field64, Field64Small, Field128, Field128Limbs
+from crypto.poly import lagrange_weights, subsample_lagrange_weights
+
+FIELDS = [Field64, Field64Small, Field128, Field128Limbs]
+
+
+@pytest.mark.parametrize("field", FIELDS, ids=lambda f: f.__name__)
+def test_subsampled_weights_equal_direct_weights(field) -> None:  # type: ignore[no-untyped-def]
+    @settings(max_examples=25, deadline=None)
+    @given(st.integers(0, field.MODULUS - 1), st.sampled_from([(1, 2), (2, 4), (4, 8), (8, 16), (4, 16), (16, 32), (1, 8)]))
+    def check(t, sizes):  # type: ignore[no-untyped-def]
+        p, n = sizes
+        if pow(t, p, field.MODULUS) == 1:  # the FLP rejects these points before asking
+            return
+        got = subsample_lagrange_weights(field, lagrange_weights(field, t, n), t, p)
+        assert field.to_ints(got) == field.to_ints(lagrange_weights(field, t, p))
+
+    check()
+
+
+@pytest.mark.parametrize("field", FIELDS, ids=lambda f: f.__name__)
+def test_subsample_at_an_nth_root_that_is_not_a_pth_root(field) -> None:  # type: ignore[no-untyped-def]
+    """There sum_i t^(ip) = 0 and the rescaling is undefined: fall back to direct weights."""
+    q = field.MODULUS
+    n, p = 16, 4
+    t = field.root_of_unity(n)  # t^4 != 1
+    got = field.to_ints(subsample_lagrange_weights(field, lagrange_weights(field, t, n), t, p))
+    direct = field.to_ints(lagrange_weights(field, t, p))
+    assert got == direct
+    # f(t) for f = x^3 from its values on the 4th roots: the weights really evaluate.
+    w4 = field.root_of_unity(p)
+    assert sum(pow(w4, 3 * k, q) * lam for k, lam in enumerate(got)) % q == pow(t, 3, q)
+
+
+def test_subsample_rejects_a_size_that_does_not_divide() -> None:
+    lam = lagrange_weights(Field128, 12345, 8)
+    with pytest.raises(ValueError):
+        subsample_lagrange_weights(Field128, lam, 12345, 3)
+    assert subsample_lagrange_weights(Field128, lam, 12345, 8) is lam
