@@ -148,6 +148,11 @@ class _PrimeField:
         """Sum along `axis`; the result has at least one dimension."""
         raise NotImplementedError
 
+    @classmethod
+    def mul_sum(cls, a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+        """sum(a * b) along `axis` (a and b broadcast), reduced; at least one dimension."""
+        return cls.sum(cls.mul(a, b), axis=axis)
+
     # ---- lazy reduction (for transforms that only add, subtract and multiply) ----
     # Backends whose elements are bounded machine words must stay canonical, so
     # by default these are the ordinary operations; the object backends
@@ -427,6 +432,16 @@ class _ObjectField(_PrimeField):
         return np.atleast_1d(np.sum(a, axis=axis) % cls.MODULUS).astype(object)
 
     @classmethod
+    def mul_sum(cls, a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+        # One modulus per output instead of one per product and one per sum:
+        # the exact integer sum is formed first (Python ints do not overflow).
+        if axis in (-1, a.ndim - 1) and b.ndim == 1 and a.ndim >= 1 and a.shape[-1] == b.shape[0]:
+            total = np.matmul(a, b)
+        else:
+            total = np.sum(a * b, axis=axis)
+        return np.atleast_1d(total % cls.MODULUS).astype(object)
+
+    @classmethod
     def lazy_add(cls, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a + b
 
@@ -624,6 +639,10 @@ class Field128Limbs(Field128):
     @classmethod
     def neg(cls, a: np.ndarray) -> np.ndarray:
         return cls.sub(np.zeros(a.shape, dtype=F128_DTYPE), a)
+
+    @classmethod
+    def mul_sum(cls, a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+        return cls.sum(cls.mul(a, b), axis=axis)
 
     # Limb vectors must stay canonical: lazy operations are the exact ones.
     @classmethod

@@ -205,7 +205,7 @@ def extend_lagrange(field: type[_PrimeField], values: np.ndarray, n: int) -> np.
     if l == n:
         return values
     c = _extension_matrix(field, l, n)
-    return np.concatenate([values, field.sum(field.mul(c, values.reshape(1, l)), axis=-1)])
+    return np.concatenate([values, field.mul_sum(c, values)])
 
 
 def _solve_mod(mat: list[list[int]], rhs: list[list[int]], p: int) -> list[list[int]]:
@@ -234,7 +234,7 @@ def pad(field: type[_PrimeField], a: np.ndarray, n: int) -> np.ndarray:
 def poly_eval(field: type[_PrimeField], coeffs: np.ndarray, t: int) -> np.ndarray:
     """Evaluate each polynomial (last axis = coefficients) at the point t."""
     pw = field.powers(t, coeffs.shape[-1])
-    return field.sum(field.mul(coeffs, pw), axis=-1)
+    return field.mul_sum(coeffs, pw)
 
 
 def poly_mul(field: type[_PrimeField], a: np.ndarray, b: np.ndarray) -> np.ndarray:

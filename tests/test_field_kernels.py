@@ -67,3 +67,23 @@ def test_lazy_add_sub_then_canonical_match_exact_ops(data: st.DataObject) -> Non
         exact = [(2 * x - y) % p for x, y in zip(xs, xs[::-1])]
         assert field.to_ints(field.canonical(lazy)) == exact
         assert field.to_ints(field.mul(lazy, b)) == [e * y % p for e, y in zip(exact, xs[::-1])]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_mul_sum_matches_sum_of_products(data: st.DataObject) -> None:
+    """mul_sum (one reduction per output on object backends) equals sum(mul) on every backend."""
+    rows = data.draw(st.integers(1, 5))
+    cols = data.draw(st.integers(1, 7))
+    for field in (Field64, Field64Small, Field128, Field128Limbs):
+        p = field.MODULUS
+        elems = st.one_of(st.sampled_from([0, 1, p - 1]), st.integers(0, p - 1))
+        m = data.draw(st.lists(elems, min_size=rows * cols, max_size=rows * cols))
+        v = data.draw(st.lists(elems, min_size=cols, max_size=cols))
+        a = field.from_ints(m).reshape(rows, cols)
+        expected_rows = [sum(m[r * cols + k] * v[k] for k in range(cols)) % p for r in range(rows)]
+        assert field.to_ints(field.mul_sum(a, field.from_ints(v))) == expected_rows
+        b = field.from_ints(m[::-1]).reshape(rows, cols)
+        mr = m[::-1]
+        expected_cols = [sum(m[r * cols + k] * mr[r * cols + k] for r in range(rows)) % p for k in range(cols)]
+        assert field.to_ints(field.mul_sum(a, b, axis=0)) == expected_cols

@@ -103,6 +103,8 @@ class ParallelSum(Gadget):
     def eval_vec(self, field: type[_PrimeField], inputs: np.ndarray) -> np.ndarray:
         a = self.subcircuit.ARITY
         n = inputs.shape[-1]
+        if isinstance(self.subcircuit, Mul):  # sum of products: one reduction per point
+            return field.mul_sum(inputs[0::2], inputs[1::2], axis=0)
         grouped = inputs.reshape(self.count, a, n).transpose(1, 0, 2).reshape(a, self.count * n)
         per_copy = self.subcircuit.eval_vec(field, grouped).reshape(self.count, n)
         return field.sum(per_copy, axis=0)
@@ -246,7 +248,7 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
 
         if valid.EVAL_OUTPUT_LEN > 1:
             reduce_rand = query_rand[: valid.EVAL_OUTPUT_LEN]
-            v = f.sum(f.mul(reduce_rand, out), axis=-1)
+            v = f.mul_sum(reduce_rand, out)
             test_points = query_rand[valid.EVAL_OUTPUT_LEN :]
         else:
             v = out[:1]
@@ -264,8 +266,8 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
             lam_n = lagrange_weights(f, t, full.shape[-1])
             lam = subsample_lagrange_weights(f, lam_n, t, p)[: calls + 1]
             wires_used = np.concatenate([seeds.reshape(-1, 1), w_in], axis=1)
-            verifier.append(f.sum(f.mul(wires_used, lam), axis=-1))
-            verifier.append(f.sum(f.mul(full, lam_n), axis=-1))
+            verifier.append(f.mul_sum(wires_used, lam))
+            verifier.append(f.mul_sum(full, lam_n))
         return np.concatenate(verifier)
 
     def decide(self, verifier: np.ndarray) -> bool:
