@@ -12,8 +12,8 @@ import sqlite3
 import struct
 import threading
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 from cryptography.exceptions import InvalidTag
@@ -283,7 +283,7 @@ def _run_threads(targets: list[Callable[[], None]]) -> None:
         def run():
             try:
                 fn()
-            except BaseException as exc:  # surfaced below, in the test thread
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, in the test thread
                 errors.append(exc)
         return run
 
