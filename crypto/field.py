@@ -53,6 +53,7 @@ class _PrimeField:
     GENERATOR: int  # element of order GEN_ORDER (draft Field.gen())
     NAME: str
     SMALL: type[_PrimeField]  # backend for short vectors (itself unless overridden)
+    CHEAP_DOT = False  # True where exact dot products cost one reduction per output (object arrays)
 
     @classmethod
     def from_backend(cls, other: type[_PrimeField], vec: np.ndarray) -> np.ndarray:
@@ -152,6 +153,11 @@ class _PrimeField:
     def mul_sum(cls, a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
         """sum(a * b) along `axis` (a and b broadcast), reduced; at least one dimension."""
         return cls.sum(cls.mul(a, b), axis=axis)
+
+    @classmethod
+    def matmul(cls, a: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """a (..., k) times the matrix m (k, j), reduced."""
+        return cls.mul_sum(a[..., :, None], m, axis=-2)
 
     # ---- lazy reduction (for transforms that only add, subtract and multiply) ----
     # Backends whose elements are bounded machine words must stay canonical, so
@@ -366,6 +372,8 @@ class Field64(_PrimeField):
 class _ObjectField(_PrimeField):
     """Object arrays of Python ints: lowest per-call overhead, for short vectors."""
 
+    CHEAP_DOT = True
+
     @classmethod
     def from_ints(cls, values: Iterable[int]) -> np.ndarray:
         p = cls.MODULUS
@@ -440,6 +448,10 @@ class _ObjectField(_PrimeField):
         else:
             total = np.sum(a * b, axis=axis)
         return np.atleast_1d(total % cls.MODULUS).astype(object)
+
+    @classmethod
+    def matmul(cls, a: np.ndarray, m: np.ndarray) -> np.ndarray:
+        return np.matmul(a, m) % cls.MODULUS
 
     @classmethod
     def lazy_add(cls, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -576,6 +588,7 @@ class Field128Limbs(Field128):
 
     NAME = "Field128"
     SMALL = Field128
+    CHEAP_DOT = False
 
     @classmethod
     def from_ints(cls, values: Iterable[int]) -> np.ndarray:
@@ -643,6 +656,10 @@ class Field128Limbs(Field128):
     @classmethod
     def mul_sum(cls, a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
         return cls.sum(cls.mul(a, b), axis=axis)
+
+    @classmethod
+    def matmul(cls, a: np.ndarray, m: np.ndarray) -> np.ndarray:
+        return cls.mul_sum(a[..., :, None], m, axis=-2)
 
     # Limb vectors must stay canonical: lazy operations are the exact ones.
     @classmethod

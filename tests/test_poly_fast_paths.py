@@ -1,13 +1,19 @@
-"""crypto.poly.subsample_lagrange_weights: size-p weights derived from size-n ones (FLP query)."""
+"""crypto.poly fast paths against the general ones: subsampled Lagrange weights (FLP query)
+and the matrix form of extend_values used for small transforms."""
 
 from __future__ import annotations
+
+import random
+
+import numpy as np
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crypto.field import Field64, Field64Small, Field128, Field128Limbs
-from crypto.poly import lagrange_weights, subsample_lagrange_weights
+from crypto import poly
+from crypto.poly import _coset_values_ntt, extend_values, lagrange_weights, subsample_lagrange_weights
 
 FIELDS = [Field64, Field64Small, Field128, Field128Limbs]
 
@@ -45,3 +51,17 @@ def test_subsample_rejects_a_size_that_does_not_divide() -> None:
     with pytest.raises(ValueError):
         subsample_lagrange_weights(Field128, lam, 12345, 3)
     assert subsample_lagrange_weights(Field128, lam, 12345, 8) is lam
+
+
+@pytest.mark.parametrize("field", FIELDS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("shape, n", [((2, 2), 4), ((1, 16), 32), ((6, 8), 16), ((3, 4), 16), ((2, 1), 2), ((32,), 64)])
+def test_small_extend_values_match_the_ntt_path(field, shape, n) -> None:  # type: ignore[no-untyped-def]
+    rng = random.Random(n * shape[-1])
+    p = shape[-1]
+    vals = field.from_ints([rng.randrange(field.MODULUS) for _ in range(int(np.prod(shape)))]).reshape(shape)
+    expected = np.stack(_coset_values_ntt(field, vals, n), axis=-1).reshape(shape[:-1] + (n,))
+    assert field.to_ints(extend_values(field, vals, n)) == field.to_ints(expected)
+    rows = vals.size // p
+    assert field.CHEAP_DOT == (field in (Field64Small, Field128))
+    if field.CHEAP_DOT:  # these shapes are small enough for the matrix path
+        assert rows * p * (n - p) <= poly.SMALL_EXTEND_MAX_PRODUCTS
