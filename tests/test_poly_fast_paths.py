@@ -65,3 +65,16 @@ def test_small_extend_values_match_the_ntt_path(field, shape, n) -> None:  # typ
     assert field.CHEAP_DOT == (field in (Field64Small, Field128))
     if field.CHEAP_DOT:  # these shapes are small enough for the matrix path
         assert rows * p * (n - p) <= poly.SMALL_EXTEND_MAX_PRODUCTS
+
+
+@pytest.mark.parametrize("field", FIELDS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("shape", [(2,), (1, 4), (3, 8), (1, 16), (20, 4)])
+@pytest.mark.parametrize("inverse, scale", [(False, True), (True, True), (True, False)])
+def test_small_ntt_matrix_path_matches_butterflies(field, shape, inverse, scale, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    rng = random.Random(shape[-1] * 3 + inverse)
+    a = field.from_ints([rng.randrange(field.MODULUS) for _ in range(int(np.prod(shape)))]).reshape(shape)
+    if field.CHEAP_DOT:
+        assert a.size * shape[-1] <= poly.SMALL_NTT_MAX_PRODUCTS  # the matrix path is taken
+    fast = field.to_ints(poly.ntt(field, a, inverse=inverse, scale=scale))
+    monkeypatch.setattr(poly, "SMALL_NTT_MAX_PRODUCTS", 0)
+    assert fast == field.to_ints(poly.ntt(field, a, inverse=inverse, scale=scale))
