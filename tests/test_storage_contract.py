@@ -517,3 +517,20 @@ def test_pg_collection_waits_for_an_upload_in_flight(pg):
         blocker.close()
         monitor.close()
         collector.close()
+
+
+def test_pg_connections_closed_by_the_server_are_replaced(pg):
+    """A restart or an idle-connection reaper closes pooled connections: the next calls reconnect."""
+    import psycopg
+
+    store, url, server, _ = pg
+    store.put_blob("before", b"1")
+    with psycopg.connect(url, password=server.password, autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'twinmpc-aggregator' AND datname = current_database()"
+        ).fetchone()[0]
+    assert killed >= 1
+    store.put_blob("after", b"2")
+    assert store.get_blob("before") == b"1" and store.get_blob("after") == b"2"
+    assert store.transaction_stats()["put_blob"].retries >= 1

@@ -25,9 +25,9 @@ method):
   lands before the window closes (and the collection's flush sees it) or is
   refused as ``window_closed``.
 
-Deadlocks the lock manager breaks (40P01) and serialization failures (40001)
-are retried by `_run`, which counts attempts per transaction name
-(`transaction_stats`) for metrics.
+Deadlocks the lock manager breaks (40P01), serialization failures (40001) and
+connections lost before COMMIT are retried by `_run`, which counts attempts
+per transaction name (`transaction_stats`) for metrics.
 """
 
 from __future__ import annotations
@@ -205,24 +205,37 @@ class PostgresDatastore:
         """Run `body` in one READ COMMITTED transaction; retry deadlocks and serialization failures.
 
         `body` may run more than once, so it must only touch the database through its cursor.
+        A connection lost before COMMIT is retried on a fresh connection (nothing was
+        committed); one lost during COMMIT is a `StorageError`, since the outcome is unknown.
         """
         stats = self._stats.setdefault(name, TxStats())
         for attempt in range(1, self._max_attempts + 1):
             started = time.perf_counter()
+            committing = False
+            conn = None
             try:
-                with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-                    result = body(cur)
+                with self._connection() as conn, conn.transaction():
+                    with conn.cursor() as cur:
+                        result = body(cur)
+                    committing = True  # leaving the block sends COMMIT
             except _RETRYABLE as exc:
                 stats.retries += 1
                 log.debug("transaction %s retried (%s), attempt %d", name, type(exc).__name__, attempt)
                 time.sleep(min(0.2, 0.002 * 2**attempt) * (1 + secrets.randbelow(1000) / 1000))
                 continue
-            except psycopg.OperationalError as exc:  # connection lost: the outcome is unknown, do not retry
-                raise StorageError(f"{name}: database error ({type(exc).__name__})") from exc
+            except psycopg.OperationalError as exc:
+                if conn is None or not (conn.broken or conn.closed):  # the server refused the statement itself
+                    raise StorageError(f"{name}: database error ({type(exc).__name__})") from exc
+                if committing:  # lost during COMMIT: it may have committed, so only the caller can decide
+                    raise StorageError(f"{name}: connection lost while committing ({type(exc).__name__})") from exc
+                # lost before COMMIT (a pooled connection the server closed, a restart): nothing committed
+                stats.retries += 1
+                log.warning("transaction %s: connection lost before commit (%s); retrying on a new connection", name, type(exc).__name__)
+                continue
             stats.commits += 1
             stats.seconds += time.perf_counter() - started
             return result
-        raise StorageError(f"{name}: gave up after {self._max_attempts} conflicting attempts")
+        raise StorageError(f"{name}: gave up after {self._max_attempts} attempts (conflicts or lost connections)")
 
     def transaction_stats(self) -> dict[str, TxStats]:
         """Commits, retries and time per transaction name (for metrics and benchmarks)."""
