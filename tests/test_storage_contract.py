@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import pytest
 from cryptography.exceptions import InvalidTag
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from services.storage import (
     HelperReportRow,
@@ -534,3 +536,39 @@ def test_pg_connections_closed_by_the_server_are_replaced(pg):
     store.put_blob("after", b"2")
     assert store.get_blob("before") == b"1" and store.get_blob("after") == b"2"
     assert store.transaction_stats()["put_blob"].retries >= 1
+
+
+# --- property: upload outcomes follow the reference model -------------------------------------------------
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), st.lists(st.tuples(st.integers(0, 2), st.integers(0, 7)), max_size=6)),
+        st.tuples(st.just("close"), st.integers(0, 2)),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_OPS)
+def test_upload_outcomes_follow_the_model(store, ops):
+    """Any interleaving of uploads (with repeats) and collections: ok / replay / window_closed as modelled."""
+    task = os.urandom(32)  # one store for all examples: a fresh task keeps them apart
+    stored: set[int] = set()
+    closed: set[int] = set()
+    windows = (W0, W1, W2)
+    for op, arg in ops:
+        if op == "close":
+            closed.add(arg)
+            store.update_window_collected(task, windows[arg])
+            continue
+        expected = []
+        for w, i in arg:
+            if w in closed:
+                expected.append("window_closed")
+            elif i in stored:
+                expected.append("replay")
+            else:
+                stored.add(i)
+                expected.append("ok")
+        assert store.put_reports(task, [(windows[w], _report(i, windows[w] + 1)) for w, i in arg]) == expected
+    assert sum(store.count_pending(task, w) for w in windows) == len(stored)

@@ -289,17 +289,17 @@ class PostgresDatastore:
 
     # --- leader: reports ------------------------------------------------------------------
     def put_reports(self, task_id: bytes, rows: list[tuple[int, PendingReport]]) -> list[str]:
-        """Insert reports durably; per row 'ok', 'replay' or 'window_closed'."""
-        first: dict[bytes, int] = {}
-        for pos, (_, r) in enumerate(rows):
-            first.setdefault(r.report_id, pos)
-        batch = [rows[pos] for pos in sorted(first.values())]
-        sealed = [self._seal("reports", task_id + r.report_id, "leader_share", r.leader_share) for _, r in batch]
-        windows = sorted({w for w, _ in batch})
+        """Insert reports durably; per row 'ok', 'replay' or 'window_closed'.
 
-        def body(cur: psycopg.Cursor) -> tuple[set[int], set[bytes]]:
-            if not batch:
-                return set(), set()
+        Like the reference backend, a report id repeated within the batch is a replay of
+        its first occurrence that lands in an open window.
+        """
+        sealed = [self._seal("reports", task_id + r.report_id, "leader_share", r.leader_share) for _, r in rows]
+        windows = sorted({w for w, _ in rows})
+
+        def body(cur: psycopg.Cursor) -> tuple[set[int], dict[bytes, int], set[bytes]]:
+            if not rows:
+                return set(), {}, set()
             cur.execute(
                 "SELECT pg_advisory_xact_lock_shared(k) FROM unnest(%s::bigint[]) AS k",  # ascending: one lock order
                 (sorted(_window_lock_key(task_id, w) for w in windows),),
@@ -308,9 +308,13 @@ class PostgresDatastore:
                 "SELECT window_start FROM windows WHERE task_id=%s AND window_start = ANY(%s) AND state='collected'",
                 (task_id, windows),
             )}
-            keep = [i for i, (w, _) in enumerate(batch) if w not in closed]
+            first: dict[bytes, int] = {}
+            for pos, (w, r) in enumerate(rows):
+                if w not in closed:
+                    first.setdefault(r.report_id, pos)
+            keep = list(first.values())
             if not keep:
-                return closed, set()
+                return closed, first, set()
             cur.execute(
                 "INSERT INTO reports (task_id, report_id, window_start, time, public_share, leader_share, helper_shares) "
                 "SELECT %s, u.report_id, u.window_start, u.time, u.public_share, u.leader_share, u.helper_shares "
@@ -319,17 +323,17 @@ class PostgresDatastore:
                 "ORDER BY u.n ON CONFLICT DO NOTHING RETURNING report_id",
                 (
                     task_id,
-                    [batch[i][1].report_id for i in keep],
-                    [batch[i][0] for i in keep],
-                    [batch[i][1].time for i in keep],
-                    [batch[i][1].public_share for i in keep],
+                    [rows[i][1].report_id for i in keep],
+                    [rows[i][0] for i in keep],
+                    [rows[i][1].time for i in keep],
+                    [rows[i][1].public_share for i in keep],
                     [sealed[i] for i in keep],
-                    [_pack_list(batch[i][1].helper_shares) for i in keep],
+                    [_pack_list(rows[i][1].helper_shares) for i in keep],
                 ),
             )
-            return closed, {rid for (rid,) in cur.fetchall()}
+            return closed, first, {rid for (rid,) in cur.fetchall()}
 
-        closed, inserted = self._run("put_reports", body)
+        closed, first, inserted = self._run("put_reports", body)
         out = []
         for pos, (w, r) in enumerate(rows):
             if w in closed:
