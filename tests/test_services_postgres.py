@@ -117,3 +117,26 @@ def test_config_refuses_a_password_in_the_url(tmp_path):
         with pytest.raises(ConfigError, match=message) as info:
             load_aggregator_config(path)
         assert "secret" not in str(info.value)
+
+
+def test_sigkill_postgres_leader_mid_window(loop_thread, postgres_server, tmp_path, monkeypatch):
+    """Leader as a real process on PostgreSQL, SIGKILLed with jobs in flight and restarted:
+    every acknowledged report counted once; a client's retry is answered REPLAYED."""
+    monkeypatch.setenv(PASSWORD_ENV, postgres_server.password)  # inherited by the aggregator processes
+    cluster = LocalCluster(tmp_path, k=2, processes=True, limits={"job_size": 30},
+                           database_urls={0: postgres_server.create_database()}, database_password_env=PASSWORD_ENV)
+    loop_thread.run(cluster.start())
+    try:
+        task = provision(loop_thread, cluster, {"type": "sum", "bits": 8})
+        window = past_window()
+        first = [shard_report(task, v, time=window + 1) for v in range(200)]
+        assert all(o.accepted for o in upload(loop_thread, cluster, task, first))
+        cluster.kill(0)
+        loop_thread.run(cluster.restart(0))
+        assert {o.status for o in upload(loop_thread, cluster, task, first[:50])} == {"REPLAYED"}
+        assert all(o.accepted for o in upload(loop_thread, cluster, task, [shard_report(task, 9, time=window + 2) for _ in range(100)]))
+        result = collect(loop_thread, cluster, task, window)
+        assert result.report_count == 300
+        assert result.result == sum(range(200)) + 900
+    finally:
+        loop_thread.run(cluster.stop())
