@@ -165,6 +165,7 @@ class PostgresDatastore:
         self._pool_lock = threading.Lock()
         self._closed = False
         self._stats: dict[str, TxStats] = {}
+        self._stats_lock = threading.Lock()
         self._run("create_schema", self._create_schema)
 
     def __repr__(self) -> str:
@@ -208,7 +209,8 @@ class PostgresDatastore:
         A connection lost before COMMIT is retried on a fresh connection (nothing was
         committed); one lost during COMMIT is a `StorageError`, since the outcome is unknown.
         """
-        stats = self._stats.setdefault(name, TxStats())
+        with self._stats_lock:
+            stats = self._stats.setdefault(name, TxStats())
         for attempt in range(1, self._max_attempts + 1):
             started = time.perf_counter()
             committing = False
@@ -219,7 +221,8 @@ class PostgresDatastore:
                         result = body(cur)
                     committing = True  # leaving the block sends COMMIT
             except _RETRYABLE as exc:
-                stats.retries += 1
+                with self._stats_lock:
+                    stats.retries += 1
                 log.debug("transaction %s retried (%s), attempt %d", name, type(exc).__name__, attempt)
                 time.sleep(min(0.2, 0.002 * 2**attempt) * (1 + secrets.randbelow(1000) / 1000))
                 continue
@@ -229,17 +232,20 @@ class PostgresDatastore:
                 if committing:  # lost during COMMIT: it may have committed, so only the caller can decide
                     raise StorageError(f"{name}: connection lost while committing ({type(exc).__name__})") from exc
                 # lost before COMMIT (a pooled connection the server closed, a restart): nothing committed
-                stats.retries += 1
+                with self._stats_lock:
+                    stats.retries += 1
                 log.warning("transaction %s: connection lost before commit (%s); retrying on a new connection", name, type(exc).__name__)
                 continue
-            stats.commits += 1
-            stats.seconds += time.perf_counter() - started
+            with self._stats_lock:
+                stats.commits += 1
+                stats.seconds += time.perf_counter() - started
             return result
         raise StorageError(f"{name}: gave up after {self._max_attempts} attempts (conflicts or lost connections)")
 
     def transaction_stats(self) -> dict[str, TxStats]:
         """Commits, retries and time per transaction name (for metrics and benchmarks)."""
-        return {k: TxStats(v.commits, v.retries, v.seconds) for k, v in self._stats.items()}
+        with self._stats_lock:
+            return {k: TxStats(v.commits, v.retries, v.seconds) for k, v in self._stats.items()}
 
     def close(self) -> None:
         with self._pool_lock:
