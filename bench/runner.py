@@ -32,6 +32,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -230,13 +231,17 @@ async def run_phase(cluster: LocalCluster, scn: Scenario, label: str, faults: Li
             poller = AggregationPoller(cluster.workdir / "agg0-data" / "aggregator.sqlite3", task.task_id)
             poller.start()
             chaos_events: list[dict[str, float]] = []
+            chaos_failures: list[str] = []
             chaos_job = None
             if isinstance(chaos, KillRestart):
                 async def kill_later() -> None:
                     await asyncio.sleep(max(0.0, first + chaos.at * ws - time.time()))
-                    chaos_events.append(await chaos_mod.kill_restart(cluster, chaos.target, chaos.down_seconds))
+                    try:
+                        chaos_events.append(await chaos_mod.kill_restart(cluster, chaos.target, chaos.down_seconds))
+                    except (RuntimeError, OSError, TimeoutError) as exc:  # did not come back: the check says so
+                        chaos_failures.append(f"{type(exc).__name__}: {exc}")
                 chaos_job = asyncio.ensure_future(kill_later())
-            collections = await _collect_windows(cluster, task, first, windows, ws, events, done)
+            collections = await _collect_windows(cluster, task, first, windows, ws, events, done, proc, workdir / f"loadgen-{tag}.log")
             if chaos_job is not None:
                 await chaos_job
             rc = await asyncio.wait_for(proc.wait(), 120)
@@ -252,11 +257,33 @@ async def run_phase(cluster: LocalCluster, scn: Scenario, label: str, faults: Li
     finally:
         if proxy is not None:
             await proxy.stop()
-    return _phase_result(label, task, faults, chaos, first, ws, gen, collections, poller.samples, chaos_events, proxy)
+    return _phase_result(label, task, faults, chaos, first, ws, gen, collections, poller.samples, chaos_events or chaos_failures, proxy)
+
+
+async def _settled(event: asyncio.Event, proc: asyncio.subprocess.Process, log: Path) -> None:
+    """Wait for a window's "done" line; fail at once if the load generator dies first."""
+    waiter = asyncio.ensure_future(event.wait())
+    exited = asyncio.ensure_future(proc.wait())
+    try:
+        finished, _ = await asyncio.wait({waiter, exited}, timeout=120, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        exited.cancel()
+    if waiter not in finished and exited in finished:
+        try:  # the last "done" line may still be in the pipe when the process is reaped
+            await asyncio.wait_for(event.wait(), 2)
+            return
+        except TimeoutError:
+            pass
+    if not event.is_set():
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+        why = f"exited with {proc.returncode}" if exited in finished else "sent no 'done' within 120 s"
+        raise RuntimeError(f"load generator {why}: {' '.join(tail)}")
 
 
 async def _collect_windows(cluster: LocalCluster, task: Task, first: int, windows: int, ws: int,
-                           events: dict[int, asyncio.Event], done: dict[int, float]) -> list[dict[str, Any]]:
+                           events: dict[int, asyncio.Event], done: dict[int, float],
+                           proc: asyncio.subprocess.Process, log: Path) -> list[dict[str, Any]]:
     """Collect each window the moment it closes (and its uploads settled): timing + result."""
     out = []
     opts = [("grpc.max_receive_message_length", 16 << 20)]
@@ -267,7 +294,7 @@ async def _collect_windows(cluster: LocalCluster, task: Task, first: int, window
             start = first + i * ws
             close = start + ws
             await asyncio.sleep(max(0.0, close - time.time()))
-            await asyncio.wait_for(events[start].wait(), 120)
+            await _settled(events[start], proc, log)
             ready = max(close, done[start])
             await asyncio.sleep(max(0.0, ready - time.time()))
             t0 = time.time()
@@ -288,7 +315,7 @@ async def _collect_windows(cluster: LocalCluster, task: Task, first: int, window
 
 
 def _phase_result(label: str, task: Task, faults: LinkFaults, chaos: Any, first: int, ws: int, gen: dict[str, Any],
-                  collections: list[dict[str, Any]], samples: list[tuple[float, int]], chaos_events: list[dict[str, float]],
+                  collections: list[dict[str, Any]], samples: list[tuple[float, int]], chaos_events: list[Any],
                   proxy: chaos_mod.FaultProxy | None) -> dict[str, Any]:
     """Stage samples, summaries, timeline and the exactness / chaos checks of one run."""
     reps = gen["reports"]
@@ -331,9 +358,9 @@ def _phase_result(label: str, task: Task, faults: LinkFaults, chaos: Any, first:
             ok = bool(got) and set(got) <= allowed
             checks.append({"check": f"malformed storm: {kind} gets {'/'.join(sorted(allowed))}", "ok": ok, "detail": json.dumps(got)})
     if isinstance(chaos, KillRestart):
-        ok = len(chaos_events) == 1
-        checks.append({"check": f"aggregator {chaos.target} killed (SIGKILL) and restarted mid-window", "ok": ok,
-                       "detail": json.dumps({k: round(v, 3) for k, v in chaos_events[0].items()}) if ok else "did not run"})
+        ok = len(chaos_events) == 1 and isinstance(chaos_events[0], dict)
+        detail = json.dumps({k: round(v, 3) for k, v in chaos_events[0].items()}) if ok else f"restart failed: {chaos_events}"
+        checks.append({"check": f"aggregator {chaos.target} killed (SIGKILL) and restarted mid-window", "ok": ok, "detail": detail})
     t_origin = float(first)
     t_end = float(max([first + len(gen["windows"]) * ws] + [c.get("at", 0) for c in collections]))
     agg_times = []
@@ -394,23 +421,56 @@ def check_budgets(scn: Scenario, main: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-async def run_scenario(scn: Scenario, *, with_peers: bool = True, workdir: Path | None = None) -> dict[str, Any]:
-    """Run a scenario end to end; returns the result document (JSON-serialisable)."""
+def _failed_phase(label: str, chaos: Any, faults: LinkFaults, exc: BaseException) -> dict[str, Any]:
+    """A run that could not complete: no samples, one failed check saying why."""
+    return {
+        "label": label, "task_id": None, "faults": faults.model_dump(), "chaos": chaos.model_dump() if chaos is not None else None,
+        "windows": [], "reports": {"sent": 0, "acked": 0, "refused": {}}, "ingest_per_s": None,
+        "stages": {s: summarize([]) for s in STAGES}, "samples_ms": {},
+        "timeline": {"bin_seconds": TIMELINE_BIN, "origin": 0.0, "acked_per_s": [], "aggregated_per_s": []},
+        "storms": {}, "proxy": None,
+        "checks": [{"check": "run completed", "ok": False, "detail": f"{type(exc).__name__}: {exc} (see logs/)"}],
+    }
+
+
+async def _guarded_phase(cluster: LocalCluster, scn: Scenario, label: str, faults: LinkFaults, chaos: Any, windows: int, work: Path) -> dict[str, Any]:
+    try:
+        return await run_phase(cluster, scn, label, faults, chaos, windows, work)
+    except (RuntimeError, OSError, TimeoutError, grpc.aio.AioRpcError, json.JSONDecodeError) as exc:
+        print(f"twinmpc bench: run {label} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return _failed_phase(label, chaos, faults, exc)
+
+
+def _keep_logs(work: Path, logs: Path) -> None:
+    """Copy the load generator's and the aggregators' logs next to the report."""
+    logs.mkdir(parents=True, exist_ok=True)
+    for f in [*work.glob("loadgen-*.log"), *(work / "cluster").glob("agg*.log")]:
+        shutil.copyfile(f, logs / f.name)
+
+
+async def run_scenario(scn: Scenario, *, with_peers: bool = True, logs: Path | None = None) -> dict[str, Any]:
+    """Run a scenario end to end; returns the result document (JSON-serialisable).
+
+    A run that cannot complete (an aggregator that does not come back, a load
+    generator that stops answering) is recorded as a failed check and the
+    remaining runs go on; with `logs`, every process's log is copied there.
+    """
     started = time.time()
     load_before = round(os.getloadavg()[0], 2)  # other jobs on a shared machine show here
     with tempfile.TemporaryDirectory(prefix="twinmpc-bench-") as tmp:
-        work = Path(workdir or tmp)
-        work.mkdir(parents=True, exist_ok=True)
+        work = Path(tmp)
         cluster = LocalCluster(work / "cluster", k=scn.workload.aggregators, processes=True)
         await cluster.start()
         try:
-            main = await run_phase(cluster, scn, "main", scn.network, None, scn.workload.windows, work)
+            main = await _guarded_phase(cluster, scn, "main", scn.network, None, scn.workload.windows, work)
             chaos_runs = []
             for n, c in enumerate(scn.chaos):
                 faults = c.faults if isinstance(c, LinkFault) else LinkFaults()
-                chaos_runs.append(await run_phase(cluster, scn, f"chaos{n}:{c.action}", faults, c, 1, work))
+                chaos_runs.append(await _guarded_phase(cluster, scn, f"chaos{n}:{c.action}", faults, c, 1, work))
         finally:
             await cluster.stop()
+            if logs is not None:
+                _keep_logs(work, logs)
     peers = peers_mod.run_peers(scn.peers) if with_peers and scn.peers.enabled else None
     budgets = check_budgets(scn, main)
     checks = main["checks"] + [c for run in chaos_runs for c in run["checks"]]
@@ -446,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"twinmpc bench: {exc}", file=sys.stderr)
         return 2
     out = args.out or REPO / "bench" / "out" / scn.name
-    result = asyncio.run(run_scenario(scn, with_peers=not args.no_peers))
+    result = asyncio.run(run_scenario(scn, with_peers=not args.no_peers, logs=out / "logs"))
     result["command"] = " ".join(["python -m bench.runner", *(sys.argv[1:] if argv is None else argv)])
     files = report_mod.write_report(result, out)
     if args.json:

@@ -16,6 +16,7 @@ from bench import chaos, loadgen, peers, report, runner
 from bench.scenario import (
     SCENARIO_DIR,
     STAGES,
+    KillRestart,
     Peers,
     ScenarioError,
     load_scenario,
@@ -347,3 +348,14 @@ def test_peers_small_run_is_correct() -> None:
     assert all(row["passes"] == 2 for row in ran.values())
     assert ran["ours twinring64 (K=2)"]["ratios"]["total"] == pytest.approx(1.0)
     assert len(ran) >= 5
+
+
+def test_a_failed_run_is_reported_not_raised(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    result = _synthetic_result()
+    failed = runner._failed_phase("chaos0:kill_restart", KillRestart(action="kill_restart"), parse_scenario(MINIMAL).network, TimeoutError("no done line"))
+    result["chaos"] = [failed]
+    result["checks"] = result["checks"] + failed["checks"]
+    md = report.write_report(result, tmp_path)[1].read_text()
+    assert "| chaos0:kill_restart | run completed | **NO** | TimeoutError: no done line" in md
+    assert "0 of 1 exact" in "\n".join(report.readme_table(result))
