@@ -189,6 +189,9 @@ class SumVec(Valid[list[int], list[int]]):
     def encode(self, measurement: Sequence[int]) -> np.ndarray:
         if len(measurement) != self.length:
             raise InvalidMeasurement(f"SumVec measurement must have length {self.length}")
+        arr = np.asarray(measurement)
+        if arr.shape == (self.length,) and arr.dtype.kind in "biu" and self.max_measurement < 2**63:
+            return self._encode_machine_ints(arr)
         vals = [_as_int(v, "SumVec entry") for v in measurement]
         if any(not 0 <= v <= self.max_measurement for v in vals):
             raise InvalidMeasurement(f"SumVec entry outside [0, {self.max_measurement}]")
@@ -199,6 +202,17 @@ class SumVec(Valid[list[int], list[int]]):
         low_bits = (low[:, None] >> np.arange(self.bits - 1, dtype=object)[None, :]) & 1
         digits = np.concatenate([low_bits, top.astype(object).reshape(-1, 1) * 1], axis=1)
         return self.field.from_ints(digits.reshape(-1).tolist())
+
+    def _encode_machine_ints(self, arr: np.ndarray) -> np.ndarray:
+        """The same digits as `encode`, vectorised for integer/bool arrays (values < 2^63)."""
+        v = arr.astype(np.int64)  # uint64 values >= 2^63 wrap negative and are rejected like any > max
+        if v.min() < 0 or v.max() > self.max_measurement:
+            raise InvalidMeasurement(f"SumVec entry outside [0, {self.max_measurement}]")
+        top = v > (1 << (self.bits - 1)) - 1
+        low = np.where(top, v - self.weights[-1], v).astype(np.uint64)
+        low_bits = (low[:, None] >> np.arange(self.bits - 1, dtype=np.uint64)[None, :]) & np.uint64(1)
+        digits = np.concatenate([low_bits, top.astype(np.uint64).reshape(-1, 1)], axis=1)
+        return self.field.from_u64(digits.reshape(-1))
 
     def truncate(self, meas: np.ndarray) -> np.ndarray:
         return _weighted_decode(self.field, meas.reshape(self.length, self.bits), self.weights)
