@@ -28,26 +28,18 @@ def next_power_of_2(n: int) -> int:
 
 
 @cache
-def _bitrev(n: int) -> np.ndarray:
-    bits = n.bit_length() - 1
-    idx = np.arange(n)
-    rev = np.zeros(n, dtype=np.int64)
-    for b in range(bits):  # log2(n) vectorised steps
-        rev |= ((idx >> b) & 1) << (bits - 1 - b)
-    return rev
-
-
-@cache
-def _twiddles(field: type[_PrimeField], n: int, inverse: bool) -> tuple[np.ndarray, ...]:
-    """Per stage m = 1, 2, 4, ...: [w^0 .. w^(m-1)] for w a primitive 2m-th root."""
-    stages = []
-    m = 1
-    while m < n:
-        w = field.root_of_unity(2 * m)
+def _twiddles(field: type[_PrimeField], n: int, inverse: bool) -> tuple[np.ndarray | None, ...]:
+    """Per Stockham level (sub-length n' = n, n/2, ..., 2): [w^1 .. w^(n'/2 - 1)] as a
+    column, w a primitive n'-th root (inverted for the inverse transform); None when n' = 2."""
+    stages: list[np.ndarray | None] = []
+    sub = n
+    while sub > 1:
+        half = sub // 2
+        w = field.root_of_unity(sub)
         if inverse:
             w = field.s_inv(w)
-        stages.append(field.powers(w, m))
-        m *= 2
+        stages.append(field.powers(w, half)[1:].reshape(-1, 1) if half > 1 else None)
+        sub = half
     return tuple(stages)
 
 
@@ -58,6 +50,11 @@ def ntt(field: type[_PrimeField], a: np.ndarray, inverse: bool = False, scale: b
     Inverse: the coefficients of the unique polynomial of degree < n with
     values a[..., k] at alpha^k (times n when scale=False, for callers that
     fold 1/n into a later multiplication).
+
+    Radix-2 Stockham (decimation in frequency, self-sorting): each level
+    reads the two contiguous halves (a, b) of the (m, s) blocks and writes
+    a + b and (a - b) * w^p interleaved, so no bit reversal and every
+    product runs on contiguous operands.
     """
     n = a.shape[-1]
     if n & (n - 1) or n == 0:
@@ -67,24 +64,23 @@ def ntt(field: type[_PrimeField], a: np.ndarray, inverse: bool = False, scale: b
         # matrix instead of log2(n) stages of per-call overhead.
         return field.matmul(a, _dft_matrix(field, n, inverse, scale))
     lead = a.shape[:-1]
-    x = a[..., _bitrev(n)]
-    m = 1
+    x = a
+    s = 1
     # Butterflies add and subtract lazily (object backends skip the modulus;
-    # values grow by one bit per stage); products and the end reduce.
-    for w in _twiddles(field, n, inverse):
-        blocks = x.reshape(lead + (n // (2 * m), 2, m))
-        u = blocks[..., 0, :]
-        odd = blocks[..., 1, :]
-        if m == 1:
-            v = odd  # every twiddle is 1
-        else:  # the j = 0 twiddle is 1: skip its multiplications
-            v = odd.copy()
-            v[..., 1:] = field.mul(odd[..., 1:], w[1:])
-        out = np.empty_like(blocks)
+    # values grow by one bit per level); products and the end reduce.
+    for tw in _twiddles(field, n, inverse):
+        m = n // (2 * s)
+        halves = x.reshape(lead + (2, m, s))
+        u = halves[..., 0, :, :]
+        v = halves[..., 1, :, :]
+        out = np.empty(lead + (m, 2, s), dtype=x.dtype)
         out[..., 0, :] = field.lazy_add(u, v)
-        out[..., 1, :] = field.lazy_sub(u, v)
+        d = field.lazy_sub(u, v)
+        if tw is not None:  # p = 0 has twiddle 1: no product
+            d[..., 1:, :] = field.mul(d[..., 1:, :], tw)
+        out[..., 1, :] = d
         x = out.reshape(lead + (n,))
-        m *= 2
+        s *= 2
     if inverse and scale and n > 1:
         return field.mul(x, field.const(field.s_inv(n)))
     return field.canonical(x)
