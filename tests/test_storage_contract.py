@@ -572,3 +572,32 @@ def test_upload_outcomes_follow_the_model(store, ops):
                 expected.append("ok")
         assert store.put_reports(task, [(windows[w], _report(i, windows[w] + 1)) for w, i in arg]) == expected
     assert sum(store.count_pending(task, w) for w in windows) == len(stored)
+
+
+def test_update_blob_is_atomic_across_replicas(backend):
+    """The privacy ledger's read-modify-write: concurrent increments from two replicas all count."""
+    replicas = [backend.open(), backend.open()]
+
+    def increment(raw: bytes | None) -> bytes:
+        return _int((struct.unpack(">q", raw)[0] if raw else 0) + 1)
+
+    def worker(n: int) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(25):
+                replicas[n % 2].update_blob("counter", increment)
+        return run
+
+    _run_threads([worker(n) for n in range(4)])
+    assert replicas[0].get_blob("counter") == _int(100)
+
+
+def test_update_blob_refusal_changes_nothing(store):
+    store.put_blob("ledger", b"before")
+
+    def refuse(raw: bytes | None) -> bytes:
+        raise ValueError("budget exhausted")
+
+    with pytest.raises(ValueError):
+        store.update_blob("ledger", refuse)
+    assert store.get_blob("ledger") == b"before"
+    assert store.update_blob("fresh", lambda raw: b"new" if raw is None else b"old") == b"new"

@@ -77,18 +77,21 @@ class CollectionGuard:
         params = dp.DpParams.from_dict(task.dp)
         if params.budget is None or plan.distribution == dp.NONE:
             return
-        ledger = self._ledger()
-        if ledger.has_charged(collection_id):
-            return
-        if task.task_id_b64 not in ledger.budgets:
-            ledger = ledger.with_task(task.task_id_b64, params.budget)
         charge = plan.charge(collection_id, task.task_id_b64)
+
+        def charged(raw: bytes | None) -> bytes:
+            ledger = PrivacyLedger.from_bytes(raw) if raw else PrivacyLedger()
+            if ledger.has_charged(collection_id):
+                return ledger.to_bytes()
+            if task.task_id_b64 not in ledger.budgets:
+                ledger = ledger.with_task(task.task_id_b64, params.budget)
+            return ledger.charge(charge).to_bytes()  # raises BudgetExhausted: nothing is written
+
         try:
-            ledger.check(charge)
+            self.store.update_blob(LEDGER_BLOB, charged)  # atomic across replicas sharing a database
         except BudgetExhausted as exc:
             self.record("refusal", actor, task=task.task_id_b64, window_start=window_start, reason=str(exc))
             raise
-        self.store.put_blob(LEDGER_BLOB, ledger.charge(charge).to_bytes())
 
     def noised_share(self, task: Task, agg_share: np.ndarray, plan: dp.NoisePlan) -> np.ndarray:
         if plan.distribution == dp.NONE:

@@ -16,12 +16,32 @@ Errors::
 from __future__ import annotations
 
 from dataclasses import dataclass
+import struct
 from collections.abc import Callable
 from typing import Protocol
 
 MergeFn = Callable[[bytes | None, bytes], bytes]
 
 from mpc.errors import TwinMpcError
+
+
+def secret_column_ad(table: str, row: bytes, column: str) -> bytes:
+    """AEAD associated data of a sealed column: a value cannot move to another row or column."""
+    return b"twinmpc/v1/datastore\x00" + table.encode() + b"\x00" + column.encode() + b"\x00" + row
+
+
+def pack_list(items: tuple[bytes, ...] | list[bytes]) -> bytes:
+    """Length-prefixed concatenation (the helpers' sealed shares of one report)."""
+    return b"".join(struct.pack(">I", len(i)) + i for i in items)
+
+
+def unpack_list(data: bytes) -> tuple[bytes, ...]:
+    out, pos = [], 0
+    while pos < len(data):
+        (n,) = struct.unpack_from(">I", data, pos)
+        out.append(data[pos + 4 : pos + 4 + n])
+        pos += 4 + n
+    return tuple(out)
 
 
 class StorageError(TwinMpcError):
@@ -121,5 +141,6 @@ class Datastore(Protocol):
     # key/value for small durable state (privacy ledger, HPKE keys metadata)
     def get_blob(self, name: str) -> bytes | None: ...
     def put_blob(self, name: str, value: bytes) -> None: ...
+    def update_blob(self, name: str, update: Callable[[bytes | None], bytes]) -> bytes: ...
 
     def close(self) -> None: ...

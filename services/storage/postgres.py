@@ -57,10 +57,10 @@ from services.storage.base import (
     StorageError,
     TaskRecord,
     WindowRecord,
+    pack_list,  # one sealing and list format for both backends: a sealed column can be copied between them
+    secret_column_ad,
+    unpack_list,
 )
-
-# One sealing and list format for both backends: a sealed column can be copied between them.
-from services.storage.sqlite import _ad, _pack_list, _unpack_list
 
 log = logging.getLogger("twinmpc.storage.postgres")
 
@@ -267,10 +267,10 @@ class PostgresDatastore:
     # --- secret columns --------------------------------------------------------------
     def _seal(self, table: str, row: bytes, column: str, value: bytes) -> bytes:
         nonce = os.urandom(12)
-        return nonce + self._aead.encrypt(nonce, value, _ad(table, row, column))
+        return nonce + self._aead.encrypt(nonce, value, secret_column_ad(table, row, column))
 
     def _open(self, table: str, row: bytes, column: str, value: bytes) -> bytes:
-        return self._aead.decrypt(value[:12], value[12:], _ad(table, row, column))
+        return self._aead.decrypt(value[:12], value[12:], secret_column_ad(table, row, column))
 
     # --- tasks -------------------------------------------------------------------------
     def put_task(self, task_id: bytes, record: TaskRecord) -> None:
@@ -334,7 +334,7 @@ class PostgresDatastore:
                     [rows[i][1].time for i in keep],
                     [rows[i][1].public_share for i in keep],
                     [sealed[i] for i in keep],
-                    [_pack_list(rows[i][1].helper_shares) for i in keep],
+                    [pack_list(rows[i][1].helper_shares) for i in keep],
                 ),
             )
             return closed, first, {rid for (rid,) in cur.fetchall()}
@@ -350,7 +350,7 @@ class PostgresDatastore:
 
     def _rows_to_reports(self, task_id: bytes, rows) -> list[PendingReport]:
         return [
-            PendingReport(rid, t, ps, self._open("reports", task_id + rid, "leader_share", ls), _unpack_list(hs))
+            PendingReport(rid, t, ps, self._open("reports", task_id + rid, "leader_share", ls), unpack_list(hs))
             for rid, t, ps, ls, hs in rows
         ]
 
@@ -555,6 +555,18 @@ class PostgresDatastore:
     def put_blob(self, name: str, value: bytes) -> None:
         self._run("put_blob", lambda cur: cur.execute(
             "INSERT INTO blobs VALUES (%s,%s) ON CONFLICT (name) DO UPDATE SET value=excluded.value", (name, value)))
+
+    def update_blob(self, name: str, update: Callable[[bytes | None], bytes]) -> bytes:
+        """Atomic read-modify-write across replicas (row lock); `update` may run more than once."""
+
+        def body(cur: psycopg.Cursor) -> bytes:
+            cur.execute("INSERT INTO blobs VALUES (%s, %s) ON CONFLICT (name) DO NOTHING", (name, b""))
+            (current,) = cur.execute("SELECT value FROM blobs WHERE name=%s FOR UPDATE", (name,)).fetchone()
+            value = update(bytes(current) or None)
+            cur.execute("UPDATE blobs SET value=%s WHERE name=%s", (value, name))
+            return value
+
+        return self._run("update_blob", body)
 
 
 __all__ = ["PostgresDatastore", "TxStats"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +26,9 @@ from services.storage.base import (
     PendingReport,
     TaskRecord,
     WindowRecord,
+    pack_list,
+    secret_column_ad,
+    unpack_list,
 )
 
 _SCHEMA = """
@@ -54,19 +56,6 @@ CREATE TABLE IF NOT EXISTS blobs (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 
 PENDING, IN_JOB, ACCEPTED, REJECTED = 0, 1, 2, 3
-
-
-def _pack_list(items: tuple[bytes, ...] | list[bytes]) -> bytes:
-    return b"".join(struct.pack(">I", len(i)) + i for i in items)
-
-
-def _unpack_list(data: bytes) -> tuple[bytes, ...]:
-    out, pos = [], 0
-    while pos < len(data):
-        (n,) = struct.unpack_from(">I", data, pos)
-        out.append(data[pos + 4 : pos + 4 + n])
-        pos += 4 + n
-    return tuple(out)
 
 
 class SqliteDatastore:
@@ -105,10 +94,10 @@ class SqliteDatastore:
     # --- secret columns --------------------------------------------------------
     def _seal(self, table: str, row: bytes, column: str, value: bytes) -> bytes:
         nonce = os.urandom(12)
-        return nonce + self._aead.encrypt(nonce, value, _ad(table, row, column))
+        return nonce + self._aead.encrypt(nonce, value, secret_column_ad(table, row, column))
 
     def _open(self, table: str, row: bytes, column: str, value: bytes) -> bytes:
-        return self._aead.decrypt(value[:12], value[12:], _ad(table, row, column))
+        return self._aead.decrypt(value[:12], value[12:], secret_column_ad(table, row, column))
 
     # --- tasks -------------------------------------------------------------------
     def put_task(self, task_id: bytes, record: TaskRecord) -> None:
@@ -155,14 +144,14 @@ class SqliteDatastore:
                 cur = db.execute(
                     "INSERT OR IGNORE INTO reports (task_id, report_id, window_start, time, public_share, leader_share, helper_shares) "
                     "VALUES (?,?,?,?,?,?,?)",
-                    (task_id, r.report_id, window_start, r.time, r.public_share, share, _pack_list(r.helper_shares)),
+                    (task_id, r.report_id, window_start, r.time, r.public_share, share, pack_list(r.helper_shares)),
                 )
                 results.append("ok" if cur.rowcount == 1 else "replay")
         return results
 
     def _rows_to_reports(self, task_id: bytes, rows) -> list[PendingReport]:
         return [
-            PendingReport(rid, t, ps, self._open("reports", task_id + rid, "leader_share", ls), _unpack_list(hs))
+            PendingReport(rid, t, ps, self._open("reports", task_id + rid, "leader_share", ls), unpack_list(hs))
             for rid, t, ps, ls, hs in rows
         ]
 
@@ -210,7 +199,7 @@ class SqliteDatastore:
 
     def update_job_verdicts(self, job_id: bytes, verdicts: bytes) -> None:
         with self._tx() as db:
-            db.execute("UPDATE jobs SET state='continuing', verdicts=? WHERE job_id=?", (verdicts, job_id))
+            db.execute("UPDATE jobs SET state='continuing', verdicts=? WHERE job_id=? AND state='init'", (verdicts, job_id))
 
     def get_unfinished_jobs(self) -> list[JobRecord]:
         with self._lock:
@@ -331,6 +320,10 @@ class SqliteDatastore:
         with self._tx() as db:
             db.execute("INSERT INTO blobs VALUES (?,?) ON CONFLICT(name) DO UPDATE SET value=excluded.value", (name, value))
 
-
-def _ad(table: str, row: bytes, column: str) -> bytes:
-    return b"twinmpc/v1/datastore\x00" + table.encode() + b"\x00" + column.encode() + b"\x00" + row
+    def update_blob(self, name: str, update) -> bytes:
+        """Atomic read-modify-write; an exception from `update` leaves the blob unchanged."""
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM blobs WHERE name=?", (name,)).fetchone()
+            value = update(row[0] if row else None)
+            db.execute("INSERT INTO blobs VALUES (?,?) ON CONFLICT(name) DO UPDATE SET value=excluded.value", (name, value))
+        return value
