@@ -79,8 +79,9 @@ def range_check_wires(
     xs = padded.reshape(calls, chunk)
     r_pows = joint_rand.reshape(calls, 1)  # grows to (calls, chunk): r_i^1 .. r_i^chunk
     while r_pows.shape[1] < chunk:  # log2(chunk) doublings, each vectorised over all calls
-        r_pows = np.concatenate([r_pows, field.mul(r_pows, r_pows[:, -1:])], axis=1)
-    r_pows = r_pows[:, :chunk]
+        have = r_pows.shape[1]
+        more = min(have, chunk - have)  # the last step computes only the missing columns
+        r_pows = np.concatenate([r_pows, field.mul(r_pows[:, :more], r_pows[:, -1:])], axis=1)
     wires = zeros2(field, 2 * chunk, calls)
     wires[0::2] = field.mul(r_pows, xs).T
     wires[1::2] = field.sub(xs, shares_inv).T
