@@ -120,7 +120,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Workload: {w['edge_nodes']} edge nodes, {w['reports_per_window']} reports per {w['window_seconds']} s window, "
         f"{w['windows']} windows, measurement `{json.dumps(w['measurement'])}`, scheme {w['vdaf']}, K = {w['aggregators']}, "
-        f"upload batch {w['upload_batch']}, link faults `{json.dumps(scn['network'])}`.",
+        f"upload batch {w['upload_batch']}, DP `{json.dumps(w.get('dp', {'algo': 'none'}))}` (main run), "
+        f"link faults `{json.dumps(scn['network'])}`.",
         "",
         f"Acknowledged {main['reports']['acked']} of {main['reports']['sent']} reports; ingest {_fmt(main['ingest_per_s'])} reports/s.",
         "",

@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mpc.dp import DpParams
 from mpc.errors import InvalidTask
 from mpc.measurements import measurement_from_params
 
@@ -54,7 +55,15 @@ class Workload(_Strict):
     connections: int = Field(8, ge=1, le=1024)
     # readings are taken during the first `send_fraction` of each window
     send_fraction: float = Field(0.8, gt=0, le=1)
+    # the task's DP block for the main run (chaos runs stay exact so they can be checked exactly)
+    dp: dict[str, Any] = {"algo": "none"}
     seed: int = 1
+
+    @field_validator("dp")
+    @classmethod
+    def _known_dp(cls, value: dict[str, Any]) -> dict[str, Any]:
+        DpParams.from_dict(value)  # raises InvalidTask naming the key
+        return value
 
     @field_validator("measurement")
     @classmethod

@@ -84,6 +84,8 @@ def test_top_level_errors(patch: str, where: str | None) -> None:
         ('{ type = "sum", bits = 8 }', '{ type = "sum", bits = 8, colour = 1 }', "workload.measurement"),
         ('{ type = "sum", bits = 8 }', '{ type = "fixedpointvec", length = 2, frac_bits = 8, clip = 1.0 }', "workload.measurement"),
         ("window_seconds = 2", "window_seconds = 1", "workload.window_seconds"),
+        ("windows = 1", 'windows = 1\ndp = { algo = "discrete-gaussian", epsilon = 1, delta = 1e-9, sigma = 3 }', "workload.dp"),
+        ("windows = 1", 'windows = 1\ndp = { algo = "gaussian", epsilon = 1 }', "workload.dp"),
     ],
 )
 def test_unknown_or_bad_keys_rejected(old: str, new: str, where: str) -> None:
@@ -249,6 +251,18 @@ def test_aggregation_latencies_known_answer() -> None:
     samples = [(10.05, 0), (10.15, 1), (10.25, 3), (10.3, 2)]  # a late poll dip is ignored (monotone)
     np.testing.assert_allclose(runner.aggregation_latencies(acks, samples), [150.0, 150.0, 50.0])
     assert runner.aggregation_latencies(acks, [(10.5, 1)]).size == 1  # never-seen reports are left out
+
+
+def test_results_match_exact_or_within_bound() -> None:
+    assert runner._results_match(7, [7], 0.0) and runner._results_match([1, 2], [1, 2], 0.0)
+    assert not runner._results_match(8, [7], 0.0)
+    assert not runner._results_match([1, 2], [1, 2, 3], 0.0)
+    assert runner._results_match([-3, 12], [0, 10], 3.0) and not runner._results_match([-4, 12], [0, 10], 3.0)
+
+
+def test_scenario_dp_block_parses() -> None:
+    scn = parse_scenario(MINIMAL.replace("windows = 1", 'windows = 1\ndp = { algo = "discrete-gaussian", epsilon = 1, delta = 1e-9 }'))
+    assert scn.workload.dp["algo"] == "discrete-gaussian"
 
 
 def _synthetic_result(tmp_ok: bool = True) -> dict:
