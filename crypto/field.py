@@ -53,12 +53,15 @@ class _PrimeField:
     GENERATOR: int  # element of order GEN_ORDER (draft Field.gen())
     NAME: str
     SMALL: type[_PrimeField]  # backend for short vectors (itself unless overridden)
+    LARGE: type[_PrimeField]  # backend for long vectors (itself unless overridden)
     CHEAP_DOT = False  # True where exact dot products cost one reduction per output (object arrays)
 
     @classmethod
     def from_backend(cls, other: type[_PrimeField], vec: np.ndarray) -> np.ndarray:
-        """The same elements, moved from another backend of this field."""
-        return vec if other is cls else cls.from_ints(other.to_ints(vec))
+        """The same elements (and shape), moved from another backend of this field."""
+        if other is cls:
+            return vec
+        return cls.from_ints(other.to_ints(vec)).reshape(np.shape(vec))
 
     # ---- scalar twins (Python ints, canonical representatives) ----
     @classmethod
@@ -485,6 +488,12 @@ class Field128(_ObjectField):
     GENERATOR = pow(7, 4611686018427387897, MODULUS)
     NAME = "Field128"
 
+    @classmethod
+    def from_backend(cls, other: type[_PrimeField], vec: np.ndarray) -> np.ndarray:
+        if other is Field128Limbs and vec.dtype == F128_DTYPE:  # canonical pairs: no reduction needed
+            return (vec["hi"].astype(object) << 64) | vec["lo"].astype(object)
+        return super().from_backend(other, vec)
+
 
 F128_DTYPE = np.dtype([("lo", "<u8"), ("hi", "<u8")])
 _P_HI = np.uint64(2**64 - 28)  # p = P_HI * 2^64 + 1
@@ -598,6 +607,14 @@ class Field128Limbs(Field128):
         return _pack((obj & _M64).astype(np.uint64), (obj >> 64).astype(np.uint64))
 
     @classmethod
+    def from_backend(cls, other: type[_PrimeField], vec: np.ndarray) -> np.ndarray:
+        if other is Field128 and vec.dtype == object:  # canonical Python ints: no reduction needed
+            return _pack((vec & _M64).astype(np.uint64), (vec >> 64).astype(np.uint64))
+        if other is Field128Limbs:
+            return vec
+        return super().from_backend(other, vec)
+
+    @classmethod
     def to_ints(cls, vec: np.ndarray) -> list[int]:
         vec = np.asarray(vec).reshape(-1)
         if vec.dtype == object:  # output/aggregate shares travel as object arrays
@@ -709,6 +726,10 @@ class Field128Limbs(Field128):
 Field64.SMALL = Field64Small
 Field64Small.SMALL = Field64Small
 Field128.SMALL = Field128
+Field64.LARGE = Field64
+Field64Small.LARGE = Field64
+Field128.LARGE = Field128Limbs
+Field128Limbs.LARGE = Field128Limbs
 
 FIELDS: dict[str, type[_PrimeField]] = {"Field64": Field64, "Field128": Field128}
 

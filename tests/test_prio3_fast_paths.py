@@ -46,3 +46,38 @@ def test_sumvec_machine_int_encoding_of_bools() -> None:
 def test_sumvec_encoding_rejects_out_of_range_and_non_integers(bad) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidMeasurement):
         SumVec(Field128, 3, 255, 2).encode(bad)
+
+
+@pytest.mark.parametrize("length, chunk", [(30, 4), (200, 16)])
+def test_prover_gives_the_same_proof_on_either_backend(length, chunk, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The prover's coset transforms may move to field.LARGE; the proof must not change."""
+    from mpc.prio3 import flp as flp_module
+    from mpc.prio3.circuits import Histogram
+    from mpc.prio3.flp import FlpBBCGGI19
+
+    flp = FlpBBCGGI19(Histogram(Field128, length, chunk))
+    rng = np.random.default_rng(length)
+    meas = flp.encode(int(rng.integers(length)))
+    prove_rand = Field128.from_ints([int(x) for x in rng.integers(0, 2**62, size=flp.PROVE_RAND_LEN)])
+    joint_rand = Field128.from_ints([int(x) for x in rng.integers(0, 2**62, size=flp.JOINT_RAND_LEN)])
+    monkeypatch.setattr(flp_module, "PROVER_LARGE_BACKEND_MIN", 0)  # always Field128Limbs
+    on_limbs = flp.prove(meas, prove_rand, joint_rand)
+    monkeypatch.setattr(flp_module, "PROVER_LARGE_BACKEND_MIN", 10**9)  # never
+    on_objects = flp.prove(meas, prove_rand, joint_rand)
+    assert on_limbs.dtype == on_objects.dtype == object
+    assert Field128.to_ints(on_limbs) == Field128.to_ints(on_objects)
+    assert flp.decide(flp.query(meas, on_limbs, Field128.from_ints([7] * flp.QUERY_RAND_LEN), joint_rand, 1))
+
+
+def test_backend_conversions_keep_values_and_shape() -> None:
+    p = Field128.MODULUS
+    vals = [0, 1, p - 1, 2**64, 2**64 - 1, 2**127, 12345]
+    obj = Field128.from_ints(vals * 2).reshape(2, 7)
+    limbs = Field128Limbs.from_backend(Field128, obj)
+    assert limbs.shape == (2, 7) and limbs.dtype == Field128Limbs.zeros(1).dtype
+    assert Field128Limbs.to_ints(limbs) == vals * 2
+    back = Field128.from_backend(Field128Limbs, limbs)
+    assert back.shape == (2, 7) and Field128.to_ints(back) == vals * 2
+    assert Field128Limbs.from_backend(Field128Limbs, limbs) is limbs
+    f64 = Field64.from_backend(Field64Small, Field64Small.from_ints([5, Field64.MODULUS - 1]).reshape(1, 2))
+    assert f64.shape == (1, 2) and Field64.to_ints(f64) == [5, Field64.MODULUS - 1]

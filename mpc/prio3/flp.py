@@ -37,6 +37,11 @@ from crypto.poly import (
 )
 from mpc.errors import VerifyError
 
+# From this many wire-matrix elements (arity * P) the prover's coset transforms
+# run on field.LARGE (e.g. Field128 objects -> uint64 limbs): measured on
+# Field128, 40x32 is about even and 64x64 twice as fast including conversions.
+PROVER_LARGE_BACKEND_MIN = 2048
+
 Measurement = TypeVar("Measurement")
 AggResult = TypeVar("AggResult")
 
@@ -206,10 +211,14 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
             p = next_power_of_2(1 + calls)
             poly_len = g.DEGREE * (p - 1) + 1
             n = next_power_of_2(poly_len)
-            wire_values = extend_values(f, self._wire_matrix(seeds, w_in, p), max(n, p))
-            gadget_values = g.eval_vec(f, wire_values)
+            wire_matrix = self._wire_matrix(seeds, w_in, p)
+            # Big transforms run on the long-vector backend (same field, same
+            # values); short vectors stay on the low-overhead one.
+            big = f.LARGE if wire_matrix.size >= PROVER_LARGE_BACKEND_MIN else f
+            wire_values = extend_values(big, big.from_backend(f, wire_matrix), max(n, p))
+            gadget_values = f.from_backend(big, g.eval_vec(big, wire_values)[:poly_len])
             parts.append(seeds)
-            parts.append(gadget_values[:poly_len])
+            parts.append(gadget_values)
         return np.concatenate(parts)
 
     def query(
