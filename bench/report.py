@@ -40,6 +40,8 @@ def without_samples(result: dict[str, Any]) -> dict[str, Any]:
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
+    if isinstance(v, float) and v.is_integer() and abs(v) >= 1:
+        return f"{int(v):,}"
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 10 else f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.1f}"
     return str(v)
@@ -86,9 +88,14 @@ def readme_table(result: dict[str, Any]) -> list[str]:
     for stage in STAGES:
         s = main["stages"][stage]
         rows.append(f"| {STAGE_TITLES[stage]} | {_fmt(s['p50'])} / {_fmt(s['p99'])} ms | {_fmt(b[stage]['p99_ms'])} ms | {cmd} |")
+    rpc = "one upload RPC per report" if w["upload_batch"] == 1 else f"{w['upload_batch']} reports per upload RPC"
+    dp = w.get("dp", {"algo": "none"})
+    dp_text = "no DP" if dp.get("algo") == "none" else f"DP {dp['algo']} epsilon {dp.get('epsilon')}"
+    checks_ok = all(c["ok"] for c in main["checks"])
     rows.append(
-        f"| ingest, {w['edge_nodes']:,} edge nodes, {w['vdaf']}, K = {w['aggregators']}, one RPC per {w['upload_batch']} report(s) | "
-        f"{_fmt(main['ingest_per_s'])} reports/s, {main['reports']['acked']:,} acknowledged, all counted exactly | "
+        f"| ingest: {w['edge_nodes']:,} edge nodes, {w['vdaf']}, K = {w['aggregators']}, {rpc}, mTLS, {dp_text} | "
+        f"{_fmt(main['ingest_per_s'])} reports/s; {main['reports']['acked']:,} acknowledged, "
+        f"{'every window collected with the exact count' if checks_ok else 'A WINDOW CHECK FAILED'} | "
         f">= {_fmt(b['min_ingest_per_s'])} reports/s | {cmd} |"
     )
     chaos = result.get("chaos") or []
@@ -101,7 +108,7 @@ def readme_table(result: dict[str, Any]) -> list[str]:
         ratios = [f"{name.split(' (')[0]} {_fmt(p['ratios']['total'])}x" for name, p in peers["systems"].items()
                   if "ratios" in p and not name.startswith("ours twinring64")]
         pw = peers["workload"]
-        rows.append(f"| peers, time per report vs ours ({pw['reports']} x {pw['dimension']}-entry vectors) | {'; '.join(ratios)} | - | {cmd} |")
+        rows.append(f"| peers: time per report / ours TwinRing64 ({pw['reports']} x {pw['dimension']}-entry vectors, in process) | {'; '.join(ratios)} | - | {cmd} |")
     return rows
 
 
