@@ -194,24 +194,46 @@ def plot_latencies(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _chaos_title(run: dict[str, Any]) -> str:
+    """Run label and its chaos parameters, compact (link faults flattened, zero faults left out)."""
+    params = dict(run.get("chaos") or {})
+    params.pop("action", None)
+    params.update(params.pop("faults", {}))
+    shown = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+             if not (k in ("delay_ms", "loss", "rto_ms", "reset") and v == 0)]
+    return " ".join([run["label"], *shown])
+
+
 def plot_throughput(result: dict[str, Any], path: Path) -> None:
+    """Main run on top; one small panel per chaos run below (dashed line: when the chaos starts)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for run in [result["main"]] + list(result["chaos"]):
+    chaos = list(result["chaos"])
+    rows = 1 + (len(chaos) + 1) // 2
+    fig = plt.figure(figsize=(10, 3 + 2.2 * (rows - 1)))
+    grid = fig.add_gridspec(rows, 2)
+    panels = [(fig.add_subplot(grid[0, :]), result["main"])]
+    panels += [(fig.add_subplot(grid[1 + i // 2, i % 2]), run) for i, run in enumerate(chaos)]
+    window = result["scenario"]["workload"]["window_seconds"]
+    for ax, run in panels:
         tl = run["timeline"]
         step = tl["bin_seconds"]
-        for key, style in (("acked_per_s", "-"), ("aggregated_per_s", ":")):
+        for key, style, name in (("acked_per_s", "-", "acknowledged"), ("aggregated_per_s", ":", "aggregated")):
             ys = tl[key]
             if ys:
-                ax.plot([i * step for i in range(len(ys))], ys, style, label=f"{run['label']} {key.split('_')[0]}")
-    ax.set_xlabel("seconds since the run's first window opened")
-    ax.set_ylabel("reports / s")
-    ax.set_title(f"throughput over time - {result['scenario']['name']}")
-    ax.legend(fontsize=7)
+                ax.plot([i * step for i in range(len(ys))], ys, style, label=name)
+        at = (run.get("chaos") or {}).get("at")
+        if at is not None:
+            ax.axvline(at * window, color="red", linestyle="--", linewidth=1)
+        ax.set_title(_chaos_title(run), fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_ylabel("reports / s", fontsize=7)
+    panels[0][0].legend(fontsize=7)
+    panels[0][0].set_xlabel("seconds since the run's first window opened", fontsize=7)
+    fig.suptitle(f"throughput over time - {result['scenario']['name']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
