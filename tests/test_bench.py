@@ -373,3 +373,11 @@ def test_a_failed_run_is_reported_not_raised(tmp_path: Path) -> None:
     md = report.write_report(result, tmp_path)[1].read_text()
     assert "| chaos0:kill_restart | run completed | **NO** | TimeoutError: no done line" in md
     assert "0 of 1 exact" in "\n".join(report.readme_table(result))
+
+
+def test_chaos_titles_are_compact() -> None:
+    kill = {"label": "chaos1:kill_restart", "chaos": {"action": "kill_restart", "target": 0, "at": 0.3, "down_seconds": 1.0}}
+    assert report._chaos_title(kill) == "chaos1:kill_restart target=0 at=0.3 down_seconds=1"
+    link = {"label": "c", "chaos": {"action": "link_fault", "faults": {"link": "edge-leader", "delay_ms": 5.0, "loss": 0.0, "rto_ms": 200.0, "reset": 0.0}}}
+    assert report._chaos_title(link) == "c link=edge-leader delay_ms=5 rto_ms=200"
+    assert report._chaos_title({"label": "main", "chaos": None}) == "main"
