@@ -502,6 +502,7 @@ _SH = np.int64(32)
 _C28 = np.int64(28)
 _C783 = np.int64(783)  # 28^2 - 1
 _BLOCK = 4096  # elements per limb-kernel block (temporaries stay small and cache-resident)
+_LIMB_MUL_MIN = 100  # shorter products go through Python ints (measured crossover ~100-128)
 
 
 def _pack(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -700,6 +701,8 @@ class Field128Limbs(Field128):
         a = a.reshape(-1)
         b = b.reshape(-1)
         n = a.shape[0]
+        if n < _LIMB_MUL_MIN:  # the kernel's ~150 numpy calls cost more than Python ints here
+            return cls.from_backend(Field128, Field128.mul(Field128.from_backend(cls, a), Field128.from_backend(cls, b))).reshape(shape)
         if n <= _BLOCK:
             return _mul_block(a, b).reshape(shape)
         out = np.empty(n, dtype=F128_DTYPE)  # blocks keep every temporary small and cache-resident

@@ -13,7 +13,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crypto.field import _BLOCK, Field64, Field64Small, Field128, Field128Limbs
+from crypto.field import _BLOCK, _LIMB_MUL_MIN, Field64, Field64Small, Field128, Field128Limbs, _mul_block
 
 P = Field128.MODULUS
 _M32 = 2**32 - 1
@@ -31,8 +31,14 @@ def _limb_elems() -> st.SearchStrategy[int]:
 @given(st.lists(st.tuples(_limb_elems(), _limb_elems()), min_size=1, max_size=64))
 def test_limb_product_matches_big_ints(pairs: list[tuple[int, int]]) -> None:
     xs, ys = [x for x, _ in pairs], [y for _, y in pairs]
-    got = Field128Limbs.to_ints(Field128Limbs.mul(Field128Limbs.from_ints(xs), Field128Limbs.from_ints(ys)))
-    assert got == [x * y % P for x, y in pairs] == [Field128.s_mul(x, y) for x, y in pairs]
+    a, b = Field128Limbs.from_ints(xs), Field128Limbs.from_ints(ys)
+    expected = [x * y % P for x, y in pairs]
+    assert Field128Limbs.to_ints(_mul_block(a, b)) == expected == [Field128.s_mul(x, y) for x, y in pairs]
+    assert Field128Limbs.to_ints(Field128Limbs.mul(a, b)) == expected  # short: through Python ints
+    # padded past the short-vector cut-off, the same pairs go through the kernel via mul
+    reps = -(-_LIMB_MUL_MIN // len(pairs))
+    long_a, long_b = Field128Limbs.from_ints(xs * reps), Field128Limbs.from_ints(ys * reps)
+    assert Field128Limbs.to_ints(Field128Limbs.mul(long_a, long_b)) == expected * reps
 
 
 @settings(max_examples=50, deadline=None)

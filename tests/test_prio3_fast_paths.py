@@ -81,3 +81,25 @@ def test_backend_conversions_keep_values_and_shape() -> None:
     assert Field128Limbs.from_backend(Field128Limbs, limbs) is limbs
     f64 = Field64.from_backend(Field64Small, Field64Small.from_ints([5, Field64.MODULUS - 1]).reshape(1, 2))
     assert f64.shape == (1, 2) and Field64.to_ints(f64) == [5, Field64.MODULUS - 1]
+
+
+@pytest.mark.parametrize("field", [Field64, Field64Small, Field128, Field128Limbs], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("make", ["sumvec", "histogram", "multihot"])
+def test_range_check_wire_evals_match_the_weighted_wires(field, make) -> None:  # type: ignore[no-untyped-def]
+    """The verifier's shortcut equals the generic sum over the materialised wires (any share values)."""
+    from mpc.prio3.circuits import Histogram, MultihotCountVec
+    from mpc.prio3.flp import Valid
+
+    circuit = {
+        "sumvec": lambda: SumVec(field, 7, 5, 4),
+        "histogram": lambda: Histogram(field, 11, 3),
+        "multihot": lambda: MultihotCountVec(field, 9, 3, 5),
+    }[make]()
+    rng = np.random.default_rng(len(make))
+    rand = lambda k: field.from_ints([int(x) for x in rng.integers(0, 2**62, size=k)])  # noqa: E731
+    meas, joint_rand = rand(circuit.MEAS_LEN), rand(circuit.JOINT_RAND_LEN)
+    weights = [rand(calls) for calls in circuit.GADGET_CALLS]
+    for shares in (1, 2, 3):
+        fast = circuit.wire_evals(meas, joint_rand, shares, weights)
+        generic = Valid.wire_evals(circuit, meas, joint_rand, shares, weights)
+        assert [field.to_ints(x) for x in fast] == [field.to_ints(x) for x in generic]

@@ -88,6 +88,41 @@ def range_check_wires(
     return wires
 
 
+def range_check_wire_evals(
+    field: type[_PrimeField],
+    x: np.ndarray,
+    joint_rand: np.ndarray,
+    chunk: int,
+    calls: int,
+    shares_inv: np.ndarray,
+    lam: np.ndarray,
+) -> np.ndarray:
+    """sum_i lam[i] * range_check_wires(...)[:, i] without building the wires.
+
+    Slot j: left sum_i (lam_i r_i^(j+1)) x_ij, right sum_i lam_i x_ij - (sum_i lam_i)/num_shares.
+    The scaled powers lam_i r_i^(j+1) grow by doubling like the wires' powers,
+    so this saves the (calls, chunk) product of the wires and their weighting.
+    """
+    padded = zeros2(field, 1, calls * chunk)[0]
+    padded[: x.shape[0]] = x
+    xs = padded.reshape(calls, chunk)
+    r = joint_rand.reshape(calls, 1)
+    scaled = field.mul(lam.reshape(calls, 1), r)  # lam_i r_i^1, grows to (calls, chunk)
+    r_w = r  # r_i^w, w = current width
+    while scaled.shape[1] < chunk:
+        have = scaled.shape[1]
+        more = min(have, chunk - have)
+        scaled = np.concatenate([scaled, field.mul(scaled[:, :more], r_w)], axis=1)
+        if scaled.shape[1] < chunk:
+            r_w = field.mul(r_w, r_w)
+    left = field.mul_sum(scaled, xs, axis=0)
+    right = field.sub(field.matmul(lam.reshape(1, calls), xs)[0], field.mul(field.sum(lam), shares_inv))
+    out = zeros2(field, 2, chunk)
+    out[0] = left
+    out[1] = right
+    return out.T.reshape(-1)  # interleaved: left_0, right_0, left_1, ...
+
+
 class Count(Valid[int, int]):
     """Draft Section 7.4.1: C(x) = x*x - x with one Mul call."""
 
@@ -184,6 +219,14 @@ class SumVec(Valid[list[int], list[int]]):
             )
         ]
 
+    def wire_evals(self, meas, joint_rand, num_shares, weights):  # type: ignore[no-untyped-def]
+        return [
+            range_check_wire_evals(
+                self.field, meas, joint_rand, self.chunk_length, self.GADGET_CALLS[0], self.shares_inv(num_shares),
+                weights[0],
+            )
+        ]
+
     def combine(self, meas, joint_rand, num_shares, gadget_outputs):  # type: ignore[no-untyped-def]
         return self.field.sum(gadget_outputs[0], axis=-1)
 
@@ -247,6 +290,14 @@ class Histogram(Valid[int, list[int]]):
             )
         ]
 
+    def wire_evals(self, meas, joint_rand, num_shares, weights):  # type: ignore[no-untyped-def]
+        return [
+            range_check_wire_evals(
+                self.field, meas, joint_rand, self.chunk_length, self.GADGET_CALLS[0], self.shares_inv(num_shares),
+                weights[0],
+            )
+        ]
+
     def combine(self, meas, joint_rand, num_shares, gadget_outputs):  # type: ignore[no-untyped-def]
         f = self.field
         range_check = f.sum(gadget_outputs[0], axis=-1)
@@ -300,6 +351,14 @@ class MultihotCountVec(Valid[list[int], list[int]]):
         return [
             range_check_wires(
                 self.field, meas, joint_rand, self.chunk_length, self.GADGET_CALLS[0], self.shares_inv(num_shares)
+            )
+        ]
+
+    def wire_evals(self, meas, joint_rand, num_shares, weights):  # type: ignore[no-untyped-def]
+        return [
+            range_check_wire_evals(
+                self.field, meas, joint_rand, self.chunk_length, self.GADGET_CALLS[0], self.shares_inv(num_shares),
+                weights[0],
             )
         ]
 
@@ -470,6 +529,7 @@ __all__ = [
     "Sum",
     "SumVec",
     "encode_range_checked",
+    "range_check_wire_evals",
     "range_check_wires",
     "range_checked_weights",
 ]

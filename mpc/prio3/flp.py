@@ -134,6 +134,18 @@ class Valid(Generic[Measurement, AggResult]):
     ) -> np.ndarray:
         raise NotImplementedError
 
+    def wire_evals(
+        self, meas: np.ndarray, joint_rand: np.ndarray, num_shares: int, weights: list[np.ndarray]
+    ) -> list[np.ndarray]:
+        """Per gadget, sum_k weights[g][k] * wire_inputs[g][:, k] (shape (ARITY,)).
+
+        The verifier needs the wires only through these weighted sums (the
+        wire polynomials at the test point); circuits may compute them
+        without building the wire matrix.
+        """
+        wires = self.wire_inputs(meas, joint_rand, num_shares)
+        return [self.field.mul_sum(w, lam) for w, lam in zip(wires, weights)]
+
     def encode(self, measurement: Measurement) -> np.ndarray:
         raise NotImplementedError
 
@@ -236,7 +248,6 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
         """
         f = self.field
         valid = self.valid
-        wires = valid.wire_inputs(meas, joint_rand, num_shares)
         seeds_list, polys, outputs = [], [], []
         off = 0
         for g, calls in zip(valid.GADGETS, valid.GADGET_CALLS):
@@ -262,10 +273,8 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
         else:
             v = out[:1]
             test_points = query_rand
-        verifier = [v]
-        for g, calls, seeds, full, w_in, t in zip(
-            valid.GADGETS, valid.GADGET_CALLS, seeds_list, polys, wires, f.to_ints(test_points)
-        ):
+        wire_weights, gadget_weights = [], []
+        for calls, full, t in zip(valid.GADGET_CALLS, polys, f.to_ints(test_points)):
             p = next_power_of_2(1 + calls)
             if pow(t, p, f.MODULUS) == 1:
                 # t among the interpolation points would leak a gadget output.
@@ -273,9 +282,13 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
             # Only columns 0..calls of the wire matrix are non-zero; the wire
             # weights (size p) are every (n/p)-th gadget weight, rescaled.
             lam_n = lagrange_weights(f, t, full.shape[-1])
-            lam = subsample_lagrange_weights(f, lam_n, t, p)[: calls + 1]
-            wires_used = np.concatenate([seeds.reshape(-1, 1), w_in], axis=1)
-            verifier.append(f.mul_sum(wires_used, lam))
+            wire_weights.append(subsample_lagrange_weights(f, lam_n, t, p)[: calls + 1])
+            gadget_weights.append(lam_n)
+        # Wire polynomials at t: the seed (column 0) plus the circuit's wires.
+        wire_evals = valid.wire_evals(meas, joint_rand, num_shares, [lam[1:] for lam in wire_weights])
+        verifier = [v]
+        for seeds, lam, w_at_t, full, lam_n in zip(seeds_list, wire_weights, wire_evals, polys, gadget_weights):
+            verifier.append(f.add(f.mul(seeds, lam[:1]), w_at_t))
             verifier.append(f.mul_sum(full, lam_n))
         return np.concatenate(verifier)
 
