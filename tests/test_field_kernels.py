@@ -13,7 +13,15 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crypto.field import _BLOCK, _LIMB_MUL_MIN, Field64, Field64Small, Field128, Field128Limbs, _mul_block
+from crypto.field import (
+    _BLOCK,
+    _LIMB_MUL_MIN,
+    Field64,
+    Field64Small,
+    Field128,
+    Field128Limbs,
+    _mul_block,
+)
 
 P = Field128.MODULUS
 _M32 = 2**32 - 1

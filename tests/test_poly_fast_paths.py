@@ -6,14 +6,18 @@ from __future__ import annotations
 import random
 
 import numpy as np
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crypto.field import Field64, Field64Small, Field128, Field128Limbs
 from crypto import poly
-from crypto.poly import _coset_values_ntt, extend_values, lagrange_weights, subsample_lagrange_weights
+from crypto.field import Field64, Field64Small, Field128, Field128Limbs
+from crypto.poly import (
+    _coset_values_ntt,
+    extend_values,
+    lagrange_weights,
+    subsample_lagrange_weights,
+)
 
 FIELDS = [Field64, Field64Small, Field128, Field128Limbs]
 

@@ -96,7 +96,7 @@ def test_range_check_wire_evals_match_the_weighted_wires(field, make) -> None:  
         "multihot": lambda: MultihotCountVec(field, 9, 3, 5),
     }[make]()
     rng = np.random.default_rng(len(make))
-    rand = lambda k: field.from_ints([int(x) for x in rng.integers(0, 2**62, size=k)])  # noqa: E731
+    rand = lambda k: field.from_ints([int(x) for x in rng.integers(0, 2**62, size=k)])
     meas, joint_rand = rand(circuit.MEAS_LEN), rand(circuit.JOINT_RAND_LEN)
     weights = [rand(calls) for calls in circuit.GADGET_CALLS]
     for shares in (1, 2, 3):
