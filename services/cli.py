@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -101,7 +100,9 @@ def aggregator_serve(
         cfg = load_aggregator_config(config)
     except ConfigError as exc:
         raise fail(str(exc), 2) from None
-    logging.basicConfig(level=cfg.log_level, format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    from services.logs import configure_json_logging
+
+    configure_json_logging(cfg.log_level)
     from services.keyfiles import KeyFileError
     from services.pki import PkiError
 
@@ -244,7 +245,9 @@ def edge_run(config: Annotated[Path, typer.Option(help="edge.toml (see examples/
         load_edge_config(config)
     except (TwinMpcError, OSError, ValueError) as exc:
         raise fail(str(exc), 2) from None
-    logging.basicConfig(level="INFO", format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    from services.logs import configure_json_logging
+
+    configure_json_logging("INFO")
     asyncio.run(run_edge_agent(str(config)))
 
 
