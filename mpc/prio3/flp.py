@@ -8,6 +8,10 @@ A validity circuit (`Valid`) is split into two vectorised halves:
 * ``combine(meas, joint_rand, num_shares, gadget_outputs)`` maps the measurement
   and each gadget's output vector to the circuit output (``EVAL_OUTPUT_LEN``).
 
+The verifier needs the wires only at the test point (weighted sums of their
+columns): ``wire_evals`` computes those, by default from ``wire_inputs``;
+the range-check circuits override it to skip building the wire matrix.
+
 Every circuit in the draft (and ours) feeds gadgets only affine functions of
 the measurement and joint randomness, so this split is exact, and it lets the
 prover and verifier handle all calls of a gadget with one batched NTT instead
