@@ -22,7 +22,7 @@ import grpc
 from crypto.seal import HpkeKeypair
 from mpc.task import Task, b64encode
 from services import pki
-from services.aggregator.config import AggregatorConfig, TlsConfig, load_aggregator_config
+from services.aggregator.config import load_aggregator_config
 from services.aggregator.core import AggregatorCore
 from services.aggregator.server import start_aggregator, stop_aggregator
 from services.client import Collector, TaskAdminClient, UploadClient

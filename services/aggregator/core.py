@@ -1,11 +1,11 @@
-"""Aggregator state machine: uploads, aggregation jobs, collection.
+"""Aggregator state machine: tasks, uploads, the leader's aggregation jobs, collection.
 
 Transport-free: the servicers in `services.aggregator.servicers` decode
 protobuf, call these methods and map domain errors to gRPC status codes.
 The leader (aggregator index 0 of a task) stores uploaded reports durably,
 drives aggregation jobs as reports arrive (not on a timer), and answers
-collections; helpers verify their shares, de-duplicate report ids and
-accumulate.  Job steps are idempotent, so any process can be killed and
+collections; helpers (`services.aggregator.helper_role`) verify their
+shares, de-duplicate report ids and accumulate.  Job steps are idempotent, so any process can be killed and
 restarted at any point without losing or double-counting a report:
 
     leader                       helper(s)
@@ -25,72 +25,35 @@ import json
 import logging
 import os
 import time
-from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import grpc
-import numpy as np
 
 from mpc import aggregator as agg
 from mpc import he_mode
 from mpc.errors import (
-    BatchNotClosed,
-    BatchTooSmall,
     CollectionRefused,
     DecodeError,
     InvalidReport,
     InvalidTask,
     ReplayedReport,
     StaleReport,
-    TwinMpcError,
     UnknownTask,
-    VerifyError,
 )
 from mpc.report import REPORT_ID_SIZE, Report
 from mpc.task import Task
 from protos.twinmpc.v1 import twinmpc_pb2 as pb
 from protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
 from services.aggregator.config import AggregatorConfig
-from services.keyfiles import load_or_create_datastore_key, load_or_create_hpke
+from services.aggregator.helper_role import HelperRole
 from services.aggregator.metrics import Metrics
 from services.aggregator.privacy import CollectionGuard, noise_plan
-from services.storage import HelperReportRow, NotFound, PendingReport, SqliteDatastore, TaskRecord
+from services.aggregator.release import WindowRelease
+from services.aggregator.roles import LoadedTask, NotThisRole, PeerFailure, merge_accumulators
+from services.keyfiles import load_or_create_datastore_key, load_or_create_hpke
+from services.storage import NotFound, PendingReport, SqliteDatastore, TaskRecord
 
 log = logging.getLogger("twinmpc.aggregator")
-
-
-class NotThisRole(TwinMpcError):
-    """The request needs another aggregator role for this task (leader vs helper)."""
-
-
-class PeerFailure(TwinMpcError):
-    """A peer aggregator could not complete its step; the job will be retried."""
-
-
-class BatchMismatch(TwinMpcError):
-    """Aggregators disagree on which reports a window holds."""
-
-
-@dataclass(frozen=True)
-class LoadedTask:
-    task: Task
-    agg_index: int
-    verify_key: bytes
-
-    def __repr__(self) -> str:
-        return f"LoadedTask({self.task.task_id_b64}, agg_index={self.agg_index})"
-
-
-def _merge_accumulators(task: Task) -> Callable[[bytes | None, bytes], bytes]:
-    def merge(old: bytes | None, delta: bytes) -> bytes:
-        if old is None:
-            return delta
-        acc = agg.Accumulator.decode(task, old)
-        acc.merge(agg.Accumulator.decode(task, delta))
-        return acc.encode()
-
-    return merge
 
 
 class AggregatorCore:
@@ -118,10 +81,11 @@ class AggregatorCore:
         self.metrics_port = 0
         self.guard = CollectionGuard(config.data_dir, self.store, config.identity)
         self.clock = clock
+        self.windows = WindowRelease(self.store, self.guard, clock)
+        self.helper = HelperRole(self)
         self._peer_credentials = peer_credentials
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._tasks: dict[bytes, LoadedTask] = {}
-        self._helper_states: dict[tuple[bytes, bytes], object] = {}
         self._wakeup = asyncio.Event()
         self._job_lock = asyncio.Lock()
         self._driver: asyncio.Task | None = None
@@ -354,7 +318,7 @@ class AggregatorCore:
             deltas.setdefault(window, agg.Accumulator(task)).add([v.report_id], [out])
             accepted_ids.append(v.report_id)
         self.store.finish_leader_job(
-            job_id, task.task_id, {w: a.encode() for w, a in deltas.items()}, _merge_accumulators(task), accepted_ids, rejected_ids
+            job_id, task.task_id, {w: a.encode() for w, a in deltas.items()}, merge_accumulators(task), accepted_ids, rejected_ids
         )
         self.metrics.inc("reports_aggregated_total", len(accepted_ids))
         if rejected_ids:
@@ -419,134 +383,31 @@ class AggregatorCore:
             rejected.update(resp.rejected_report_ids)
         return rejected
 
-    # --------------------------------------------------------- helper side ---
-    def helper_init(self, task_id: bytes, job_id: bytes, shares: list[pb.ReportShare]) -> list[pb.VerifierShareResult]:
-        loaded = self.load_task(task_id)
-        if loaded.agg_index == 0:
-            raise NotThisRole("this aggregator is the task's leader, not a helper")
-        if len(job_id) != 16:
-            raise DecodeError("job_id must be 16 bytes")
-        if self.store.get_job_state(job_id) == "done":
-            raise NotThisRole("aggregation job already finished")
-        task = loaded.task
-        rows = []
-        for s in shares:
-            if len(s.report_id) != REPORT_ID_SIZE:
-                raise DecodeError("report_id must be 16 bytes")
-            rows.append((task.window_start(s.time), HelperReportRow(s.report_id, s.time, s.public_share, s.sealed_share)))
-        fresh = self.store.put_helper_job(job_id, task_id, rows)
-        return [self._helper_verify(loaded, job_id, row, is_fresh) for (_, row), is_fresh in zip(rows, fresh, strict=True)]
-
-    def _helper_verify(self, loaded: LoadedTask, job_id: bytes, row: HelperReportRow, fresh: bool) -> pb.VerifierShareResult:
-        if not fresh:
-            self.metrics.inc("reports_refused_total", status="REPLAYED")
-            return pb.VerifierShareResult(report_id=row.report_id, ok=False, error="replayed report id")
-        try:
-            state, vshare = self._helper_state(loaded, row)
-        except InvalidReport as exc:
-            log.warning("helper rejects report: %s", exc)
-            return pb.VerifierShareResult(report_id=row.report_id, ok=False, error=str(exc))
-        self._helper_states[(job_id, row.report_id)] = state
-        return pb.VerifierShareResult(report_id=row.report_id, ok=True, verifier_share=vshare)
-
-    def _helper_state(self, loaded: LoadedTask, row: HelperReportRow):
-        task = loaded.task
-        report = Report(row.report_id, row.time, row.public_share, (b"",) * loaded.agg_index + (row.sealed_share,) + (b"",) * (task.num_aggregators - loaded.agg_index - 1))
-        share = agg.open_input_share(task, self.hpke, loaded.agg_index, report)
-        return agg.verify_init(task, loaded.verify_key, loaded.agg_index, row.report_id, row.public_share, share)
-
-    def helper_continue(self, task_id: bytes, job_id: bytes, verdicts: list[pb.ReportVerdict]) -> tuple[int, list[bytes]]:
-        loaded = self.load_task(task_id)
-        if loaded.agg_index == 0:
-            raise NotThisRole("this aggregator is the task's leader, not a helper")
-        state = self.store.get_job_state(job_id)
-        if state is None:
-            raise NotFound("unknown aggregation job")
-        rows = {row.report_id: (w, row) for w, row in self.store.get_helper_job_rows(job_id)}
-        if state == "done":
-            stored = self.store.get_blob(f"helper-job-rejected/{job_id.hex()}") or b""
-            rejected = [stored[i : i + 16] for i in range(0, len(stored), 16)]
-            return len(verdicts) - len(rejected), rejected
-        task = loaded.task
-        deltas: dict[int, agg.Accumulator] = {}
-        rejected: list[bytes] = []
-        for v in verdicts:
-            if not v.accept:
-                continue
-            entry = rows.get(v.report_id)
-            if entry is None:
-                raise DecodeError("verdict names a report that is not part of this job")
-            window, row = entry
-            try:
-                st = self._helper_states.pop((job_id, v.report_id), None)
-                if st is None:
-                    st, _ = self._helper_state(loaded, row)
-                out = agg.verify_finish(task, st, v.verifier_message)
-            except InvalidReport:
-                rejected.append(v.report_id)
-                continue
-            deltas.setdefault(window, agg.Accumulator(task)).add([v.report_id], [out])
-        self.store.put_blob(f"helper-job-rejected/{job_id.hex()}", b"".join(rejected))
-        self.store.finish_helper_job(job_id, task_id, {w: a.encode() for w, a in deltas.items()}, _merge_accumulators(task))
-        accepted = sum(a.count for a in deltas.values())
-        self.metrics.inc("reports_aggregated_total", accepted)
-        return accepted, rejected
-
     # ----------------------------------------------------------- collection ---
-    def _check_window(self, task: Task, window_start: int) -> None:
-        if window_start % task.window_seconds:
-            raise InvalidTask(f"window_start {window_start} is not aligned to the task's {task.window_seconds}s windows")
-        if self.clock() < window_start + task.window_seconds:
-            raise BatchNotClosed(f"window {window_start} closes at {window_start + task.window_seconds}")
-
-    def _window_accumulator(self, task: Task, window_start: int) -> agg.Accumulator:
-        record = self.store.get_window(task.task_id, window_start)
-        if record is None or record.accumulator is None:
-            return agg.Accumulator(task)
-        return agg.Accumulator.decode(task, record.accumulator)
-
-    def _release(self, task: Task, acc: agg.Accumulator, window_start: int, collection_id: str, actor: str) -> tuple[np.ndarray, dict]:
-        """Charge the ledger, add this aggregator's full DP noise, audit the release."""
-        plan = noise_plan(task)
-        self.guard.charge(task, plan, collection_id, actor, window_start)
-        share = self.guard.noised_share(task, acc.agg_share, plan)
-        applied = plan.describe()
-        self.guard.record("collection", actor, task=task.task_id_b64, window_start=window_start, report_count=acc.count,
-                          collection_id=collection_id, noise=applied)
-        return share, applied
-
-    def _refuse(self, exc: Exception, task: Task, window_start: int, actor: str) -> None:
-        self.guard.record("refusal", actor, task=task.task_id_b64, window_start=window_start, reason=f"{type(exc).__name__}: {exc}")
-
     async def collect(self, task_id: bytes, window_start: int, actor: str = "local") -> pb.CollectResponse:
         started = time.perf_counter()
         loaded = self.load_task(task_id)
         if loaded.agg_index != 0:
             raise NotThisRole("collections go to the task's leader (aggregator 0)")
         task = loaded.task
-        try:
-            self._check_window(task, window_start)
-        except (BatchNotClosed, InvalidTask) as exc:
-            self._refuse(exc, task, window_start, actor)
-            raise
+        self.windows.check_closed(task, window_start, actor)
         record = self.store.update_window_collected(task_id, window_start)  # late uploads now refused
         if record.collections > task.max_collections_per_window:
             exc = CollectionRefused(
                 f"window {window_start} was already collected {record.collections - 1} time(s); "
                 f"the task allows {task.max_collections_per_window}"
             )
-            self._refuse(exc, task, window_start, actor)
+            self.windows.refuse(exc, task, window_start, actor)
             raise exc
         await self.flush_window(loaded, window_start)
         if task.mode != "shares":
             return self._collect_he(task, window_start, actor, started)
-        acc = self._window_accumulator(task, window_start)
-        if acc.count < task.min_batch_size:
-            exc = BatchTooSmall(f"window holds {acc.count} reports, min_batch_size is {task.min_batch_size}")
-            self._refuse(exc, task, window_start, actor)
-            raise exc
+        acc = self.windows.accumulator(task, window_start)
+        self.windows.check_batch_size(task, acc.count, window_start, actor)
         collection_id = os.urandom(8).hex()
-        share, dp_applied = self._release(task, acc, window_start, collection_id, actor)
+        share, dp_applied = self.windows.release(
+            task, window_start, acc.count, collection_id, actor, lambda plan: self.guard.noised_share(task, acc.agg_share, plan)
+        )
 
         def call(stub, j, timeout):
             req = pb.AggregateShareRequest(task_id=task_id, window_start=window_start, report_count=acc.count, checksum=acc.checksum, collection_id=collection_id)
@@ -572,43 +433,17 @@ class AggregatorCore:
         record = self.store.get_window(task.task_id, window_start)
         state = record.accumulator if record else None
         count = he_mode.count(task, state)
-        if count < task.min_batch_size:
-            exc = BatchTooSmall(f"window holds {count} reports, min_batch_size is {task.min_batch_size}")
-            self._refuse(exc, task, window_start, actor)
-            raise exc
+        self.windows.check_batch_size(task, count, window_start, actor)
         collection_id = os.urandom(8).hex()
-        plan = noise_plan(task)
-        self.guard.charge(task, plan, collection_id, actor, window_start)
-        noise = None if plan.distribution == "none" else plan.sample(task.measurement.length)
-        released = he_mode.release(task, state, noise)
-        applied = plan.describe()
-        self.guard.record("collection", actor, task=task.task_id_b64, window_start=window_start, report_count=count,
-                          collection_id=collection_id, noise=applied)
+        released, applied = self.windows.release(
+            task, window_start, count, collection_id, actor,
+            lambda plan: he_mode.release(task, state, None if plan.distribution == "none" else plan.sample(task.measurement.length)),
+        )
         self.metrics.inc("collections_total")
         self.metrics.observe("collect", time.perf_counter() - started)
         return pb.CollectResponse(task_id=task.task_id, window_start=window_start, window_seconds=task.window_seconds,
                                   report_count=count, sealed_aggregate_shares=[released],
                                   dp_applied_json=json.dumps(applied, sort_keys=True), collection_id=collection_id)
-
-    def helper_aggregate_share(self, req: pb.AggregateShareRequest, actor: str = "leader") -> pb.AggregateShareResponse:
-        loaded = self.load_task(req.task_id)
-        if loaded.agg_index == 0:
-            raise NotThisRole("this aggregator is the task's leader, not a helper")
-        task = loaded.task
-        self._check_window(task, req.window_start)
-        self.store.update_window_collected(task.task_id, req.window_start)
-        acc = self._window_accumulator(task, req.window_start)
-        if acc.count != req.report_count or acc.checksum != req.checksum:
-            raise BatchMismatch(f"helper holds {acc.count} reports for this window, leader claims {req.report_count} (or the report sets differ)")
-        if acc.count < task.min_batch_size:
-            exc = BatchTooSmall(f"window holds {acc.count} reports, min_batch_size is {task.min_batch_size}")
-            self._refuse(exc, task, req.window_start, actor)
-            raise exc
-        if not req.collection_id:
-            raise DecodeError("collection_id is required")
-        share, dp_applied = self._release(task, acc, req.window_start, req.collection_id, actor)
-        sealed = agg.seal_aggregate_share(task, req.window_start, loaded.agg_index, acc, share)
-        return pb.AggregateShareResponse(sealed_aggregate_share=sealed, dp_applied_json=json.dumps(dp_applied, sort_keys=True))
 
 
 _STATUS_BY_ERROR = (
@@ -623,4 +458,4 @@ def _outcome(report_id: bytes, exc: InvalidReport) -> pb.ReportOutcome:
     return pb.ReportOutcome(report_id=report_id, status=status, message=str(exc))
 
 
-__all__ = ["AggregatorCore", "BatchMismatch", "LoadedTask", "NotThisRole", "PeerFailure", "VerifyError"]
+__all__ = ["AggregatorCore"]

@@ -22,7 +22,8 @@ from mpc.errors import (
 )
 from protos.twinmpc.v1 import twinmpc_pb2 as pb
 from protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
-from services.aggregator.core import AggregatorCore, BatchMismatch, NotThisRole, PeerFailure
+from services.aggregator.core import AggregatorCore
+from services.aggregator.roles import BatchMismatch, NotThisRole, PeerFailure
 from services.auth import current_principal
 from services.storage import NotFound
 
@@ -149,16 +150,16 @@ class AggregationServicer(pb_grpc.AggregationServicer):
 
     @mapped_errors
     async def InitJob(self, request: pb.AggregationJobInit, context) -> pb.AggregationJobInitResponse:
-        return pb.AggregationJobInitResponse(results=self.core.helper_init(request.task_id, request.job_id, list(request.reports)))
+        return pb.AggregationJobInitResponse(results=self.core.helper.init_job(request.task_id, request.job_id, list(request.reports)))
 
     @mapped_errors
     async def ContinueJob(self, request: pb.AggregationJobContinue, context) -> pb.AggregationJobContinueResponse:
-        accepted, rejected = self.core.helper_continue(request.task_id, request.job_id, list(request.verdicts))
+        accepted, rejected = self.core.helper.continue_job(request.task_id, request.job_id, list(request.verdicts))
         return pb.AggregationJobContinueResponse(accepted=accepted, rejected_report_ids=rejected)
 
     @mapped_errors
     async def GetAggregateShare(self, request: pb.AggregateShareRequest, context) -> pb.AggregateShareResponse:
-        return self.core.helper_aggregate_share(request, actor=current_principal().identity)
+        return self.core.helper.aggregate_share(request, actor=current_principal().identity)
 
 
 class CollectionServicer(pb_grpc.CollectionServicer):

@@ -1,0 +1,123 @@
+"""The helper side of an aggregation job and of a collection.
+
+Each handler is one transaction (or idempotent), so the leader may retry any
+step after a crash of either side: a report id seen in another job is a
+replay, a finished job answers its stored outcome again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from mpc import aggregator as agg
+from mpc.errors import DecodeError, InvalidReport
+from mpc.report import REPORT_ID_SIZE, Report
+from protos.twinmpc.v1 import twinmpc_pb2 as pb
+from services.aggregator.roles import BatchMismatch, LoadedTask, NotThisRole, merge_accumulators
+from services.storage import HelperReportRow, NotFound
+
+log = logging.getLogger("twinmpc.aggregator")
+
+
+class HelperRole:
+    def __init__(self, core) -> None:
+        self.core = core  # AggregatorCore: tasks, store, HPKE key, metrics, window release
+        self._states: dict[tuple[bytes, bytes], object] = {}  # verify states between init and continue
+
+    def _load(self, task_id: bytes) -> LoadedTask:
+        loaded = self.core.load_task(task_id)
+        if loaded.agg_index == 0:
+            raise NotThisRole("this aggregator is the task's leader, not a helper")
+        return loaded
+
+    def init_job(self, task_id: bytes, job_id: bytes, shares: list[pb.ReportShare]) -> list[pb.VerifierShareResult]:
+        """Record the job's report ids (replay check), open own shares, return verifier shares."""
+        loaded = self._load(task_id)
+        store = self.core.store
+        if len(job_id) != 16:
+            raise DecodeError("job_id must be 16 bytes")
+        if store.get_job_state(job_id) == "done":
+            raise NotThisRole("aggregation job already finished")
+        task = loaded.task
+        rows = []
+        for s in shares:
+            if len(s.report_id) != REPORT_ID_SIZE:
+                raise DecodeError("report_id must be 16 bytes")
+            rows.append((task.window_start(s.time), HelperReportRow(s.report_id, s.time, s.public_share, s.sealed_share)))
+        fresh = store.put_helper_job(job_id, task_id, rows)
+        return [self._verify(loaded, job_id, row, is_fresh) for (_, row), is_fresh in zip(rows, fresh, strict=True)]
+
+    def _verify(self, loaded: LoadedTask, job_id: bytes, row: HelperReportRow, fresh: bool) -> pb.VerifierShareResult:
+        if not fresh:
+            self.core.metrics.inc("reports_refused_total", status="REPLAYED")
+            return pb.VerifierShareResult(report_id=row.report_id, ok=False, error="replayed report id")
+        try:
+            state, vshare = self._verify_init(loaded, row)
+        except InvalidReport as exc:
+            log.warning("helper rejects report: %s", exc)
+            return pb.VerifierShareResult(report_id=row.report_id, ok=False, error=str(exc))
+        self._states[(job_id, row.report_id)] = state
+        return pb.VerifierShareResult(report_id=row.report_id, ok=True, verifier_share=vshare)
+
+    def _verify_init(self, loaded: LoadedTask, row: HelperReportRow):
+        task, j = loaded.task, loaded.agg_index
+        sealed = (b"",) * j + (row.sealed_share,) + (b"",) * (task.num_aggregators - j - 1)
+        share = agg.open_input_share(task, self.core.hpke, j, Report(row.report_id, row.time, row.public_share, sealed))
+        return agg.verify_init(task, loaded.verify_key, j, row.report_id, row.public_share, share)
+
+    def continue_job(self, task_id: bytes, job_id: bytes, verdicts: list[pb.ReportVerdict]) -> tuple[int, list[bytes]]:
+        """Finish verification and accumulate once; a repeated call answers the same outcome."""
+        loaded = self._load(task_id)
+        store = self.core.store
+        state = store.get_job_state(job_id)
+        if state is None:
+            raise NotFound("unknown aggregation job")
+        rejected_blob = f"helper-job-rejected/{job_id.hex()}"
+        if state == "done":
+            stored = store.get_blob(rejected_blob) or b""
+            rejected = [stored[i : i + 16] for i in range(0, len(stored), 16)]
+            return len(verdicts) - len(rejected), rejected
+        rows = {row.report_id: (w, row) for w, row in store.get_helper_job_rows(job_id)}
+        task = loaded.task
+        deltas: dict[int, agg.Accumulator] = {}
+        rejected = []
+        for v in verdicts:
+            if not v.accept:
+                continue
+            entry = rows.get(v.report_id)
+            if entry is None:
+                raise DecodeError("verdict names a report that is not part of this job")
+            window, row = entry
+            try:
+                st = self._states.pop((job_id, v.report_id), None)
+                if st is None:  # restarted since init: recompute from the stored sealed share
+                    st, _ = self._verify_init(loaded, row)
+                out = agg.verify_finish(task, st, v.verifier_message)
+            except InvalidReport:
+                rejected.append(v.report_id)
+                continue
+            deltas.setdefault(window, agg.Accumulator(task)).add([v.report_id], [out])
+        store.put_blob(rejected_blob, b"".join(rejected))
+        store.finish_helper_job(job_id, task_id, {w: a.encode() for w, a in deltas.items()}, merge_accumulators(task))
+        accepted = sum(a.count for a in deltas.values())
+        self.core.metrics.inc("reports_aggregated_total", accepted)
+        return accepted, rejected
+
+    def aggregate_share(self, req: pb.AggregateShareRequest, actor: str = "leader") -> pb.AggregateShareResponse:
+        """Check the leader's batch claim against our own, then release our noised share."""
+        loaded = self._load(req.task_id)
+        task, windows = loaded.task, self.core.windows
+        windows.check_closed(task, req.window_start, actor)
+        self.core.store.update_window_collected(task.task_id, req.window_start)
+        acc = windows.accumulator(task, req.window_start)
+        if acc.count != req.report_count or acc.checksum != req.checksum:
+            raise BatchMismatch(f"helper holds {acc.count} reports for this window, leader claims {req.report_count} (or the report sets differ)")
+        windows.check_batch_size(task, acc.count, req.window_start, actor)
+        if not req.collection_id:
+            raise DecodeError("collection_id is required")
+        share, applied = windows.release(
+            task, req.window_start, acc.count, req.collection_id, actor, lambda plan: self.core.guard.noised_share(task, acc.agg_share, plan)
+        )
+        sealed = agg.seal_aggregate_share(task, req.window_start, loaded.agg_index, acc, share)
+        return pb.AggregateShareResponse(sealed_aggregate_share=sealed, dp_applied_json=json.dumps(applied, sort_keys=True))
