@@ -22,12 +22,14 @@ pki_app = typer.Typer(help="Create a CA and issue role certificates for mTLS.", 
 agg_app = typer.Typer(help="Run an aggregator server.", no_args_is_help=True)
 task_app = typer.Typer(help="Create and list tasks on aggregators.", no_args_is_help=True)
 key_app = typer.Typer(help="Collector HPKE keys.", no_args_is_help=True)
+he_key_app = typer.Typer(help="Collector keys for the homomorphic modes (paillier, ckks).", no_args_is_help=True)
 audit_app = typer.Typer(help="Verify an aggregator's signed audit log offline.", no_args_is_help=True)
 edge_app = typer.Typer(help="Run the edge agent (MQTT -> minimise -> shard -> upload).", no_args_is_help=True)
 app.add_typer(pki_app, name="pki")
 app.add_typer(agg_app, name="aggregator")
 app.add_typer(task_app, name="task")
 app.add_typer(key_app, name="collector-key")
+app.add_typer(he_key_app, name="he-key")
 app.add_typer(audit_app, name="audit")
 app.add_typer(edge_app, name="edge")
 
@@ -127,6 +129,48 @@ def collector_key_generate(out: Annotated[Path, typer.Option()], suite: str = "x
     typer.echo(b64encode(kp.config.encode()))
 
 
+def _passphrase(env: str) -> bytes:
+    import os
+
+    value = os.environ.get(env)
+    if not value:
+        raise fail(f"set ${env} to the passphrase that protects the secret key", 2)
+    return value.encode()
+
+
+@he_key_app.command("generate")
+def he_key_generate(
+    mode: Annotated[str, typer.Option(help="paillier (2048-bit) or ckks")],
+    out: Annotated[Path, typer.Option(help="secret key file (scrypt + AES-GCM sealed, 0600)")],
+    passphrase_env: str = "TWINMPC_HE_PASSPHRASE",
+) -> None:
+    """Create a collector key; print the public key (base64url) for the task's he_public_key."""
+    from crypto import ckks, paillier
+    from mpc.task import b64encode
+
+    passphrase = _passphrase(passphrase_env)
+    if mode == "paillier":
+        public, secret = paillier.generate_keypair(2048)
+        secret.save(out, passphrase)
+        typer.echo(b64encode(public.to_json()))
+    elif mode == "ckks":
+        context = ckks.generate_context(ckks.DEFAULT_PARAMS)
+        context.save(out, passphrase)
+        typer.echo(b64encode(context.public.to_bytes()))
+    else:
+        raise fail("mode must be paillier or ckks", 2)
+
+
+def _load_he_secret(mode: str, path: Path, passphrase_env: str):
+    from crypto import ckks, paillier
+
+    passphrase = _passphrase(passphrase_env)
+    try:
+        return paillier.PaillierSecretKey.load(path, passphrase) if mode == "paillier" else ckks.CkksSecretContext.load(path, passphrase)
+    except (TwinMpcError, OSError, ValueError) as exc:
+        raise fail(f"{path}: {exc}", 2) from None
+
+
 # --------------------------------------------------------------- tasks ---
 def _load_task(path: Path):
     from mpc.task import Task
@@ -143,8 +187,10 @@ def _load_task(path: Path):
 def task_create(
     endpoint: Annotated[list[str], typer.Option(help="aggregator endpoints, leader first")],
     measurement: Annotated[str, typer.Option(help='JSON, e.g. {"type": "sum", "bits": 16}')],
-    collector_key: Annotated[Path, typer.Option(help="collector key file (its public config goes into the task)")],
     pki_dir: PkiDir,
+    collector_key: Annotated[Optional[Path], typer.Option(help="collector HPKE key file (mode 'shares': its public config goes into the task)")] = None,
+    mode: Annotated[str, typer.Option(help="shares | paillier | ckks")] = "shares",
+    he_public_key: Annotated[Optional[str], typer.Option(help="base64url public key from `twinmpc he-key generate` (paillier, ckks)")] = None,
     identity: str = "admin",
     window_seconds: int = 60,
     min_batch_size: int = 100,
@@ -161,11 +207,15 @@ def task_create(
         doc = {
             "measurement": json.loads(measurement),
             "dp": json.loads(dp),
+            "mode": mode,
             **({"vdaf": vdaf} if vdaf else {}),
             "window_seconds": window_seconds,
             "min_batch_size": min_batch_size,
-            "collector_hpke_config": b64encode(load_hpke_key(collector_key).config.encode()),
         }
+        if collector_key is not None:
+            doc["collector_hpke_config"] = b64encode(load_hpke_key(collector_key).config.encode())
+        if he_public_key is not None:
+            doc["he_public_key"] = he_public_key
     except (json.JSONDecodeError, ValueError, OSError, KeyFileError) as exc:
         raise fail(str(exc), 2) from None
     task = _run(TaskAdminClient(_creds(pki_dir, identity)).provision_task(endpoint, doc))
@@ -262,6 +312,7 @@ def upload(
 ) -> None:
     """Shard, seal and upload one report per JSON line of measurements."""
     from mpc.client import shard_report
+    from mpc.he_mode import encrypt_he_report
     from services.client import UploadClient
 
     task = _load_task(task_file)
@@ -271,7 +322,10 @@ def upload(
         if not line.strip():
             continue
         try:
-            reports.append(shard_report(task, json.loads(line), time=time_))
+            if task.mode == "shares":
+                reports.append(shard_report(task, json.loads(line), time=time_))
+            else:
+                reports.append(encrypt_he_report(task, json.loads(line), time=time_))
         except (json.JSONDecodeError, TwinMpcError) as exc:
             raise fail(f"line {number}: {exc}", 2) from None
 
@@ -294,8 +348,10 @@ def upload(
 def collect(
     task_file: Annotated[Path, typer.Option("--task")],
     window: Annotated[int, typer.Option(help="window start (unix seconds)")],
-    collector_key: Annotated[Path, typer.Option()],
     pki_dir: PkiDir,
+    collector_key: Annotated[Optional[Path], typer.Option(help="collector HPKE key (mode 'shares')")] = None,
+    he_key: Annotated[Optional[Path], typer.Option(help="collector secret key (modes 'paillier', 'ckks')")] = None,
+    passphrase_env: str = "TWINMPC_HE_PASSPHRASE",
     identity: str = "controller-1",
 ) -> None:
     """Collect a closed window's result and print it as JSON."""
@@ -303,13 +359,21 @@ def collect(
     from services.keyfiles import KeyFileError, load_hpke_key
 
     task = _load_task(task_file)
-    try:
-        key = load_hpke_key(collector_key)
-    except KeyFileError as exc:
-        raise fail(str(exc), 2) from None
+    key = he_secret = None
+    if task.mode == "shares":
+        if collector_key is None:
+            raise fail("mode 'shares' needs --collector-key", 2)
+        try:
+            key = load_hpke_key(collector_key)
+        except KeyFileError as exc:
+            raise fail(str(exc), 2) from None
+    else:
+        if he_key is None:
+            raise fail(f"mode {task.mode!r} needs --he-key", 2)
+        he_secret = _load_he_secret(task.mode, he_key, passphrase_env)
 
     async def go():
-        async with Collector(task.aggregators[0].endpoint, _creds(pki_dir, identity), key) as c:
+        async with Collector(task.aggregators[0].endpoint, _creds(pki_dir, identity), key, he_secret_key=he_secret) as c:
             return await c.collect(task, window)
 
     r = _run(go())

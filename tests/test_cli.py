@@ -99,3 +99,44 @@ def test_aggregator_serve_with_bad_config_exits_2(tmp_path):
     (tmp_path / "agg.toml").write_text('data_dir = "d"\nlisten = 5\n')
     out = twinmpc("aggregator", "serve", "--config", "agg.toml", cwd=tmp_path)
     assert out.returncode == 2 and "listen" in out.stderr
+
+
+def test_paillier_task_by_hand(tmp_path, loop_thread):
+    """Homomorphic mode from the command line: key, task, upload, collect."""
+    import os
+    import time
+
+    from services.local_cluster import LocalCluster
+
+    cluster = LocalCluster(tmp_path, k=1, processes=True)
+    loop_thread.run(cluster.start())
+    env_pass = {"TWINMPC_HE_PASSPHRASE": "correct horse battery staple"}
+    os.environ.update(env_pass)
+    try:
+        cluster.credentials("admin", "admin")
+        cluster.credentials("edge", "edge-1")
+        cluster.credentials("controller", "controller-1")
+        no_pass = subprocess.run([sys.executable, "-m", "services.cli", "he-key", "generate", "--mode", "paillier", "--out", "x.key",
+                                  "--passphrase-env", "UNSET_VAR"], cwd=tmp_path, capture_output=True, text=True)
+        assert no_pass.returncode == 2 and "UNSET_VAR" in no_pass.stderr
+        gen = twinmpc("he-key", "generate", "--mode", "paillier", "--out", "he.key", cwd=tmp_path)
+        assert gen.returncode == 0, gen.stderr
+        assert (tmp_path / "he.key").stat().st_mode & 0o077 == 0
+        created = twinmpc("task", "create", "--endpoint", cluster.endpoints[0], "--measurement", '{"type": "sum", "bits": 8}',
+                          "--mode", "paillier", "--he-public-key", gen.stdout.strip(), "--pki-dir", "pki",
+                          "--window-seconds", "2", "--min-batch-size", "2", "--out", "task.json", cwd=tmp_path)
+        assert created.returncode == 0, created.stderr
+        now = int(time.time())
+        window = now - now % 2
+        up = twinmpc("upload", "--task", "task.json", "--pki-dir", "pki", "--time", str(window), cwd=tmp_path, stdin="40\n2\n")
+        assert up.returncode == 0, up.stderr
+        time.sleep(max(0, window + 2 - time.time()) + 0.1)
+        missing = twinmpc("collect", "--task", "task.json", "--window", str(window), "--pki-dir", "pki", cwd=tmp_path)
+        assert missing.returncode == 2 and "--he-key" in missing.stderr
+        got = twinmpc("collect", "--task", "task.json", "--window", str(window), "--he-key", "he.key", "--pki-dir", "pki", cwd=tmp_path)
+        assert got.returncode == 0, got.stderr
+        assert json.loads(got.stdout)["result"] == 42
+    finally:
+        for k in env_pass:
+            os.environ.pop(k, None)
+        loop_thread.run(cluster.stop())
