@@ -25,6 +25,10 @@ MergeFn = Callable[[bytes | None, bytes], bytes]
 from mpc.errors import TwinMpcError
 
 
+# Report states on the leader (both backends store them as integers).
+PENDING, IN_JOB, ACCEPTED, REJECTED = 0, 1, 2, 3
+
+
 def secret_column_ad(table: str, row: bytes, column: str) -> bytes:
     """AEAD associated data of a sealed column: a value cannot move to another row or column."""
     return b"twinmpc/v1/datastore\x00" + table.encode() + b"\x00" + column.encode() + b"\x00" + row

@@ -57,6 +57,10 @@ from services.storage.base import (
     StorageError,
     TaskRecord,
     WindowRecord,
+    ACCEPTED,
+    IN_JOB,
+    PENDING,
+    REJECTED,
     pack_list,  # one sealing and list format for both backends: a sealed column can be copied between them
     secret_column_ad,
     unpack_list,
@@ -97,7 +101,6 @@ CREATE TABLE IF NOT EXISTS windows (
 CREATE TABLE IF NOT EXISTS blobs (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
 """
 
-PENDING, IN_JOB, ACCEPTED, REJECTED = 0, 1, 2, 3
 _REPORT_COLUMNS = "report_id, time, public_share, leader_share, helper_shares"
 _RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
 

@@ -26,6 +26,10 @@ from services.storage.base import (
     PendingReport,
     TaskRecord,
     WindowRecord,
+    ACCEPTED,
+    IN_JOB,
+    PENDING,
+    REJECTED,
     pack_list,
     secret_column_ad,
     unpack_list,
@@ -55,7 +59,6 @@ CREATE TABLE IF NOT EXISTS windows (
 CREATE TABLE IF NOT EXISTS blobs (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 
-PENDING, IN_JOB, ACCEPTED, REJECTED = 0, 1, 2, 3
 
 
 class SqliteDatastore:
