@@ -484,6 +484,12 @@ class Field64Small(_ObjectField):
     GENERATOR = Field64.GENERATOR
     NAME = "Field64"
 
+    @classmethod
+    def from_backend(cls, other: type[_PrimeField], vec: np.ndarray) -> np.ndarray:
+        if other is Field64 and vec.dtype == np.uint64:  # canonical words: no reduction needed
+            return vec.astype(object)
+        return super().from_backend(other, vec)
+
 
 class Field128(_ObjectField):
     """GF(2^66 * 4611686018427387897 + 1) on object vectors of Python ints (short vectors)."""

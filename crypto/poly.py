@@ -221,6 +221,50 @@ def subsample_lagrange_weights(field: type[_PrimeField], lam_n: np.ndarray, t: i
     return field.mul(lam_n[::r], field.const(r * pow(s, -1, q)))
 
 
+def power_rows(field: type[_PrimeField], t: np.ndarray, n: int) -> np.ndarray:
+    """Row b is [1, t_b, ..., t_b^(n-1)] for a vector t of B points: shape (B, n), log2(n) doublings."""
+    out = field.from_u64(np.ones((t.shape[0], 1), dtype=np.uint64))
+    tk = t.reshape(-1, 1)  # t^width
+    while out.shape[1] < n:
+        out = np.concatenate([out, field.mul(out, tk)], axis=1)
+        if out.shape[1] < n:
+            tk = field.mul(tk, tk)
+    return out[:, :n]
+
+
+def lagrange_weights_rows(field: type[_PrimeField], t: np.ndarray, n: int) -> np.ndarray:
+    """`lagrange_weights` for a vector t of B points at once: shape (B, n), one batched inverse NTT."""
+    return ntt(field, power_rows(field, t, n), inverse=True)
+
+
+def subsample_lagrange_weights_rows(field: type[_PrimeField], lam_n: np.ndarray, t: np.ndarray, p: int) -> np.ndarray:
+    """`subsample_lagrange_weights` for B points at once (lam_n: (B, n), t: (B,)) -> (B, p).
+
+    The factors r/S of all rows share one batch inversion; the (negligibly
+    rare) rows with S = 0 get their weights directly, as in the scalar twin.
+    """
+    n = lam_n.shape[-1]
+    r = n // p
+    if r * p != n:
+        raise ValueError("p must divide the number of weights")
+    if r == 1:
+        return lam_n
+    tp = t
+    for _ in range(p.bit_length() - 1):  # p is a power of two: t^p by squaring
+        tp = field.mul(tp, tp)
+    s = field.sum(power_rows(field, tp, r), axis=-1)
+    zero = field.is_zero(s)
+    if np.any(zero):
+        s = s.copy()
+        s[zero] = field.const(1)[0]
+    factor = field.mul(field.inv(s), field.const(r))
+    out = field.mul(lam_n[:, ::r], factor.reshape(-1, 1))
+    ts = field.to_ints(t) if np.any(zero) else []
+    for i in np.flatnonzero(zero):
+        out[i] = lagrange_weights(field, ts[i], p)
+    return out
+
+
 @cache
 def _extension_matrix(field: type[_PrimeField], l: int, n: int) -> np.ndarray:
     """C (n - l, l) with [values, C @ values] the values at all n-th roots of the
@@ -240,8 +284,9 @@ def _extension_matrix(field: type[_PrimeField], l: int, n: int) -> np.ndarray:
 
 
 def extend_lagrange(field: type[_PrimeField], values: np.ndarray, n: int) -> np.ndarray:
-    """Values at all n-th roots of the unique polynomial of degree < l = len(values)
-    whose values at w_n^0 .. w_n^(l-1) are given (draft-18 Lagrange-basis gadget polynomial).
+    """Values at all n-th roots of the unique polynomial of degree < l = values.shape[-1]
+    whose values at w_n^0 .. w_n^(l-1) are given (draft-18 Lagrange-basis gadget polynomial);
+    leading axes of `values` are independent polynomials.
 
     The missing n - l values are a fixed linear map of the given ones
     (`_extension_matrix`, cached): one product and one row sum per call.
@@ -252,7 +297,16 @@ def extend_lagrange(field: type[_PrimeField], values: np.ndarray, n: int) -> np.
     if l == n:
         return values
     c = _extension_matrix(field, l, n)
-    return np.concatenate([values, field.mul_sum(c, values)])
+    if values.ndim == 1:
+        return np.concatenate([values, field.mul_sum(c, values)])
+    # Leading axes are batches (one row per report): one matrix product for all.
+    return np.concatenate([values, field.matmul(values, _extension_matrix_t(field, l, n))], axis=-1)
+
+
+@cache
+def _extension_matrix_t(field: type[_PrimeField], l: int, n: int) -> np.ndarray:
+    """The transpose of `_extension_matrix`, contiguous (batched extend_lagrange)."""
+    return np.ascontiguousarray(_extension_matrix(field, l, n).T)
 
 
 def _solve_mod(mat: list[list[int]], rhs: list[list[int]], p: int) -> list[list[int]]:
@@ -298,10 +352,13 @@ __all__ = [
     "extend_values",
     "interpolate_roots",
     "lagrange_weights",
+    "lagrange_weights_rows",
     "next_power_of_2",
     "ntt",
     "pad",
     "poly_eval",
     "poly_mul",
+    "power_rows",
     "subsample_lagrange_weights",
+    "subsample_lagrange_weights_rows",
 ]

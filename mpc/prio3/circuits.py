@@ -123,6 +123,51 @@ def range_check_wire_evals(
     return out.T.reshape(-1)  # interleaved: left_0, right_0, left_1, ...
 
 
+def range_check_wire_evals_rows(
+    field: type[_PrimeField],
+    x: np.ndarray,
+    joint_rand: np.ndarray,
+    chunk: int,
+    calls: int,
+    shares_inv: np.ndarray,
+    lam: np.ndarray,
+) -> np.ndarray:
+    """`range_check_wire_evals` for B reports (x (B, n), joint_rand and lam (B, calls)) -> (B, 2*chunk)."""
+    b = x.shape[0]
+    padded = field.zeros_shape((b, calls * chunk))
+    padded[:, : x.shape[1]] = x
+    xs = padded.reshape(b, calls, chunk)
+    r = joint_rand.reshape(b, calls, 1)
+    lam3 = lam.reshape(b, calls, 1)
+    scaled = field.mul(lam3, r)  # lam_i r_i^1, grows to (B, calls, chunk)
+    r_w = r
+    while scaled.shape[2] < chunk:
+        have = scaled.shape[2]
+        more = min(have, chunk - have)
+        scaled = np.concatenate([scaled, field.mul(scaled[:, :, :more], r_w)], axis=2)
+        if scaled.shape[2] < chunk:
+            r_w = field.mul(r_w, r_w)
+    left = field.mul_sum(scaled, xs, axis=1)
+    right = field.sub(field.mul_sum(lam3, xs, axis=1), field.mul(field.sum(lam, axis=-1).reshape(b, 1), shares_inv))
+    return np.stack([left, right], axis=-1).reshape(b, 2 * chunk)  # interleaved as in the 1-D version
+
+
+class _RangeCheckRows:
+    """Batched wire evaluations shared by the circuits whose only gadget-0 wires are a range check."""
+
+    field: type[_PrimeField]
+    chunk_length: int
+    GADGET_CALLS: list[int]
+
+    def wire_evals_rows(self, field, meas, joint_rand, num_shares, weights):  # type: ignore[no-untyped-def]
+        return [
+            range_check_wire_evals_rows(
+                field, meas, joint_rand, self.chunk_length, self.GADGET_CALLS[0],
+                field.const(field.s_inv(num_shares)), weights[0],
+            )
+        ]
+
+
 class Count(Valid[int, int]):
     """Draft Section 7.4.1: C(x) = x*x - x with one Mul call."""
 
@@ -141,6 +186,16 @@ class Count(Valid[int, int]):
 
     def combine(self, meas, joint_rand, num_shares, gadget_outputs):  # type: ignore[no-untyped-def]
         return self.field.sub(gadget_outputs[0], meas[:1])
+
+    def wire_evals_rows(self, field, meas, joint_rand, num_shares, weights):  # type: ignore[no-untyped-def]
+        x = field.mul(meas[:, :1], weights[0][:, :1])
+        return [np.concatenate([x, x], axis=1)]
+
+    def combine_rows(self, field, meas, joint_rand, num_shares, gadget_outputs):  # type: ignore[no-untyped-def]
+        return field.sub(gadget_outputs[0], meas[:, :1])
+
+    def truncate_rows(self, field, meas):  # type: ignore[no-untyped-def]
+        return meas
 
     def encode(self, measurement: int) -> np.ndarray:
         m = _as_int(measurement, "Count measurement")
@@ -179,6 +234,15 @@ class Sum(Valid[int, int]):
     def combine(self, meas, joint_rand, num_shares, gadget_outputs):  # type: ignore[no-untyped-def]
         return gadget_outputs[0]
 
+    def wire_evals_rows(self, field, meas, joint_rand, num_shares, weights):  # type: ignore[no-untyped-def]
+        return [field.mul_sum(meas, weights[0], axis=-1).reshape(-1, 1)]
+
+    def combine_rows(self, field, meas, joint_rand, num_shares, gadget_outputs):  # type: ignore[no-untyped-def]
+        return gadget_outputs[0]
+
+    def truncate_rows(self, field, meas):  # type: ignore[no-untyped-def]
+        return _weighted_decode(field, meas, self.weights).reshape(-1, 1)
+
     def encode(self, measurement: int) -> np.ndarray:
         return self.field.from_ints(encode_range_checked(_as_int(measurement, "Sum measurement"), self.max_measurement))
 
@@ -189,7 +253,7 @@ class Sum(Valid[int, int]):
         return self.field.to_ints(output)[0]
 
 
-class SumVec(Valid[list[int], list[int]]):
+class SumVec(_RangeCheckRows, Valid[list[int], list[int]]):
     """Draft-18 Section 7.4.3: each entry range-checked in [0, max_measurement]."""
 
     EVAL_OUTPUT_LEN = 1
@@ -230,6 +294,9 @@ class SumVec(Valid[list[int], list[int]]):
     def combine(self, meas, joint_rand, num_shares, gadget_outputs):  # type: ignore[no-untyped-def]
         return self.field.sum(gadget_outputs[0], axis=-1)
 
+    def combine_rows(self, field, meas, joint_rand, num_shares, gadget_outputs):  # type: ignore[no-untyped-def]
+        return field.sum(gadget_outputs[0], axis=-1).reshape(-1, 1)
+
     def encode(self, measurement: Sequence[int]) -> np.ndarray:
         if len(measurement) != self.length:
             raise InvalidMeasurement(f"SumVec measurement must have length {self.length}")
@@ -261,11 +328,14 @@ class SumVec(Valid[list[int], list[int]]):
     def truncate(self, meas: np.ndarray) -> np.ndarray:
         return _weighted_decode(self.field, meas.reshape(self.length, self.bits), self.weights)
 
+    def truncate_rows(self, field, meas):  # type: ignore[no-untyped-def]
+        return _weighted_decode(field, meas.reshape(-1, self.length, self.bits), self.weights)
+
     def decode(self, output: np.ndarray, num_measurements: int) -> list[int]:
         return self.field.to_ints(output)
 
 
-class Histogram(Valid[int, list[int]]):
+class Histogram(_RangeCheckRows, Valid[int, list[int]]):
     """Draft Section 7.4.4: one-hot vector; bit check plus sum-to-one check."""
 
     EVAL_OUTPUT_LEN = 2
@@ -304,6 +374,11 @@ class Histogram(Valid[int, list[int]]):
         sum_check = f.sub(f.sum(meas, axis=-1), self.shares_inv(num_shares))
         return np.concatenate([range_check, sum_check])
 
+    def combine_rows(self, field, meas, joint_rand, num_shares, gadget_outputs):  # type: ignore[no-untyped-def]
+        range_check = field.sum(gadget_outputs[0], axis=-1)
+        sum_check = field.sub(field.sum(meas, axis=-1), self.shares_inv(num_shares, field))
+        return np.stack([range_check, sum_check], axis=1)
+
     def encode(self, measurement: int) -> np.ndarray:
         m = _as_int(measurement, "Histogram measurement")
         if not 0 <= m < self.length:
@@ -313,11 +388,14 @@ class Histogram(Valid[int, list[int]]):
     def truncate(self, meas: np.ndarray) -> np.ndarray:
         return meas
 
+    def truncate_rows(self, field, meas):  # type: ignore[no-untyped-def]
+        return meas
+
     def decode(self, output: np.ndarray, num_measurements: int) -> list[int]:
         return self.field.to_ints(output)
 
 
-class MultihotCountVec(Valid[list[int], list[int]]):
+class MultihotCountVec(_RangeCheckRows, Valid[list[int], list[int]]):
     """Draft-18 Section 7.4.5: bit vector whose weight is at most max_weight.
 
     The claimed weight is a range-checked integer in [0, max_weight] (same
@@ -369,6 +447,12 @@ class MultihotCountVec(Valid[list[int], list[int]]):
         reported = _weighted_decode(f, meas[self.length :], self.weight_weights)
         return np.concatenate([range_check, f.sub(weight, reported)])
 
+    def combine_rows(self, field, meas, joint_rand, num_shares, gadget_outputs):  # type: ignore[no-untyped-def]
+        range_check = field.sum(gadget_outputs[0], axis=-1)
+        weight = field.sum(meas[:, : self.length], axis=-1)
+        reported = _weighted_decode(field, meas[:, self.length :], self.weight_weights)
+        return np.stack([range_check, field.sub(weight, reported)], axis=1)
+
     def encode(self, measurement: Sequence[int]) -> np.ndarray:
         if len(measurement) != self.length:
             raise InvalidMeasurement(f"MultihotCountVec measurement must have length {self.length}")
@@ -382,6 +466,9 @@ class MultihotCountVec(Valid[list[int], list[int]]):
 
     def truncate(self, meas: np.ndarray) -> np.ndarray:
         return meas[: self.length]
+
+    def truncate_rows(self, field, meas):  # type: ignore[no-untyped-def]
+        return meas[:, : self.length]
 
     def decode(self, output: np.ndarray, num_measurements: int) -> list[int]:
         return self.field.to_ints(output)
@@ -530,6 +617,7 @@ __all__ = [
     "SumVec",
     "encode_range_checked",
     "range_check_wire_evals",
+    "range_check_wire_evals_rows",
     "range_check_wires",
     "range_checked_weights",
 ]

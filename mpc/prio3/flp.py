@@ -36,8 +36,10 @@ from crypto.poly import (
     extend_lagrange,
     extend_values,
     lagrange_weights,
+    lagrange_weights_rows,
     next_power_of_2,
     subsample_lagrange_weights,
+    subsample_lagrange_weights_rows,
 )
 from mpc.errors import VerifyError
 
@@ -150,6 +152,45 @@ class Valid(Generic[Measurement, AggResult]):
         wires = self.wire_inputs(meas, joint_rand, num_shares)
         return [self.field.mul_sum(w, lam) for w, lam in zip(wires, weights)]
 
+    # ---- batches: row b of every array belongs to report b (Prio3.verify_init_batch) ----
+    # `field` is the backend the batch is computed on (the same field, possibly
+    # another representation than self.field).  The defaults run the 1-D
+    # methods row by row; circuits override them with vectorised versions.
+    def wire_evals_rows(
+        self, field: type[_PrimeField], meas: np.ndarray, joint_rand: np.ndarray, num_shares: int,
+        weights: list[np.ndarray],
+    ) -> list[np.ndarray]:
+        """`wire_evals` for B reports: meas (B, MEAS_LEN), weights[g] (B, calls_g) -> per gadget (B, ARITY)."""
+        f = self.field
+        rows = [
+            self.wire_evals(
+                f.from_backend(field, meas[b]), f.from_backend(field, joint_rand[b]), num_shares,
+                [f.from_backend(field, w[b]) for w in weights],
+            )
+            for b in range(meas.shape[0])
+        ]
+        return [field.from_backend(f, np.stack([r[g] for r in rows])) for g in range(len(self.GADGETS))]
+
+    def combine_rows(
+        self, field: type[_PrimeField], meas: np.ndarray, joint_rand: np.ndarray, num_shares: int,
+        gadget_outputs: list[np.ndarray],
+    ) -> np.ndarray:
+        """`combine` for B reports: gadget_outputs[g] (B, calls_g) -> (B, EVAL_OUTPUT_LEN)."""
+        f = self.field
+        rows = [
+            self.combine(
+                f.from_backend(field, meas[b]), f.from_backend(field, joint_rand[b]), num_shares,
+                [f.from_backend(field, o[b]) for o in gadget_outputs],
+            )
+            for b in range(meas.shape[0])
+        ]
+        return field.from_backend(f, np.stack(rows))
+
+    def truncate_rows(self, field: type[_PrimeField], meas: np.ndarray) -> np.ndarray:
+        """`truncate` for B reports: (B, MEAS_LEN) -> (B, OUTPUT_LEN)."""
+        f = self.field
+        return field.from_backend(f, np.stack([self.truncate(f.from_backend(field, m)) for m in meas]))
+
     def encode(self, measurement: Measurement) -> np.ndarray:
         raise NotImplementedError
 
@@ -183,8 +224,10 @@ class Valid(Generic[Measurement, AggResult]):
     def verifier_len(self) -> int:
         return 1 + sum(g.ARITY + 1 for g in self.GADGETS)
 
-    def shares_inv(self, num_shares: int) -> np.ndarray:
-        return self.field.const(self.field.s_inv(num_shares))
+    def shares_inv(self, num_shares: int, field: type[_PrimeField] | None = None) -> np.ndarray:
+        """1/num_shares as a shape-(1,) vector (on `field` if given, else self.field)."""
+        f = field or self.field
+        return f.const(f.s_inv(num_shares))
 
 
 class FlpBBCGGI19(Generic[Measurement, AggResult]):
@@ -295,6 +338,79 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
             verifier.append(f.add(f.mul(seeds, lam[:1]), w_at_t))
             verifier.append(f.mul_sum(full, lam_n))
         return np.concatenate(verifier)
+
+    def query_rows(
+        self,
+        field: type[_PrimeField],
+        meas: np.ndarray,
+        proof: np.ndarray,
+        query_rand: np.ndarray,
+        joint_rand: np.ndarray,
+        num_shares: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`query` for B reports at once (row b = report b), computed on backend `field`.
+
+        Returns (verifiers (B, VERIFIER_LEN), hit (B,) bool): ``hit`` marks the
+        reports whose query randomness is a root of unity, which `query`
+        rejects with VerifyError (their rows are meaningless).  Every step is
+        the same arithmetic as `query` with a leading batch axis: one
+        extension product per gadget, one batched inverse NTT for all
+        reports' Lagrange weights (each report has its own test point).
+        """
+        valid = self.valid
+        b = meas.shape[0]
+        seeds_list, polys, outputs = [], [], []
+        off = 0
+        for g, calls in zip(valid.GADGETS, valid.GADGET_CALLS):
+            p = next_power_of_2(1 + calls)
+            poly_len = g.DEGREE * (p - 1) + 1
+            n = next_power_of_2(poly_len)
+            seeds = proof[:, off : off + g.ARITY]
+            gadget_poly = proof[:, off + g.ARITY : off + g.ARITY + poly_len]
+            off += g.ARITY + poly_len
+            full = extend_lagrange(field, gadget_poly, n)
+            step = n // p
+            seeds_list.append(seeds)
+            polys.append(full)
+            outputs.append(full[:, step : (calls + 1) * step : step])
+        out = valid.combine_rows(field, meas, joint_rand, num_shares, outputs)
+
+        if valid.EVAL_OUTPUT_LEN > 1:
+            v = field.mul_sum(query_rand[:, : valid.EVAL_OUTPUT_LEN], out, axis=-1).reshape(b, 1)
+            test_points = query_rand[:, valid.EVAL_OUTPUT_LEN :]
+        else:
+            v = out[:, :1]
+            test_points = query_rand
+        hit = np.zeros(b, dtype=bool)
+        one = field.const(1)
+        wire_weights, gadget_weights = [], []
+        for i, (calls, full) in enumerate(zip(valid.GADGET_CALLS, polys)):
+            p = next_power_of_2(1 + calls)
+            t = np.ascontiguousarray(test_points[:, i])
+            tp = t
+            for _ in range(p.bit_length() - 1):
+                tp = field.mul(tp, tp)
+            hit |= field.is_zero(field.sub(tp, one))
+            lam_n = lagrange_weights_rows(field, t, full.shape[-1])
+            wire_weights.append(subsample_lagrange_weights_rows(field, lam_n, t, p)[:, : calls + 1])
+            gadget_weights.append(lam_n)
+        wire_evals = valid.wire_evals_rows(field, meas, joint_rand, num_shares, [lam[:, 1:] for lam in wire_weights])
+        verifier = [v]
+        for seeds, lam, w_at_t, full, lam_n in zip(seeds_list, wire_weights, wire_evals, polys, gadget_weights):
+            verifier.append(field.add(field.mul(seeds, lam[:, :1]), w_at_t))
+            verifier.append(field.mul_sum(full, lam_n, axis=-1).reshape(b, 1))
+        return np.concatenate(verifier, axis=1), hit
+
+    def decide_rows(self, field: type[_PrimeField], verifier: np.ndarray) -> np.ndarray:
+        """`decide` for B verifiers (B, VERIFIER_LEN) at once -> (B,) bool (gadgets run on all rows)."""
+        ok = field.is_zero(verifier[:, 0])
+        off = 1
+        for g in self.valid.GADGETS:
+            wire_checks = np.ascontiguousarray(verifier[:, off : off + g.ARITY].T)
+            gadget_check = verifier[:, off + g.ARITY]
+            off += g.ARITY + 1
+            ok &= field.is_zero(field.sub(g.eval_vec(field, wire_checks), gadget_check))
+        return ok
 
     def decide(self, verifier: np.ndarray) -> bool:
         """Accept iff the reduced output is 0 and every gadget test passes."""

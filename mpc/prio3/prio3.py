@@ -28,7 +28,13 @@ import numpy as np
 
 from crypto.field import Field64, Field64Small, Field128, Field128Limbs, _PrimeField
 from crypto.xof import Xof, XofTurboShake128
-from mpc.errors import DecodeError, InvalidMeasurement, InvalidTask, VerifyError
+from mpc.errors import (
+    DecodeError,
+    InvalidMeasurement,
+    InvalidReport,
+    InvalidTask,
+    VerifyError,
+)
 from mpc.prio3.circuits import (
     Count,
     FixedPointBoundedL2Vec,
@@ -312,6 +318,205 @@ class Prio3(Generic[M, R]):
         ]
         verifier_share = f.encode_vec(np.concatenate(verifiers)) + jr_part
         return Prio3VerifyState(out_share, corrected_seed), verifier_share
+
+    # ------------------------------------------------------------------ batches
+    def _expand_rows(self, field: type[_PrimeField], xofs: list[Xof], length: int) -> np.ndarray:
+        """Row b = xofs[b].next_vec(field, length): one decode for all rows.
+
+        Each XOF is read once for `length` elements; a row with a rejected
+        candidate (probability ~2^-32 per Field64 element) keeps its valid
+        candidates and continues with next_vec on the same XOF, which is
+        exactly the draft's sampling loop.
+        """
+        size = field.ENCODED_SIZE
+        cand, ok = field.decode_unchecked(b"".join([x.next(length * size) for x in xofs]))
+        cand = cand.reshape(len(xofs), length)
+        ok = ok.reshape(len(xofs), length)
+        for b in np.flatnonzero(~ok.all(axis=1)):
+            keep = cand[b][ok[b]]
+            cand[b] = np.concatenate([keep, xofs[b].next_vec(field, length - keep.shape[0])])
+        return cand
+
+    def verify_init_batch(
+        self,
+        verify_key: bytes,
+        ctx: bytes,
+        agg_id: int,
+        agg_param: bytes,
+        nonces: Sequence[bytes],
+        public_shares: Sequence[bytes],
+        input_shares: Sequence[bytes],
+    ) -> list[tuple[Prio3VerifyState, bytes] | InvalidReport]:
+        """`verify_init` for many reports of one task: entry b is what verify_init returns
+        for report b, or the `InvalidReport` it raises (one bad report never fails the batch).
+
+        Same bytes as report-by-report (draft Section 7.2.2); the work is done
+        on 2-D arrays (row = report) on the field's long-vector backend:
+        one decode of all leader shares (or of all XOF outputs), one batched
+        FLP query per proof, one encoding of all verifier shares.  XOFs stay
+        one per draft derivation and report (they are keyed per report).
+        """
+        if len(verify_key) != self.VERIFY_KEY_SIZE:
+            raise ValueError("verify_key must be VERIFY_KEY_SIZE bytes")
+        if not 0 <= agg_id < self.SHARES:
+            raise ValueError("agg_id out of range")
+        count = len(nonces)
+        if len(public_shares) != count or len(input_shares) != count:
+            raise ValueError("nonces, public_shares and input_shares must have the same length")
+        f = self.field
+        bf = f.LARGE
+        s = self.xof.SEED_SIZE
+        uses_jr = self._uses_jr
+        blind_len = s if uses_jr else 0
+        meas_bytes = f.ENCODED_SIZE * self.flp.MEAS_LEN
+        proof_bytes = f.ENCODED_SIZE * self.flp.PROOF_LEN * self.PROOFS
+        results: list[Any] = [None] * count
+        rows: list[int] = []  # reports that decoded so far
+        parts_of: list[list[bytes] | None] = []
+        for b in range(count):
+            try:
+                if len(nonces[b]) != self.NONCE_SIZE:
+                    raise DecodeError("nonce has the wrong length")
+                self._check_agg_param(agg_param)
+                parts = self._decode_public_share(public_shares[b])
+                if agg_id == 0 and len(input_shares[b]) != meas_bytes + proof_bytes + blind_len:
+                    raise DecodeError("leader input share has the wrong length")
+                if agg_id != 0 and len(input_shares[b]) != s + blind_len:
+                    raise DecodeError("helper input share has the wrong length")
+            except DecodeError as exc:
+                results[b] = exc
+                continue
+            rows.append(b)
+            parts_of.append(parts)
+
+        if agg_id == 0:
+            cand, ok = bf.decode_unchecked(b"".join([input_shares[b][: meas_bytes + proof_bytes] for b in rows]))
+            width = self.flp.MEAS_LEN + self.flp.PROOF_LEN * self.PROOFS
+            cand = cand.reshape(len(rows), width)
+            good = ok.reshape(len(rows), width).all(axis=1)
+            for i in np.flatnonzero(~good):
+                results[rows[i]] = DecodeError(f"{f.NAME}: element >= modulus")
+            keep = np.flatnonzero(good)
+            rows = [rows[i] for i in keep]
+            parts_of = [parts_of[i] for i in keep]
+            cand = cand[keep]
+            meas = cand[:, : self.flp.MEAS_LEN]
+            proofs = cand[:, self.flp.MEAS_LEN :]
+            blinds = [input_shares[b][meas_bytes + proof_bytes :] for b in rows]
+            meas_enc = [input_shares[b][:meas_bytes] for b in rows]
+        else:
+            seeds = [input_shares[b][:s] for b in rows]
+            blinds = [input_shares[b][s:] for b in rows]
+            dst_meas, dst_proof = self._dst(USAGE_MEAS_SHARE, ctx), self._dst(USAGE_PROOF_SHARE, ctx)
+            meas = self._expand_rows(bf, [self.xof(seed, dst_meas, bytes([agg_id])) for seed in seeds], self.flp.MEAS_LEN)
+            proofs = self._expand_rows(
+                bf, [self.xof(seed, dst_proof, bytes([self.PROOFS, agg_id])) for seed in seeds],
+                self.flp.PROOF_LEN * self.PROOFS,
+            )
+            enc = bf.encode_vec(meas.reshape(-1))
+            meas_enc = [enc[i * meas_bytes : (i + 1) * meas_bytes] for i in range(len(rows))]
+        if not rows:
+            return results
+
+        jl, pl, ql = self.flp.JOINT_RAND_LEN, self.flp.PROOF_LEN, self.flp.QUERY_RAND_LEN
+        proofs_byte = bytes([self.PROOFS])
+        jr_parts: list[bytes] = [b""] * len(rows)
+        seeds_corrected: list[bytes | None] = [None] * len(rows)
+        joint_rands = bf.zeros_shape((len(rows), 0))
+        if uses_jr:
+            dst_part = self._dst(USAGE_JOINT_RAND_PART, ctx)
+            dst_seed = self._dst(USAGE_JOINT_RAND_SEED, ctx)
+            dst_jr = self._dst(USAGE_JOINT_RANDOMNESS, ctx)
+            zero_seed = bytes(s)
+            agg_byte = bytes([agg_id])
+            jr_xofs = []
+            for i, b in enumerate(rows):
+                part = self.xof.derive_seed(blinds[i], dst_part, agg_byte + nonces[b] + meas_enc[i])
+                parts = list(parts_of[i])  # type: ignore[arg-type]
+                parts[agg_id] = part
+                seed = self.xof.derive_seed(zero_seed, dst_seed, b"".join(parts))
+                jr_parts[i], seeds_corrected[i] = part, seed
+                jr_xofs.append(self.xof(seed, dst_jr, proofs_byte))
+            joint_rands = self._expand_rows(bf, jr_xofs, jl * self.PROOFS)
+        dst_query = self._dst(USAGE_QUERY_RANDOMNESS, ctx)
+        query_rands = self._expand_rows(
+            bf, [self.xof(verify_key, dst_query, proofs_byte + nonces[b]) for b in rows], ql * self.PROOFS
+        )
+
+        verifiers = []
+        hit = np.zeros(len(rows), dtype=bool)
+        for i in range(self.PROOFS):
+            ver, hit_i = self.flp.query_rows(
+                bf,
+                meas,
+                proofs[:, i * pl : (i + 1) * pl],
+                query_rands[:, i * ql : (i + 1) * ql],
+                joint_rands[:, i * jl : (i + 1) * jl],
+                self.SHARES,
+            )
+            verifiers.append(ver)
+            hit |= hit_i
+        ver_all = np.concatenate(verifiers, axis=1)
+        ver_enc = bf.encode_vec(ver_all.reshape(-1))
+        vlen = len(ver_enc) // len(rows)
+        out = f.from_backend(bf, self.flp.valid.truncate_rows(bf, meas))
+        for i, b in enumerate(rows):
+            if hit[i]:
+                results[b] = VerifyError("query randomness hit a root of unity")
+                continue
+            state = Prio3VerifyState(out[i], seeds_corrected[i])
+            results[b] = (state, ver_enc[i * vlen : (i + 1) * vlen] + jr_parts[i])
+        return results
+
+    def verifier_shares_to_message_batch(
+        self, ctx: bytes, agg_param: bytes, verifier_shares: Sequence[Sequence[bytes]]
+    ) -> list[bytes | InvalidReport]:
+        """`verifier_shares_to_message` for many reports (entry b: the message or the
+        `InvalidReport` it raises); all proofs are decided with one vectorised pass."""
+        f = self.field
+        bf = f.LARGE
+        count = len(verifier_shares)
+        results: list[Any] = [None] * count
+        rows: list[int] = []
+        raw: list[bytes] = []
+        jparts: list[list[bytes]] = []
+        vlen = f.ENCODED_SIZE * self.flp.VERIFIER_LEN * self.PROOFS
+        jlen = self.xof.SEED_SIZE if self._uses_jr else 0
+        for b, shares in enumerate(verifier_shares):
+            if agg_param != b"" or len(shares) != self.SHARES or any(len(v) != vlen + jlen for v in shares):
+                try:  # malformed: the single-report path names the first problem it meets
+                    results[b] = self.verifier_shares_to_message(ctx, agg_param, list(shares))
+                except InvalidReport as exc:
+                    results[b] = exc
+                continue
+            rows.append(b)
+            raw.extend(v[:vlen] for v in shares)
+            jparts.append([v[vlen:] for v in shares])
+        if not rows:
+            return results
+        width = self.flp.VERIFIER_LEN * self.PROOFS
+        cand, ok = bf.decode_unchecked(b"".join(raw))
+        cand = cand.reshape(len(rows), self.SHARES, width)
+        good = ok.reshape(len(rows), self.SHARES * width).all(axis=1)
+        total = cand[:, 0]
+        for j in range(1, self.SHARES):
+            total = bf.add(total, cand[:, j])
+        vl = self.flp.VERIFIER_LEN
+        accept = np.ones(len(rows), dtype=bool)
+        for i in range(self.PROOFS):
+            accept &= self.flp.decide_rows(bf, total[:, i * vl : (i + 1) * vl])
+        dst_seed = self._dst(USAGE_JOINT_RAND_SEED, ctx)
+        zero_seed = bytes(self.xof.SEED_SIZE)
+        for i, b in enumerate(rows):
+            if not good[i]:
+                results[b] = DecodeError(f"{f.NAME}: element >= modulus")
+            elif not accept[i]:
+                results[b] = VerifyError("proof verifier check failed")
+            elif self._uses_jr:
+                results[b] = self.xof.derive_seed(zero_seed, dst_seed, b"".join(jparts[i]))
+            else:
+                results[b] = b""
+        return results
 
     def _decode_verifier_share(self, encoded: bytes) -> tuple[np.ndarray, bytes]:
         f = self.field
