@@ -4,7 +4,9 @@ Pure protocol code; the gRPC servicers call these and persist the results.
 Verification (draft-irtf-cfrg-vdaf-18 Section 5.2) runs in one round:
 
 1. every aggregator j: ``open_input_share`` then ``verify_init`` -> verifier share
-2. leader: ``verifier_message`` over all K verifier shares (raises on reject)
+   (``verify_init_many`` for a whole aggregation job at once)
+2. leader: ``verifier_message`` over all K verifier shares (raises on reject;
+   ``verifier_messages`` for many reports)
 3. every aggregator: ``verify_finish`` -> output share, added to the window's
    `Accumulator`.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +27,7 @@ import numpy as np
 from crypto import seal
 from crypto.seal import HpkeKeypair
 from mpc.client import input_share_info
-from mpc.errors import DecodeError
+from mpc.errors import DecodeError, InvalidReport
 from mpc.report import Report
 from mpc.task import Task
 
@@ -44,6 +47,24 @@ def open_input_share(task: Task, keypair: HpkeKeypair, agg_index: int, report: R
 def verify_init(task: Task, verify_key: bytes, agg_index: int, report_id: bytes, public_share: bytes, input_share: bytes):
     """Start verification of one report; returns (state, verifier share)."""
     return task.scheme.verify_init(verify_key, task.ctx(), agg_index, b"", report_id, public_share, input_share)
+
+
+def verify_init_many(
+    task: Task,
+    verify_key: bytes,
+    agg_index: int,
+    report_ids: Sequence[bytes],
+    public_shares: Sequence[bytes],
+    input_shares: Sequence[bytes],
+) -> list[tuple[Any, bytes] | InvalidReport]:
+    """`verify_init` for the reports of one aggregation job at once (Prio3 vectorises the
+    proof checks across them): entry b is (state, verifier share) or the report's `InvalidReport`."""
+    return task.scheme.verify_init_batch(verify_key, task.ctx(), agg_index, b"", report_ids, public_shares, input_shares)
+
+
+def verifier_messages(task: Task, verifier_shares: Sequence[list[bytes]]) -> list[bytes | InvalidReport]:
+    """Leader: `verifier_message` for many reports; entry b is the message or the report's `InvalidReport`."""
+    return task.scheme.verifier_shares_to_message_batch(task.ctx(), b"", verifier_shares)
 
 
 def verifier_message(task: Task, verifier_shares: list[bytes]) -> bytes:

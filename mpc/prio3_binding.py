@@ -17,8 +17,21 @@ import numpy as np
 
 from crypto import ring
 from mpc.errors import InvalidTask
-from mpc.measurements import Count, FixedPointVec, Histogram, MeasurementType, Sum, SumVec
-from mpc.prio3 import Prio3Count, Prio3FixedPointBoundedL2Vec, Prio3Histogram, Prio3Sum, Prio3SumVec
+from mpc.measurements import (
+    Count,
+    FixedPointVec,
+    Histogram,
+    MeasurementType,
+    Sum,
+    SumVec,
+)
+from mpc.prio3 import (
+    Prio3Count,
+    Prio3FixedPointBoundedL2Vec,
+    Prio3Histogram,
+    Prio3Sum,
+    Prio3SumVec,
+)
 
 
 def _chunk_length(total_bits: int) -> int:
@@ -61,6 +74,14 @@ class Prio3Scheme:
 
     def verify_init(self, verify_key, ctx, agg_id, agg_param, nonce, public_share, input_share):
         return self.prio3.verify_init(verify_key, ctx, agg_id, agg_param, nonce, public_share, input_share)
+
+    def verify_init_batch(self, verify_key, ctx, agg_id, agg_param, nonces, public_shares, input_shares):
+        """Many reports of this task at once (`Prio3.verify_init_batch`): results or InvalidReport per report."""
+        return self.prio3.verify_init_batch(verify_key, ctx, agg_id, agg_param, nonces, public_shares, input_shares)
+
+    def verifier_shares_to_message_batch(self, ctx, agg_param, verifier_shares):
+        """Leader, many reports at once: message or InvalidReport per report."""
+        return self.prio3.verifier_shares_to_message_batch(ctx, agg_param, verifier_shares)
 
     def verifier_shares_to_message(self, ctx, agg_param, verifier_shares):
         return self.prio3.verifier_shares_to_message(ctx, agg_param, verifier_shares)

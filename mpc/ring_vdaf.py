@@ -24,13 +24,14 @@ import hashlib
 import hmac
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from crypto import prg, ring, sharing
-from mpc.errors import DecodeError, VerifyError
+from mpc.errors import DecodeError, InvalidReport, VerifyError
 from mpc.measurements import Histogram, MeasurementType
 
 _DIGEST_SIZE = 16
@@ -105,6 +106,40 @@ class TwinRing64:
         if self._weight_check:
             verifier += ring.encode(np.array([out_share.sum(dtype=ring.DTYPE)], dtype=ring.DTYPE))
         return _VerifyState(out_share), verifier
+
+    def verify_init_batch(
+        self,
+        verify_key: bytes,
+        ctx: bytes,
+        agg_id: int,
+        agg_param: bytes,
+        nonces: Sequence[bytes],
+        public_shares: Sequence[bytes],
+        input_shares: Sequence[bytes],
+    ) -> list[tuple[_VerifyState, bytes] | InvalidReport]:
+        """`verify_init` per report (no proof work to share across reports), so callers can
+        always take the batch path; entry b is the result or the `InvalidReport` it raised."""
+        if not len(nonces) == len(public_shares) == len(input_shares):
+            raise ValueError("nonces, public_shares and input_shares must have the same length")
+        out: list[tuple[_VerifyState, bytes] | InvalidReport] = []
+        for nonce, public_share, input_share in zip(nonces, public_shares, input_shares):
+            try:
+                out.append(self.verify_init(verify_key, ctx, agg_id, agg_param, nonce, public_share, input_share))
+            except InvalidReport as exc:
+                out.append(exc)
+        return out
+
+    def verifier_shares_to_message_batch(
+        self, ctx: bytes, agg_param: bytes, verifier_shares: Sequence[list[bytes]]
+    ) -> list[bytes | InvalidReport]:
+        """`verifier_shares_to_message` per report; entry b is the message or the `InvalidReport`."""
+        out: list[bytes | InvalidReport] = []
+        for shares in verifier_shares:
+            try:
+                out.append(self.verifier_shares_to_message(ctx, agg_param, shares))
+            except InvalidReport as exc:
+                out.append(exc)
+        return out
 
     def verifier_shares_to_message(self, ctx: bytes, agg_param: bytes, verifier_shares: list[bytes]) -> bytes:
         """Leader: all aggregators must agree on the report; one-hot weight must be 1."""
