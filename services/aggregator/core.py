@@ -286,13 +286,13 @@ class AggregatorCore:
             return
         states: dict[bytes, object] = {}
         leader_vshares: dict[bytes, bytes] = {}
-        for r in reports:
-            try:
-                states[r.report_id], leader_vshares[r.report_id] = agg.verify_init(
-                    task, loaded.verify_key, 0, r.report_id, r.public_share, r.leader_share
-                )
-            except InvalidReport:
-                pass
+        inits = agg.verify_init_many(
+            task, loaded.verify_key, 0, [r.report_id for r in reports], [r.public_share for r in reports],
+            [r.leader_share for r in reports],
+        )
+        for r, init in zip(reports, inits, strict=True):
+            if not isinstance(init, InvalidReport):
+                states[r.report_id], leader_vshares[r.report_id] = init
         if verdicts is None:
             verdicts = await self._init_helpers(task, job_id, reports, leader_vshares)
             self.store.update_job_verdicts(
@@ -358,20 +358,23 @@ class AggregatorCore:
             return stub.InitJob(pb.AggregationJobInit(task_id=task.task_id, job_id=job_id, reports=shares), timeout=timeout, wait_for_ready=True)
 
         responses = await self._call_helpers(task, call)
-        verdicts = []
+        complete: list[int] = []  # reports every aggregator initialised
+        share_lists: list[list[bytes]] = []
         for i, r in enumerate(reports):
             vshares = [leader_vshares.get(r.report_id)]
             for resp in responses:
                 result = resp.results[i] if i < len(resp.results) else None
                 vshares.append(result.verifier_share if result is not None and result.ok and result.report_id == r.report_id else None)
-            message = None
             if all(v is not None for v in vshares):
-                try:
-                    message = agg.verifier_message(task, vshares)
-                except InvalidReport:
-                    message = None
-            verdicts.append(pb.ReportVerdict(report_id=r.report_id, accept=message is not None, verifier_message=message or b""))
-        return verdicts
+                complete.append(i)
+                share_lists.append(vshares)
+        messages: list[bytes | None] = [None] * len(reports)
+        for i, message in zip(complete, agg.verifier_messages(task, share_lists), strict=True):
+            messages[i] = None if isinstance(message, InvalidReport) else message
+        return [
+            pb.ReportVerdict(report_id=r.report_id, accept=m is not None, verifier_message=m or b"")
+            for r, m in zip(reports, messages, strict=True)
+        ]
 
     async def _continue_helpers(self, task: Task, job_id: bytes, verdicts) -> set[bytes]:
         def call(stub, j, timeout):

@@ -46,25 +46,50 @@ class HelperRole:
                 raise DecodeError("report_id must be 16 bytes")
             rows.append((task.window_start(s.time), HelperReportRow(s.report_id, s.time, s.public_share, s.sealed_share)))
         fresh = store.put_helper_job(job_id, task_id, rows)
-        return [self._verify(loaded, job_id, row, is_fresh) for (_, row), is_fresh in zip(rows, fresh, strict=True)]
+        return self._verify(loaded, job_id, [row for _, row in rows], fresh)
 
-    def _verify(self, loaded: LoadedTask, job_id: bytes, row: HelperReportRow, fresh: bool) -> pb.VerifierShareResult:
-        if not fresh:
-            self.core.metrics.inc("reports_refused_total", status="REPLAYED")
-            return pb.VerifierShareResult(report_id=row.report_id, ok=False, error="replayed report id")
-        try:
-            state, vshare = self._verify_init(loaded, row)
-        except InvalidReport as exc:
-            log.warning("helper rejects report: %s", exc)
-            return pb.VerifierShareResult(report_id=row.report_id, ok=False, error=str(exc))
-        self._states[(job_id, row.report_id)] = state
-        return pb.VerifierShareResult(report_id=row.report_id, ok=True, verifier_share=vshare)
+    def _verify(self, loaded: LoadedTask, job_id: bytes, rows: list[HelperReportRow], fresh: list[bool]) -> list[pb.VerifierShareResult]:
+        """Replay check and HPKE open per report, then one batched verify_init for the job."""
+        outcomes: list[pb.VerifierShareResult | InvalidReport | None] = [None] * len(rows)
+        opened: list[tuple[int, bytes]] = []  # (row index, own input share)
+        for i, (row, is_fresh) in enumerate(zip(rows, fresh, strict=True)):
+            if not is_fresh:
+                continue
+            try:
+                opened.append((i, self._open(loaded, row)))
+            except InvalidReport as exc:
+                outcomes[i] = exc
+        inits = agg.verify_init_many(
+            loaded.task, loaded.verify_key, loaded.agg_index, [rows[i].report_id for i, _ in opened],
+            [rows[i].public_share for i, _ in opened], [share for _, share in opened],
+        )
+        for (i, _), init in zip(opened, inits, strict=True):
+            if isinstance(init, InvalidReport):
+                outcomes[i] = init
+                continue
+            state, vshare = init
+            self._states[(job_id, rows[i].report_id)] = state
+            outcomes[i] = pb.VerifierShareResult(report_id=rows[i].report_id, ok=True, verifier_share=vshare)
+        results = []
+        for row, is_fresh, outcome in zip(rows, fresh, outcomes, strict=True):  # metrics and logs in report order
+            if not is_fresh:
+                self.core.metrics.inc("reports_refused_total", status="REPLAYED")
+                results.append(pb.VerifierShareResult(report_id=row.report_id, ok=False, error="replayed report id"))
+            elif isinstance(outcome, InvalidReport):
+                log.warning("helper rejects report: %s", outcome)
+                results.append(pb.VerifierShareResult(report_id=row.report_id, ok=False, error=str(outcome)))
+            else:
+                results.append(outcome)
+        return results
 
-    def _verify_init(self, loaded: LoadedTask, row: HelperReportRow):
+    def _open(self, loaded: LoadedTask, row: HelperReportRow) -> bytes:
         task, j = loaded.task, loaded.agg_index
         sealed = (b"",) * j + (row.sealed_share,) + (b"",) * (task.num_aggregators - j - 1)
-        share = agg.open_input_share(task, self.core.hpke, j, Report(row.report_id, row.time, row.public_share, sealed))
-        return agg.verify_init(task, loaded.verify_key, j, row.report_id, row.public_share, share)
+        return agg.open_input_share(task, self.core.hpke, j, Report(row.report_id, row.time, row.public_share, sealed))
+
+    def _verify_init(self, loaded: LoadedTask, row: HelperReportRow):
+        share = self._open(loaded, row)
+        return agg.verify_init(loaded.task, loaded.verify_key, loaded.agg_index, row.report_id, row.public_share, share)
 
     def continue_job(self, task_id: bytes, job_id: bytes, verdicts: list[pb.ReportVerdict]) -> tuple[int, list[bytes]]:
         """Finish verification and accumulate once; a repeated call answers the same outcome."""
