@@ -31,9 +31,17 @@ Budgets (exit status 1 when one is missed; printed either way):
 
 Times are the median over ``--repeats`` runs (after one warm-up).
 
+Section ``batch_verify``: per-report verification cost (both aggregators'
+init, the leader's message, both verify_next) for ``--batch-size`` reports
+(default 1,000, as in one aggregation job) of Count, Sum(16 bits),
+Histogram(100) and SumVec(100), report by report and through
+``verify_init_batch`` / ``verifier_shares_to_message_batch``; budget: the
+batch costs at most half as much per report, with identical bytes.
+
     python -m bench.bench_prio3                 # full run, JSON on stdout
     python -m bench.bench_prio3 --quick         # fewer repeats, no SumVec(100000)
     python -m bench.bench_prio3 --out bench/out/prio3.json
+    python -m bench.bench_prio3 --only-batch    # just the batch_verify section
 """
 
 from __future__ import annotations
@@ -170,6 +178,72 @@ def run_case(case: dict[str, Any], repeats: int) -> dict[str, Any]:
     return row
 
 
+BATCH_CASES: list[tuple[str, Callable[[], Prio3[Any, Any]], Callable[[np.random.Generator], Any]]] = [
+    ("Count", lambda: Prio3Count(2), lambda rng: int(rng.integers(2))),
+    ("Sum(16 bits)", lambda: Prio3Sum(2, 2**16 - 1), lambda rng: int(rng.integers(2**16))),
+    ("Histogram(100,chunk=10)", lambda: Prio3Histogram(2, 100, 10), lambda rng: int(rng.integers(100))),
+    ("SumVec(100,max=1,chunk=10)", lambda: Prio3SumVec(2, 100, 1, 10), lambda rng: rng.integers(2, size=100).tolist()),
+]
+# The batch path must at least halve the per-report verification cost (aggregation jobs hold up to 2,000 reports).
+BATCH_RATIO_BUDGET = 0.5
+
+
+def run_batch_case(name: str, make: Callable[[], Prio3[Any, Any]], measure: Callable[[np.random.Generator], Any],
+                   size: int, repeats: int) -> dict[str, Any]:
+    """Per-report verification cost (both aggregators' init, the leader's message, both verify_next)
+    for `size` reports of one task: report by report vs verify_init_batch / verifier_shares_to_message_batch."""
+    vdaf = make()
+    rng = np.random.default_rng(size)
+    nonces = [rng.bytes(16) for _ in range(size)]
+    sharded = [vdaf.shard(CTX, measure(rng), n, rng.bytes(vdaf.RAND_SIZE)) for n in nonces]
+    publics = [p for p, _ in sharded]
+    inputs = [[s[j] for _, s in sharded] for j in range(2)]
+
+    def single() -> list[bytes]:
+        messages = []
+        for b in range(size):
+            inits = [vdaf.verify_init(VERIFY_KEY, CTX, j, b"", nonces[b], publics[b], inputs[j][b]) for j in range(2)]
+            msg = vdaf.verifier_shares_to_message(CTX, b"", [v for _, v in inits])
+            for state, _ in inits:
+                vdaf.verify_next(CTX, state, msg)
+            messages.append(msg + b"".join(v for _, v in inits))
+        return messages
+
+    def batch() -> list[bytes]:
+        inits = [vdaf.verify_init_batch(VERIFY_KEY, CTX, j, b"", nonces, publics, inputs[j]) for j in range(2)]
+        msgs = vdaf.verifier_shares_to_message_batch(CTX, b"", [[inits[0][b][1], inits[1][b][1]] for b in range(size)])
+        out = []
+        for b, msg in enumerate(msgs):
+            for j in range(2):
+                vdaf.verify_next(CTX, inits[j][b][0], msg)
+            out.append(msg + inits[0][b][1] + inits[1][b][1])
+        return out
+
+    identical = single() == batch()
+    single_us = _median_ms(single, repeats) * 1e3 / size
+    batch_us = _median_ms(batch, repeats) * 1e3 / size
+    return {
+        "case": name,
+        "field_backend": vdaf.field.__name__,
+        "reports": size,
+        "single_us_per_report": round(single_us, 1),
+        "batch_us_per_report": round(batch_us, 1),
+        "batch_vs_single": round(batch_us / single_us, 3),
+        "bytes_identical": identical,
+    }
+
+
+def batch_budgets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    checks = []
+    for r in rows:
+        checks.append({"budget": f"{r['case']} batch of {r['reports']}: per-report cost <= {BATCH_RATIO_BUDGET} x single",
+                       "measured": r["batch_vs_single"], "limit": BATCH_RATIO_BUDGET,
+                       "ok": r["batch_vs_single"] <= BATCH_RATIO_BUDGET})
+        checks.append({"budget": f"{r['case']} batch bytes identical to single", "measured": r["bytes_identical"],
+                       "limit": True, "ok": bool(r["bytes_identical"])})
+    return checks
+
+
 def budgets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by_name = {r["case"]: r for r in rows}
     checks = [
@@ -196,10 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--quick", action="store_true", help="5 repeats, skip SumVec(100000)")
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
+    parser.add_argument("--batch-size", type=int, default=1000, help="reports per batch in the batch_verify section")
+    parser.add_argument("--only-batch", action="store_true", help="run only the batch_verify section")
     args = parser.parse_args(argv)
     repeats = 5 if args.quick else args.repeats
-    rows = [run_case(c, repeats) for c in _cases(args.quick)]
-    checks = budgets(rows)
+    batch_repeats = 1 if args.quick else 3
+    rows = [] if args.only_batch else [run_case(c, repeats) for c in _cases(args.quick)]
+    batch_rows = [run_batch_case(name, make, measure, args.batch_size, batch_repeats) for name, make, measure in BATCH_CASES]
+    checks = ([] if args.only_batch else budgets(rows)) + batch_budgets(batch_rows)
     report = {
         "bench": "prio3",
         "spec": "draft-irtf-cfrg-vdaf-18",
@@ -215,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
             "source": "issue 6 (figures quoted there; not reproduced by this script)",
         },
         "results": rows,
+        "batch_verify": {
+            "statistic": f"median of {batch_repeats} runs over {args.batch_size} reports, microseconds per report",
+            "results": batch_rows,
+        },
         "budgets": checks,
         "all_budgets_met": all(c["ok"] for c in checks),
     }
