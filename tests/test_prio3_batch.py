@@ -3,6 +3,7 @@ the single-report functions: the same bytes, the same errors, report by report."
 
 from __future__ import annotations
 
+import json
 import random
 from fractions import Fraction
 
@@ -19,7 +20,7 @@ from crypto.poly import (
     subsample_lagrange_weights_rows,
 )
 from crypto.xof import Xof
-from mpc.errors import DecodeError, InvalidReport
+from mpc.errors import DecodeError, InvalidReport, VerifyError
 from mpc.prio3 import (
     Prio3Count,
     Prio3FixedPointBoundedL2Vec,
@@ -28,6 +29,9 @@ from mpc.prio3 import (
     Prio3Sum,
     Prio3SumVec,
     Prio3SumVecWithMultiproof,
+)
+from tests import (
+    test_prio3_vectors as vectors,  # the vector files and their variant builder
 )
 
 CTX = b"batch test"
@@ -250,3 +254,37 @@ def test_lagrange_weight_rows_match_the_scalar_twins(field, n: int, p: int) -> N
         one = lagrange_weights(field, ti, n)
         assert field.to_ints(lam[i]) == field.to_ints(one)
         assert field.to_ints(sub[i]) == field.to_ints(subsample_lagrange_weights(field, one, ti, p))
+
+
+BATCH_VECTOR_FILES = [p for p in vectors.VECTOR_FILES if not p.stem.startswith("Prio3HigherDegree")]  # test-only circuit
+
+
+@pytest.mark.parametrize("path", BATCH_VECTOR_FILES, ids=lambda p: p.stem)
+def test_official_vectors_through_the_batch_path(path) -> None:  # type: ignore[no-untyped-def]
+    """Known answers: all of a vector file's reports verified as one batch per aggregator."""
+    vectors._require_vectors()
+    doc = json.loads(path.read_text())
+    vdaf = vectors.build(path.stem, doc)
+    ctx, verify_key, agg_param = (bytes.fromhex(doc[k]) for k in ("ctx", "verify_key", "agg_param"))
+    reports = doc["reports"]
+    expect = {(op["operation"], op.get("report_index"), op.get("aggregator_id")): op["success"] for op in doc["operations"]}
+    nonces = [bytes.fromhex(r["nonce"]) for r in reports]
+    pubs = [bytes.fromhex(r["public_share"]) for r in reports]
+    for j in range(vdaf.SHARES):
+        got = vdaf.verify_init_batch(verify_key, ctx, j, agg_param, nonces, pubs, [bytes.fromhex(r["input_shares"][j]) for r in reports])
+        for i, r in enumerate(reports):
+            if ("verify_init", i, j) not in expect:
+                continue
+            if not expect[("verify_init", i, j)]:
+                assert isinstance(got[i], InvalidReport)
+            else:
+                assert got[i][1].hex() == r["verifier_shares"][0][j]
+    asked = [i for i in range(len(reports)) if ("verifier_shares_to_message", i, None) in expect]
+    messages = vdaf.verifier_shares_to_message_batch(
+        ctx, agg_param, [[bytes.fromhex(h) for h in reports[i]["verifier_shares"][0]] for i in asked]
+    )
+    for i, m in zip(asked, messages, strict=True):
+        if expect[("verifier_shares_to_message", i, None)]:
+            assert m.hex() == reports[i]["verifier_messages"][0]
+        else:
+            assert isinstance(m, VerifyError)

@@ -557,6 +557,33 @@ class FixedPointBoundedL2Vec(Valid[Sequence[float], list[float]]):
         claimed = _weighted_decode(f, meas[self.length * self.entry_bits :], self.norm_weights)
         return np.concatenate([bit_check, f.sub(norm, claimed)])
 
+    # Batches (row = report): the same wires' weighted sums without building them.
+    def _entries_rows(self, field: type[_PrimeField], meas: np.ndarray) -> np.ndarray:
+        bits = meas[:, : self.length * self.entry_bits].reshape(-1, self.length, self.entry_bits)
+        return _weighted_decode(field, bits, self._entry_weights)
+
+    def wire_evals_rows(self, field, meas, joint_rand, num_shares, weights):  # type: ignore[no-untyped-def]
+        b = meas.shape[0]
+        sinv = field.const(field.s_inv(num_shares))
+        bit = range_check_wire_evals_rows(field, meas, joint_rand, self.chunk_length, self.GADGET_CALLS[0], sinv, weights[0])
+        # Square gadget: both inputs of slot j in call k are v[k*chunk + j], so each
+        # slot's weighted sum is sum_k lam_k v[k*chunk + j], used twice.
+        v = field.sub(self._entries_rows(field, meas), field.mul(field.const(self.scale), sinv))
+        calls, chunk = self.GADGET_CALLS[1], self.norm_chunk_length
+        padded = field.zeros_shape((b, calls * chunk))
+        padded[:, : self.length] = v
+        sums = field.mul_sum(weights[1].reshape(b, calls, 1), padded.reshape(b, calls, chunk), axis=1)
+        return [bit, np.stack([sums, sums], axis=-1).reshape(b, 2 * chunk)]
+
+    def combine_rows(self, field, meas, joint_rand, num_shares, gadget_outputs):  # type: ignore[no-untyped-def]
+        bit_check = field.sum(gadget_outputs[0], axis=-1)
+        norm = field.sum(gadget_outputs[1], axis=-1)
+        claimed = _weighted_decode(field, meas[:, self.length * self.entry_bits :], self.norm_weights)
+        return np.stack([bit_check, field.sub(norm, claimed)], axis=1)
+
+    def truncate_rows(self, field, meas):  # type: ignore[no-untyped-def]
+        return self._entries_rows(field, meas)
+
     def quantize(self, measurement: Sequence[float | Fraction | int]) -> list[int]:
         """Fixed-point q_i = round-half-even(x_i * 2^f), checked in [-2^f, 2^f)."""
         if len(measurement) != self.length:

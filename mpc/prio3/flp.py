@@ -154,42 +154,25 @@ class Valid(Generic[Measurement, AggResult]):
 
     # ---- batches: row b of every array belongs to report b (Prio3.verify_init_batch) ----
     # `field` is the backend the batch is computed on (the same field, possibly
-    # another representation than self.field).  The defaults run the 1-D
-    # methods row by row; circuits override them with vectorised versions.
+    # another representation than self.field).  Each must equal its 1-D twin
+    # row by row (tests/test_prio3_batch.py checks the resulting bytes).
     def wire_evals_rows(
         self, field: type[_PrimeField], meas: np.ndarray, joint_rand: np.ndarray, num_shares: int,
         weights: list[np.ndarray],
     ) -> list[np.ndarray]:
         """`wire_evals` for B reports: meas (B, MEAS_LEN), weights[g] (B, calls_g) -> per gadget (B, ARITY)."""
-        f = self.field
-        rows = [
-            self.wire_evals(
-                f.from_backend(field, meas[b]), f.from_backend(field, joint_rand[b]), num_shares,
-                [f.from_backend(field, w[b]) for w in weights],
-            )
-            for b in range(meas.shape[0])
-        ]
-        return [field.from_backend(f, np.stack([r[g] for r in rows])) for g in range(len(self.GADGETS))]
+        raise NotImplementedError
 
     def combine_rows(
         self, field: type[_PrimeField], meas: np.ndarray, joint_rand: np.ndarray, num_shares: int,
         gadget_outputs: list[np.ndarray],
     ) -> np.ndarray:
         """`combine` for B reports: gadget_outputs[g] (B, calls_g) -> (B, EVAL_OUTPUT_LEN)."""
-        f = self.field
-        rows = [
-            self.combine(
-                f.from_backend(field, meas[b]), f.from_backend(field, joint_rand[b]), num_shares,
-                [f.from_backend(field, o[b]) for o in gadget_outputs],
-            )
-            for b in range(meas.shape[0])
-        ]
-        return field.from_backend(f, np.stack(rows))
+        raise NotImplementedError
 
     def truncate_rows(self, field: type[_PrimeField], meas: np.ndarray) -> np.ndarray:
         """`truncate` for B reports: (B, MEAS_LEN) -> (B, OUTPUT_LEN)."""
-        f = self.field
-        return field.from_backend(f, np.stack([self.truncate(f.from_backend(field, m)) for m in meas]))
+        raise NotImplementedError
 
     def encode(self, measurement: Measurement) -> np.ndarray:
         raise NotImplementedError
