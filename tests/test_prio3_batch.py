@@ -288,3 +288,18 @@ def test_official_vectors_through_the_batch_path(path) -> None:  # type: ignore[
             assert m.hex() == reports[i]["verifier_messages"][0]
         else:
             assert isinstance(m, VerifyError)
+
+
+def test_long_batches_are_sliced_with_the_same_results(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A batch larger than BATCH_MAX_ELEMENTS allows runs in slices; results stay in report order."""
+    from mpc.prio3 import prio3 as prio3_module
+
+    vdaf, measure = VARIANTS["histogram"]
+    defects = ["none", "length", "none", "evil", "nonce", "none", "none"]
+    nonces, pubs, inputs = _make_batch(vdaf, measure, random.Random(11), defects)
+    whole = vdaf.verify_init_batch(bytes(32), CTX, 1, b"", nonces, pubs, inputs[1])
+    assert vdaf.flp.PROOF_LEN >= vdaf.flp.MEAS_LEN
+    monkeypatch.setattr(prio3_module, "BATCH_MAX_ELEMENTS", 2 * vdaf.flp.PROOF_LEN)  # 2 reports per slice
+    sliced = vdaf.verify_init_batch(bytes(32), CTX, 1, b"", nonces, pubs, inputs[1])
+    for a, b in zip(sliced, whole, strict=True):
+        _same(a, b, vdaf)

@@ -67,6 +67,11 @@ R = TypeVar("R")
 LIMB_BACKEND_MIN_LEN = 1024
 
 
+# verify_init_batch works on (reports x measurement length) arrays; it slices a
+# batch so that this product stays below this many elements (a few MB per array).
+BATCH_MAX_ELEMENTS = 1 << 18
+
+
 def field128_backend(meas_len: int) -> type[_PrimeField]:
     """Field128 implementation suited to a circuit of this measurement length."""
     return Field128Limbs if meas_len >= LIMB_BACKEND_MIN_LEN else Field128
@@ -363,6 +368,16 @@ class Prio3(Generic[M, R]):
         count = len(nonces)
         if len(public_shares) != count or len(input_shares) != count:
             raise ValueError("nonces, public_shares and input_shares must have the same length")
+        # Bound the 2-D arrays (rows x measurement length): long measurements go in smaller slices.
+        rows_per_slice = max(1, BATCH_MAX_ELEMENTS // max(self.flp.MEAS_LEN, self.flp.PROOF_LEN * self.PROOFS))
+        if count > rows_per_slice:
+            out: list[tuple[Prio3VerifyState, bytes] | InvalidReport] = []
+            for lo in range(0, count, rows_per_slice):
+                hi = lo + rows_per_slice
+                out.extend(self.verify_init_batch(
+                    verify_key, ctx, agg_id, agg_param, nonces[lo:hi], public_shares[lo:hi], input_shares[lo:hi]
+                ))
+            return out
         f = self.field
         bf = f.LARGE
         s = self.xof.SEED_SIZE
