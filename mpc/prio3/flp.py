@@ -17,6 +17,10 @@ the measurement and joint randomness, so this split is exact, and it lets the
 prover and verifier handle all calls of a gadget with one batched NTT instead
 of wrapping gadgets call by call (the draft's ProveGadget / QueryGadget).
 
+Batches: ``query_rows`` / ``decide_rows`` run the same steps for many reports
+at once (row = report; each report has its own query randomness, so its own
+test point and Lagrange weights), with the circuits' ``*_rows`` methods.
+
 Gadget polynomials: wire j of a gadget with `calls` calls is interpolated at
 alpha^k, k < P = next_power_of_2(1 + calls), with the wire seed at k = 0 and
 zero padding; the gadget polynomial (degree DEGREE*(P-1)) is obtained by

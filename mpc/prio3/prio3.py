@@ -7,6 +7,11 @@ Roles (see mpc/vdaf.py):
 * leader:      `verifier_shares_to_message` -> verifier message (decides the proofs)
 * collector:   `unshard`
 
+Aggregators verifying many reports of one task (an aggregation job) call
+`verify_init_batch` / `verifier_shares_to_message_batch`: the same bytes per
+report, computed on (reports x elements) arrays, with one error object in
+place of each malformed report.
+
 Everything crossing a wire is bytes in the draft's encoding (Section 7.2.7);
 decoders reject wrong lengths, trailing bytes and non-canonical field elements
 with `DecodeError`; a failed proof or joint-randomness check raises
