@@ -49,47 +49,43 @@ class HelperRole:
         return self._verify(loaded, job_id, [row for _, row in rows], fresh)
 
     def _verify(self, loaded: LoadedTask, job_id: bytes, rows: list[HelperReportRow], fresh: list[bool]) -> list[pb.VerifierShareResult]:
-        """Replay check and HPKE open per report, then one batched verify_init for the job."""
-        outcomes: list[pb.VerifierShareResult | InvalidReport | None] = [None] * len(rows)
-        opened: list[tuple[int, bytes]] = []  # (row index, own input share)
-        for i, (row, is_fresh) in enumerate(zip(rows, fresh, strict=True)):
-            if not is_fresh:
-                continue
-            try:
-                opened.append((i, self._open(loaded, row)))
-            except InvalidReport as exc:
-                outcomes[i] = exc
-        inits = agg.verify_init_many(
-            loaded.task, loaded.verify_key, loaded.agg_index, [rows[i].report_id for i, _ in opened],
-            [rows[i].public_share for i, _ in opened], [share for _, share in opened],
-        )
-        for (i, _), init in zip(opened, inits, strict=True):
-            if isinstance(init, InvalidReport):
-                outcomes[i] = init
-                continue
-            state, vshare = init
-            self._states[(job_id, rows[i].report_id)] = state
-            outcomes[i] = pb.VerifierShareResult(report_id=rows[i].report_id, ok=True, verifier_share=vshare)
+        """Replay check, then HPKE open and one batched verify_init for the fresh reports."""
+        fresh_rows = [row for row, is_fresh in zip(rows, fresh, strict=True) if is_fresh]
+        inits = iter(self._open_and_init(loaded, fresh_rows))
         results = []
-        for row, is_fresh, outcome in zip(rows, fresh, outcomes, strict=True):  # metrics and logs in report order
+        for row, is_fresh in zip(rows, fresh, strict=True):  # metrics and logs in report order
             if not is_fresh:
                 self.core.metrics.inc("reports_refused_total", status="REPLAYED")
                 results.append(pb.VerifierShareResult(report_id=row.report_id, ok=False, error="replayed report id"))
-            elif isinstance(outcome, InvalidReport):
-                log.warning("helper rejects report: %s", outcome)
-                results.append(pb.VerifierShareResult(report_id=row.report_id, ok=False, error=str(outcome)))
-            else:
-                results.append(outcome)
+                continue
+            init = next(inits)
+            if isinstance(init, InvalidReport):
+                log.warning("helper rejects report: %s", init)
+                results.append(pb.VerifierShareResult(report_id=row.report_id, ok=False, error=str(init)))
+                continue
+            state, vshare = init
+            self._states[(job_id, row.report_id)] = state
+            results.append(pb.VerifierShareResult(report_id=row.report_id, ok=True, verifier_share=vshare))
         return results
 
-    def _open(self, loaded: LoadedTask, row: HelperReportRow) -> bytes:
+    def _open_and_init(self, loaded: LoadedTask, rows: list[HelperReportRow]) -> list[tuple[object, bytes] | InvalidReport]:
+        """Per row: open own sealed share, then verify_init for all opened rows at once."""
         task, j = loaded.task, loaded.agg_index
-        sealed = (b"",) * j + (row.sealed_share,) + (b"",) * (task.num_aggregators - j - 1)
-        return agg.open_input_share(task, self.core.hpke, j, Report(row.report_id, row.time, row.public_share, sealed))
-
-    def _verify_init(self, loaded: LoadedTask, row: HelperReportRow):
-        share = self._open(loaded, row)
-        return agg.verify_init(loaded.task, loaded.verify_key, loaded.agg_index, row.report_id, row.public_share, share)
+        outcomes: list[tuple[object, bytes] | InvalidReport | None] = [None] * len(rows)
+        opened: list[tuple[int, bytes]] = []  # (row index, own input share)
+        for i, row in enumerate(rows):
+            sealed = (b"",) * j + (row.sealed_share,) + (b"",) * (task.num_aggregators - j - 1)
+            try:
+                opened.append((i, agg.open_input_share(task, self.core.hpke, j, Report(row.report_id, row.time, row.public_share, sealed))))
+            except InvalidReport as exc:
+                outcomes[i] = exc
+        inits = agg.verify_init_many(
+            task, loaded.verify_key, j, [rows[i].report_id for i, _ in opened], [rows[i].public_share for i, _ in opened],
+            [share for _, share in opened],
+        )
+        for (i, _), init in zip(opened, inits, strict=True):
+            outcomes[i] = init
+        return outcomes  # type: ignore[return-value]
 
     def continue_job(self, task_id: bytes, job_id: bytes, verdicts: list[pb.ReportVerdict]) -> tuple[int, list[bytes]]:
         """Finish verification and accumulate once; a repeated call answers the same outcome."""
@@ -105,6 +101,12 @@ class HelperRole:
             return len(verdicts) - len(rejected), rejected
         rows = {row.report_id: (w, row) for w, row in store.get_helper_job_rows(job_id)}
         task = loaded.task
+        # Restarted since init: recompute the missing states from the stored sealed shares, in one batch.
+        missing = [
+            rows[v.report_id][1] for v in verdicts
+            if v.accept and v.report_id in rows and (job_id, v.report_id) not in self._states
+        ]
+        recomputed = {row.report_id: init for row, init in zip(missing, self._open_and_init(loaded, missing), strict=True)}
         deltas: dict[int, agg.Accumulator] = {}
         rejected = []
         for v in verdicts:
@@ -116,8 +118,11 @@ class HelperRole:
             window, row = entry
             try:
                 st = self._states.pop((job_id, v.report_id), None)
-                if st is None:  # restarted since init: recompute from the stored sealed share
-                    st, _ = self._verify_init(loaded, row)
+                if st is None:
+                    init = recomputed.pop(v.report_id, None) or self._open_and_init(loaded, [row])[0]
+                    if isinstance(init, InvalidReport):
+                        raise init
+                    st = init[0]
                 out = agg.verify_finish(task, st, v.verifier_message)
             except InvalidReport:
                 rejected.append(v.report_id)
