@@ -223,3 +223,25 @@ def test_per_client_rate_limit(loop_thread, tmp_path):
         _unary(loop_thread, cluster, req(), identity="edge-quiet")
     finally:
         loop_thread.run(cluster.stop())
+
+
+def test_helper_refuses_a_verdict_list_that_would_count_a_report_twice(loop_thread, cluster2, sum_task):
+    """A malicious leader repeating a report id in ContinueJob must not double-count at the helper."""
+    helper = cluster2.nodes[1].core
+    window = past_window(12)
+    report = shard_report(sum_task, 5, time=window)
+    job_id = os.urandom(16)
+    share = pb.ReportShare(report_id=report.report_id, time=report.time, public_share=report.public_share,
+                           sealed_share=report.sealed_shares[1])
+    (result,) = helper.helper.init_job(sum_task.task_id, job_id, [share])
+    assert result.ok
+    verdict = pb.ReportVerdict(report_id=report.report_id, accept=True, verifier_message=b"")
+
+    async def go():
+        async with grpc.aio.secure_channel(cluster2.endpoints[1], cluster2.credentials("aggregator", "agg-test")) as ch:
+            req = pb.AggregationJobContinue(task_id=sum_task.task_id, job_id=job_id, verdicts=[verdict, verdict])
+            return await pb_grpc.AggregationStub(ch).ContinueJob(req, timeout=10)
+
+    code, details = _status(loop_thread, lambda: loop_thread.run(go()))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "more than once" in details
+    assert helper.store.get_job_state(job_id) == "init"  # nothing was accumulated

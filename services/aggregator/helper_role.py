@@ -99,6 +99,9 @@ class HelperRole:
             stored = store.get_blob(rejected_blob) or b""
             rejected = [stored[i : i + 16] for i in range(0, len(stored), 16)]
             return len(verdicts) - len(rejected), rejected
+        ids = [v.report_id for v in verdicts]
+        if len(set(ids)) != len(ids):
+            raise DecodeError("verdicts name a report more than once")  # would count it twice
         rows = {row.report_id: (w, row) for w, row in store.get_helper_job_rows(job_id)}
         task = loaded.task
         # Restarted since init: recompute the missing states from the stored sealed shares, in one batch.
