@@ -252,15 +252,28 @@ class AggregatorCore:
         return True
 
     async def flush_window(self, loaded: LoadedTask, window_start: int) -> None:
-        """Aggregate every stored report of a window now (before a collection)."""
+        """Aggregate every stored report of a window now (before a collection).
+
+        Loops until no report of the window is pending or in a job: another replica
+        sharing the database may have claimed some after our first look, and its
+        jobs are driven here too (every job step is idempotent).
+        """
+        task_id = loaded.task.task_id
+        deadline = time.monotonic() + self.config.limits.peer_timeout_seconds
         async with self._job_lock:
-            await self._resume_unfinished()
             while True:
-                job_id = os.urandom(16)
-                reports = self.store.acquire_window_reports(job_id, loaded.task.task_id, window_start, self.config.limits.job_size)
-                if not reports:
-                    break
-                await self._run_job(loaded, job_id, reports, None)
+                await self._resume_unfinished()
+                while True:
+                    job_id = os.urandom(16)
+                    reports = self.store.acquire_window_reports(job_id, task_id, window_start, self.config.limits.job_size)
+                    if not reports:
+                        break
+                    await self._run_job(loaded, job_id, reports, None)
+                if self.store.count_pending(task_id, window_start) == 0:
+                    return
+                if time.monotonic() > deadline:
+                    raise PeerFailure(f"window {window_start} still has reports in flight; retry the collection")
+                await asyncio.sleep(0.02)
 
     def _run_he_job(self, task: Task, job_id: bytes, reports: list[PendingReport]) -> None:
         """Homomorphic modes: validate again and add ciphertexts per window; no helpers."""
