@@ -237,7 +237,7 @@ def task_list(endpoint: Annotated[str, typer.Option()], pki_dir: PkiDir, identit
 @task_app.command("card")
 def task_card(
     task_file: Annotated[Path, typer.Option("--task", help="task document (JSON)")],
-    data_dir: Annotated[Optional[Path], typer.Option(help="an aggregator's data dir, to show budget spent there")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="an aggregator's config (agg.toml), to show the budget spent there")] = None,
 ) -> None:
     """Print what a task computes, its privacy parameters, budget spent/remaining and its aggregators."""
     from services.aggregator.privacy import noise_plan
@@ -256,17 +256,19 @@ def task_card(
         "noise_per_collection": plan.describe(),
         "aggregators": [a.endpoint for a in task.aggregators],
     }
-    if data_dir is not None:
-        from mpc.privacy_ledger import PrivacyLedger
-        from services.aggregator.privacy import LEDGER_BLOB
-        from services.keyfiles import load_or_create_datastore_key
-        from services.storage import SqliteDatastore
+    if config is not None:
+        from services.aggregator.config import ConfigError, load_aggregator_config
+        from services.aggregator.core import open_datastore
+        from services.aggregator.privacy import budget_report
 
-        store = SqliteDatastore(data_dir / "aggregator.sqlite3", load_or_create_datastore_key(data_dir / "datastore.key"))
-        raw = store.get_blob(LEDGER_BLOB)
-        store.close()
-        ledger = PrivacyLedger.from_bytes(raw) if raw else PrivacyLedger()
-        card["budget"] = ledger.report(task.task_id_b64) if task.task_id_b64 in ledger.budgets else "no budget configured or nothing spent"
+        try:
+            store = open_datastore(load_aggregator_config(config))
+        except ConfigError as exc:
+            raise fail(str(exc), 2) from None
+        try:
+            card["budget"] = budget_report(store, task) or "no budget configured or nothing spent"
+        finally:
+            store.close()
     typer.echo(json.dumps(card, indent=2, default=str))
 
 

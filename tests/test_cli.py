@@ -83,6 +83,8 @@ def test_end_to_end_by_hand(tmp_path, loop_thread):
         assert again_too_early.returncode == 1 and "FAILED_PRECONDITION" in again_too_early.stderr
         card = twinmpc("task", "card", "--task", "task.json", cwd=tmp_path)
         assert card.returncode == 0 and '"computes"' in card.stdout
+        at_leader = twinmpc("task", "card", "--task", "task.json", "--config", "agg0.toml", cwd=tmp_path)
+        assert at_leader.returncode == 0 and "no budget configured" in at_leader.stdout
         listed = twinmpc("task", "list", "--endpoint", cluster.endpoints[0], "--pki-dir", "pki", cwd=tmp_path)
         assert listed.returncode == 0 and json.loads(created.stdout)["task_id"] in listed.stdout
     finally:

@@ -40,6 +40,10 @@ def test_budget_exhausted_is_refused_and_audited(loop_thread, cluster2):
         collect(loop_thread, cluster2, task, window)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     leader = cluster2.nodes[0].core
+    from services.aggregator.privacy import budget_report
+
+    spent = budget_report(leader.store, task)
+    assert spent["collections"] == 2 and spent["epsilon_spent"] == pytest.approx(2.0)
     log_path = leader.config.data_dir / "audit.log"
     entries = log_path.read_text().splitlines()
     assert any('"kind":"refusal"' in e and task.task_id_b64 in e for e in entries)

@@ -51,9 +51,23 @@ from services.aggregator.privacy import CollectionGuard, noise_plan
 from services.aggregator.release import WindowRelease
 from services.aggregator.roles import LoadedTask, NotThisRole, PeerFailure, merge_accumulators
 from services.keyfiles import load_or_create_datastore_key, load_or_create_hpke
-from services.storage import NotFound, PendingReport, SqliteDatastore, TaskRecord
+from services.storage import Datastore, NotFound, PendingReport, SqliteDatastore, TaskRecord
 
 log = logging.getLogger("twinmpc.aggregator")
+
+
+def open_datastore(config: AggregatorConfig) -> Datastore:
+    """The aggregator's store: PostgreSQL when `database_url` is set, else SQLite in data_dir.
+
+    Replicas sharing one database must share `datastore.key` (it seals the secret columns).
+    """
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    key = load_or_create_datastore_key(config.data_dir / "datastore.key")
+    if config.database_url:
+        from services.storage.postgres import PostgresDatastore  # optional dependency: pip install '.[postgres]'
+
+        return PostgresDatastore(config.database_url, key, password=config.database_password())
+    return SqliteDatastore(config.data_dir / "aggregator.sqlite3", key)
 
 
 class AggregatorCore:
@@ -69,13 +83,7 @@ class AggregatorCore:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.hpke = load_or_create_hpke(config.data_dir / "hpke_key.json", config.hpke_suite)
-        key = load_or_create_datastore_key(config.data_dir / "datastore.key")  # replicas sharing a database share this key
-        if config.database_url:
-            from services.storage.postgres import PostgresDatastore  # optional dependency: pip install '.[postgres]'
-
-            self.store = PostgresDatastore(config.database_url, key, password=config.database_password())
-        else:
-            self.store = SqliteDatastore(config.data_dir / "aggregator.sqlite3", key)
+        self.store = open_datastore(config)
         self.metrics = Metrics()
         self.metrics_server = None
         self.metrics_port = 0

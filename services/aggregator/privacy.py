@@ -68,10 +68,6 @@ class CollectionGuard:
     def record(self, kind: str, actor: str, **fields) -> str:
         return self.audit.append(kind, actor, **fields)
 
-    def _ledger(self) -> PrivacyLedger:
-        raw = self.store.get_blob(LEDGER_BLOB)
-        return PrivacyLedger.from_bytes(raw) if raw else PrivacyLedger()
-
     def charge(self, task: Task, plan: dp.NoisePlan, collection_id: str, actor: str, window_start: int) -> None:
         """Charge the ledger once per collection id; refuse (and audit) beyond the budget."""
         params = dp.DpParams.from_dict(task.dp)
@@ -98,6 +94,9 @@ class CollectionGuard:
             return agg_share
         return add_noise_to_share(task, agg_share, plan.sample(task.measurement.length))
 
-    def budget_report(self, task: Task) -> dict:
-        ledger = self._ledger()
-        return ledger.report(task.task_id_b64) if task.task_id_b64 in ledger.budgets else {}
+
+def budget_report(store: Datastore, task: Task) -> dict | None:
+    """What this aggregator's ledger says the task has spent (None: no budget charged yet)."""
+    raw = store.get_blob(LEDGER_BLOB)
+    ledger = PrivacyLedger.from_bytes(raw) if raw else PrivacyLedger()
+    return ledger.report(task.task_id_b64) if task.task_id_b64 in ledger.budgets else None
