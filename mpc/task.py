@@ -72,11 +72,14 @@ class AggregatorEndpoint:
 
     endpoint: str
     hpke_config: HpkeConfig | None
+    identity: str | None = None  # certificate identity: helpers accept job RPCs only from the leader's
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"endpoint": self.endpoint}
         if self.hpke_config is not None:
             out["hpke_config"] = b64encode(self.hpke_config.encode())
+        if self.identity is not None:
+            out["identity"] = self.identity
         return out
 
 
@@ -151,13 +154,16 @@ class Task:
             raise InvalidTask("'aggregators' must be a list of tables")
         endpoints = []
         for i, a in enumerate(aggs):
-            extra = set(a) - {"endpoint", "hpke_config"}
+            extra = set(a) - {"endpoint", "hpke_config", "identity"}
             if extra:
                 raise InvalidTask(f"aggregators[{i}]: unknown key(s) {sorted(extra)}")
             if not isinstance(a.get("endpoint"), str) or not a["endpoint"]:
                 raise InvalidTask(f"aggregators[{i}].endpoint must be a non-empty string")
             config = _hpke(a["hpke_config"], f"aggregators[{i}].hpke_config") if "hpke_config" in a else None
-            endpoints.append(AggregatorEndpoint(a["endpoint"], config))
+            identity = a.get("identity")
+            if identity is not None and (not isinstance(identity, str) or not identity):
+                raise InvalidTask(f"aggregators[{i}].identity must be a non-empty string")
+            endpoints.append(AggregatorEndpoint(a["endpoint"], config, identity))
         dp = doc.get("dp", {"algo": "none"})
         if not isinstance(dp, dict):
             raise InvalidTask("'dp' must be a table such as {\"algo\": \"discrete-gaussian\", \"epsilon\": 1.0}")

@@ -146,9 +146,10 @@ class TaskAdminClient:
         async with _channel(endpoint, self._credentials) as channel:
             return await fn(pb_grpc.TaskAdminStub(channel))
 
-    async def hpke_config(self, endpoint: str) -> HpkeConfig:
+    async def hpke_config(self, endpoint: str) -> tuple[HpkeConfig, str]:
+        """An aggregator's HPKE config and the identity in its certificate."""
         resp = await self._with(endpoint, lambda s: s.GetHpkeConfig(pb.GetHpkeConfigRequest(), timeout=self.timeout))
-        return HpkeConfig.decode(resp.hpke_config)
+        return HpkeConfig.decode(resp.hpke_config), resp.identity
 
     async def list_tasks(self, endpoint: str) -> list[Task]:
         resp = await self._with(endpoint, lambda s: s.ListTasks(pb.ListTasksRequest(), timeout=self.timeout))
@@ -159,7 +160,10 @@ class TaskAdminClient:
         configs = await asyncio.gather(*(self.hpke_config(e) for e in endpoints))
         doc = dict(document)
         doc.setdefault("task_id", b64encode(os.urandom(32)))
-        doc["aggregators"] = [{"endpoint": e, "hpke_config": b64encode(c.encode())} for e, c in zip(endpoints, configs, strict=True)]
+        doc["aggregators"] = [
+            {"endpoint": e, "hpke_config": b64encode(c.encode()), "identity": ident}
+            for e, (c, ident) in zip(endpoints, configs, strict=True)
+        ]
         task = Task.from_dict(doc)
         key_size = task.scheme.VERIFY_KEY_SIZE if task.mode == "shares" else 0
         key = os.urandom(key_size) if verify_key is None else verify_key

@@ -238,10 +238,28 @@ def test_helper_refuses_a_verdict_list_that_would_count_a_report_twice(loop_thre
     verdict = pb.ReportVerdict(report_id=report.report_id, accept=True, verifier_message=b"")
 
     async def go():
-        async with grpc.aio.secure_channel(cluster2.endpoints[1], cluster2.credentials("aggregator", "agg-test")) as ch:
+        async with grpc.aio.secure_channel(cluster2.endpoints[1], cluster2.credentials("aggregator", "agg0")) as ch:
             req = pb.AggregationJobContinue(task_id=sum_task.task_id, job_id=job_id, verdicts=[verdict, verdict])
             return await pb_grpc.AggregationStub(ch).ContinueJob(req, timeout=10)
 
     code, details = _status(loop_thread, lambda: loop_thread.run(go()))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "more than once" in details
     assert helper.store.get_job_state(job_id) == "init"  # nothing was accumulated
+
+
+def test_only_the_tasks_leader_may_drive_a_helper(loop_thread, cluster2, sum_task):
+    """Another aggregator's certificate (right role, wrong identity) is refused by the helper."""
+    assert sum_task.aggregators[0].identity == "agg0"
+    report = shard_report(sum_task, 1, time=past_window())
+    share = pb.ReportShare(report_id=report.report_id, time=report.time, public_share=report.public_share,
+                           sealed_share=report.sealed_shares[1])
+
+    async def go(identity):
+        async with grpc.aio.secure_channel(cluster2.endpoints[1], cluster2.credentials("aggregator", identity)) as ch:
+            stub = pb_grpc.AggregationStub(ch)
+            return await stub.InitJob(pb.AggregationJobInit(task_id=sum_task.task_id, job_id=os.urandom(16), reports=[share]), timeout=10)
+
+    code, details = _status(loop_thread, lambda: loop_thread.run(go("rogue-aggregator")))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "agg0" in details
+    code, _ = _status(loop_thread, lambda: loop_thread.run(go("agg1")))  # even another aggregator of the task
+    assert code == grpc.StatusCode.PERMISSION_DENIED

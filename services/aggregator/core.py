@@ -50,6 +50,7 @@ from services.aggregator.metrics import Metrics
 from services.aggregator.privacy import CollectionGuard, noise_plan
 from services.aggregator.release import WindowRelease
 from services.aggregator.roles import LoadedTask, NotThisRole, PeerFailure, merge_accumulators
+from services import pki
 from services.keyfiles import load_or_create_datastore_key, load_or_create_hpke
 from services.storage import Datastore, NotFound, PendingReport, SqliteDatastore, TaskRecord
 
@@ -83,6 +84,7 @@ class AggregatorCore:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.hpke = load_or_create_hpke(config.data_dir / "hpke_key.json", config.hpke_suite)
+        self.identity = pki.principal_from_certificate(config.tls.cert.read_bytes()).identity
         self.store = open_datastore(config)
         self.metrics = Metrics()
         self.metrics_server = None

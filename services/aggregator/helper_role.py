@@ -14,7 +14,7 @@ from mpc import aggregator as agg
 from mpc.errors import DecodeError, InvalidReport
 from mpc.report import REPORT_ID_SIZE, Report
 from protos.twinmpc.v1 import twinmpc_pb2 as pb
-from services.aggregator.roles import BatchMismatch, LoadedTask, NotThisRole, merge_accumulators
+from services.aggregator.roles import BatchMismatch, LoadedTask, NotThisRole, WrongPeer, merge_accumulators
 from services.storage import HelperReportRow, NotFound
 
 log = logging.getLogger("twinmpc.aggregator")
@@ -25,15 +25,18 @@ class HelperRole:
         self.core = core  # AggregatorCore: tasks, store, HPKE key, metrics, window release
         self._states: dict[tuple[bytes, bytes], object] = {}  # verify states between init and continue
 
-    def _load(self, task_id: bytes) -> LoadedTask:
+    def _load(self, task_id: bytes, caller: str | None) -> LoadedTask:
         loaded = self.core.load_task(task_id)
         if loaded.agg_index == 0:
             raise NotThisRole("this aggregator is the task's leader, not a helper")
+        leader = loaded.task.aggregators[0].identity
+        if leader is not None and caller is not None and caller != leader:
+            raise WrongPeer(f"only the task's leader ({leader!r}) may drive its aggregation, not {caller!r}")
         return loaded
 
-    def init_job(self, task_id: bytes, job_id: bytes, shares: list[pb.ReportShare]) -> list[pb.VerifierShareResult]:
+    def init_job(self, task_id: bytes, job_id: bytes, shares: list[pb.ReportShare], caller: str | None = None) -> list[pb.VerifierShareResult]:
         """Record the job's report ids (replay check), open own shares, return verifier shares."""
-        loaded = self._load(task_id)
+        loaded = self._load(task_id, caller)
         store = self.core.store
         if len(job_id) != 16:
             raise DecodeError("job_id must be 16 bytes")
@@ -87,9 +90,9 @@ class HelperRole:
             outcomes[i] = init
         return outcomes  # type: ignore[return-value]
 
-    def continue_job(self, task_id: bytes, job_id: bytes, verdicts: list[pb.ReportVerdict]) -> tuple[int, list[bytes]]:
+    def continue_job(self, task_id: bytes, job_id: bytes, verdicts: list[pb.ReportVerdict], caller: str | None = None) -> tuple[int, list[bytes]]:
         """Finish verification and accumulate once; a repeated call answers the same outcome."""
-        loaded = self._load(task_id)
+        loaded = self._load(task_id, caller)
         store = self.core.store
         state = store.get_job_state(job_id)
         if state is None:
@@ -137,9 +140,10 @@ class HelperRole:
         self.core.metrics.inc("reports_aggregated_total", accepted)
         return accepted, rejected
 
-    def aggregate_share(self, req: pb.AggregateShareRequest, actor: str = "leader") -> pb.AggregateShareResponse:
+    def aggregate_share(self, req: pb.AggregateShareRequest, actor: str | None = None) -> pb.AggregateShareResponse:
         """Check the leader's batch claim against our own, then release our noised share."""
-        loaded = self._load(req.task_id)
+        loaded = self._load(req.task_id, actor)
+        actor = actor or "leader"
         task, windows = loaded.task, self.core.windows
         windows.check_closed(task, req.window_start, actor)
         self.core.store.update_window_collected(task.task_id, req.window_start)

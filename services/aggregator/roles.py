@@ -18,6 +18,10 @@ class PeerFailure(TwinMpcError):
     """A peer aggregator could not complete its step; the job will be retried."""
 
 
+class WrongPeer(TwinMpcError):
+    """The caller holds an aggregator certificate, but not the one of this task's leader."""
+
+
 class BatchMismatch(TwinMpcError):
     """Aggregators disagree on which reports a window holds."""
 

@@ -23,7 +23,7 @@ from mpc.errors import (
 from protos.twinmpc.v1 import twinmpc_pb2 as pb
 from protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
 from services.aggregator.core import AggregatorCore
-from services.aggregator.roles import BatchMismatch, NotThisRole, PeerFailure
+from services.aggregator.roles import BatchMismatch, NotThisRole, PeerFailure, WrongPeer
 from services.auth import current_principal
 from services.storage import NotFound
 
@@ -44,6 +44,7 @@ STATUS_FOR_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (BudgetExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (CollectionRefused, grpc.StatusCode.FAILED_PRECONDITION),
     (BatchMismatch, grpc.StatusCode.ABORTED),
+    (WrongPeer, grpc.StatusCode.PERMISSION_DENIED),
     (NotThisRole, grpc.StatusCode.FAILED_PRECONDITION),
     (PeerFailure, grpc.StatusCode.UNAVAILABLE),
 )
@@ -150,11 +151,11 @@ class AggregationServicer(pb_grpc.AggregationServicer):
 
     @mapped_errors
     async def InitJob(self, request: pb.AggregationJobInit, context) -> pb.AggregationJobInitResponse:
-        return pb.AggregationJobInitResponse(results=self.core.helper.init_job(request.task_id, request.job_id, list(request.reports)))
+        return pb.AggregationJobInitResponse(results=self.core.helper.init_job(request.task_id, request.job_id, list(request.reports), caller=current_principal().identity))
 
     @mapped_errors
     async def ContinueJob(self, request: pb.AggregationJobContinue, context) -> pb.AggregationJobContinueResponse:
-        accepted, rejected = self.core.helper.continue_job(request.task_id, request.job_id, list(request.verdicts))
+        accepted, rejected = self.core.helper.continue_job(request.task_id, request.job_id, list(request.verdicts), caller=current_principal().identity)
         return pb.AggregationJobContinueResponse(accepted=accepted, rejected_report_ids=rejected)
 
     @mapped_errors
@@ -186,4 +187,4 @@ class TaskAdminServicer(pb_grpc.TaskAdminServicer):
 
     @mapped_errors
     async def GetHpkeConfig(self, request, context) -> pb.GetHpkeConfigResponse:
-        return pb.GetHpkeConfigResponse(hpke_config=self.core.hpke.config.encode())
+        return pb.GetHpkeConfigResponse(hpke_config=self.core.hpke.config.encode(), identity=self.core.identity)

@@ -217,7 +217,9 @@ class GetHpkeConfigRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetHpkeConfigResponse(_message.Message):
-    __slots__ = ("hpke_config",)
+    __slots__ = ("hpke_config", "identity")
     HPKE_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
     hpke_config: bytes
-    def __init__(self, hpke_config: _Optional[bytes] = ...) -> None: ...
+    identity: str
+    def __init__(self, hpke_config: _Optional[bytes] = ..., identity: _Optional[str] = ...) -> None: ...
