@@ -42,3 +42,14 @@ def test_helper_continue_after_losing_its_states_recomputes_them(loop_thread, cl
     assert accepted == 4 and rejected == []
     acc = helper.windows.accumulator(task, window)
     assert acc.count == 4
+
+
+def test_cached_verify_states_are_bounded(monkeypatch):
+    """The helper's in-memory states never exceed the cap; the oldest are dropped first."""
+    from services.aggregator import helper_role
+
+    monkeypatch.setattr(helper_role, "MAX_CACHED_STATES", 3)
+    role = helper_role.HelperRole(core=None)
+    for i in range(5):
+        role._remember(b"job", bytes([i]), object())
+    assert list(role._states) == [(b"job", bytes([i])) for i in (2, 3, 4)]

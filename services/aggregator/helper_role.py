@@ -19,6 +19,10 @@ from services.storage import HelperReportRow, NotFound
 
 log = logging.getLogger("twinmpc.aggregator")
 
+# Verify states kept between InitJob and ContinueJob; beyond this the oldest are dropped and, if
+# their job does continue, recomputed from the stored sealed shares (bounded memory, same result).
+MAX_CACHED_STATES = 200_000
+
 
 class HelperRole:
     def __init__(self, core) -> None:
@@ -67,9 +71,14 @@ class HelperRole:
                 results.append(pb.VerifierShareResult(report_id=row.report_id, ok=False, error=str(init)))
                 continue
             state, vshare = init
-            self._states[(job_id, row.report_id)] = state
+            self._remember(job_id, row.report_id, state)
             results.append(pb.VerifierShareResult(report_id=row.report_id, ok=True, verifier_share=vshare))
         return results
+
+    def _remember(self, job_id: bytes, report_id: bytes, state: object) -> None:
+        if len(self._states) >= MAX_CACHED_STATES:
+            del self._states[next(iter(self._states))]  # oldest first (dicts keep insertion order)
+        self._states[(job_id, report_id)] = state
 
     def _open_and_init(self, loaded: LoadedTask, rows: list[HelperReportRow]) -> list[tuple[object, bytes] | InvalidReport]:
         """Per row: open own sealed share, then verify_init for all opened rows at once."""
