@@ -153,11 +153,26 @@ def range_check_wire_evals_rows(
 
 
 class _RangeCheckRows:
-    """Batched wire evaluations shared by the circuits whose only gadget-0 wires are a range check."""
+    """Wires shared by the circuits whose only gadget is a range check (SumVec, Histogram, MultihotCountVec)."""
 
     field: type[_PrimeField]
     chunk_length: int
     GADGET_CALLS: list[int]
+
+    def wire_inputs(self, meas, joint_rand, num_shares):  # type: ignore[no-untyped-def]
+        return [
+            range_check_wires(
+                self.field, meas, joint_rand, self.chunk_length, self.GADGET_CALLS[0], self.shares_inv(num_shares)
+            )
+        ]
+
+    def wire_evals(self, meas, joint_rand, num_shares, weights):  # type: ignore[no-untyped-def]
+        return [
+            range_check_wire_evals(
+                self.field, meas, joint_rand, self.chunk_length, self.GADGET_CALLS[0], self.shares_inv(num_shares),
+                weights[0],
+            )
+        ]
 
     def wire_evals_rows(self, field, meas, joint_rand, num_shares, weights):  # type: ignore[no-untyped-def]
         return [
@@ -276,21 +291,6 @@ class SumVec(_RangeCheckRows, Valid[list[int], list[int]]):
         self.GADGET_CALLS = [calls]
         self.JOINT_RAND_LEN = calls
 
-    def wire_inputs(self, meas, joint_rand, num_shares):  # type: ignore[no-untyped-def]
-        return [
-            range_check_wires(
-                self.field, meas, joint_rand, self.chunk_length, self.GADGET_CALLS[0], self.shares_inv(num_shares)
-            )
-        ]
-
-    def wire_evals(self, meas, joint_rand, num_shares, weights):  # type: ignore[no-untyped-def]
-        return [
-            range_check_wire_evals(
-                self.field, meas, joint_rand, self.chunk_length, self.GADGET_CALLS[0], self.shares_inv(num_shares),
-                weights[0],
-            )
-        ]
-
     def combine(self, meas, joint_rand, num_shares, gadget_outputs):  # type: ignore[no-untyped-def]
         return self.field.sum(gadget_outputs[0], axis=-1)
 
@@ -353,21 +353,6 @@ class Histogram(_RangeCheckRows, Valid[int, list[int]]):
         self.OUTPUT_LEN = length
         self.JOINT_RAND_LEN = calls
 
-    def wire_inputs(self, meas, joint_rand, num_shares):  # type: ignore[no-untyped-def]
-        return [
-            range_check_wires(
-                self.field, meas, joint_rand, self.chunk_length, self.GADGET_CALLS[0], self.shares_inv(num_shares)
-            )
-        ]
-
-    def wire_evals(self, meas, joint_rand, num_shares, weights):  # type: ignore[no-untyped-def]
-        return [
-            range_check_wire_evals(
-                self.field, meas, joint_rand, self.chunk_length, self.GADGET_CALLS[0], self.shares_inv(num_shares),
-                weights[0],
-            )
-        ]
-
     def combine(self, meas, joint_rand, num_shares, gadget_outputs):  # type: ignore[no-untyped-def]
         f = self.field
         range_check = f.sum(gadget_outputs[0], axis=-1)
@@ -424,21 +409,6 @@ class MultihotCountVec(_RangeCheckRows, Valid[list[int], list[int]]):
         self.GADGETS = [ParallelSum(Mul(), chunk_length)]
         self.GADGET_CALLS = [calls]
         self.JOINT_RAND_LEN = calls
-
-    def wire_inputs(self, meas, joint_rand, num_shares):  # type: ignore[no-untyped-def]
-        return [
-            range_check_wires(
-                self.field, meas, joint_rand, self.chunk_length, self.GADGET_CALLS[0], self.shares_inv(num_shares)
-            )
-        ]
-
-    def wire_evals(self, meas, joint_rand, num_shares, weights):  # type: ignore[no-untyped-def]
-        return [
-            range_check_wire_evals(
-                self.field, meas, joint_rand, self.chunk_length, self.GADGET_CALLS[0], self.shares_inv(num_shares),
-                weights[0],
-            )
-        ]
 
     def combine(self, meas, joint_rand, num_shares, gadget_outputs):  # type: ignore[no-untyped-def]
         f = self.field
