@@ -15,7 +15,11 @@ Who runs what:
 * aggregator j: ``agg_init / agg_update / merge`` over out shares, ``encode_agg_share``
 * collector:    ``unshard(agg_param, agg_shares, num_measurements) -> result``
 
-All one-round schemes (Prio3, TwinRing64) finish after one ``verify_next``.
+Aggregators call the batch twins ``verify_init_batch`` and
+``verifier_shares_to_message_batch`` for a whole aggregation job: byte-identical
+to the one-report calls, with one result (or `InvalidReport`) per report, so one
+bad report never fails the job.  All one-round schemes (Prio3, TwinRing64)
+finish after one ``verify_next``.
 Every check on untrusted bytes raises a subclass of `mpc.errors.InvalidReport`.
 """
 
@@ -53,6 +57,19 @@ class Vdaf(Protocol):
     ) -> tuple[Any, bytes]: ...
 
     def verifier_shares_to_message(self, ctx: bytes, agg_param: bytes, verifier_shares: list[bytes]) -> bytes: ...
+
+    def verify_init_batch(
+        self,
+        verify_key: bytes,
+        ctx: bytes,
+        agg_id: int,
+        agg_param: bytes,
+        nonces: list[bytes],
+        public_shares: list[bytes],
+        input_shares: list[bytes],
+    ) -> list[Any]: ...
+
+    def verifier_shares_to_message_batch(self, ctx: bytes, agg_param: bytes, verifier_shares: list[list[bytes]]) -> list[Any]: ...
 
     def verify_next(self, ctx: bytes, state: Any, verifier_message: bytes) -> np.ndarray: ...
 
