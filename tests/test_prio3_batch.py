@@ -20,7 +20,7 @@ from crypto.poly import (
     subsample_lagrange_weights_rows,
 )
 from crypto.xof import Xof
-from mpc.errors import DecodeError, InvalidReport, VerifyError
+from mpc.errors import DecodeError, InvalidMeasurement, InvalidReport, VerifyError
 from mpc.prio3 import (
     Prio3Count,
     Prio3FixedPointBoundedL2Vec,
@@ -303,3 +303,71 @@ def test_long_batches_are_sliced_with_the_same_results(monkeypatch) -> None:  # 
     sliced = vdaf.verify_init_batch(bytes(32), CTX, 1, b"", nonces, pubs, inputs[1])
     for a, b in zip(sliced, whole, strict=True):
         _same(a, b, vdaf)
+
+
+# ---------------------------------------------------------------------- batched shard
+@pytest.mark.parametrize("name", sorted(VARIANTS), ids=str)
+def test_shard_batch_matches_shard_report_by_report(name: str) -> None:
+    """shard_batch gives, entry by entry, the bytes of shard with the same nonce and rand."""
+    vdaf, measure = VARIANTS[name]
+    rng = random.Random(hash(name) & 0xFFFF)
+    n = 2 if name in SLOW else 9
+    measurements = [measure(rng) for _ in range(n)]
+    nonces = [rng.randbytes(16) for _ in range(n)]
+    rands = [rng.randbytes(vdaf.RAND_SIZE) for _ in range(n)]
+    batch = vdaf.shard_batch(CTX, measurements, nonces, rands)
+    assert batch == [vdaf.shard(CTX, m, nonce, rand) for m, nonce, rand in zip(measurements, nonces, rands)]
+    # and the batch's reports verify and aggregate like any others
+    inits = [vdaf.verify_init_batch(bytes(32), CTX, j, b"", nonces, [p for p, _ in batch], [s[j] for _, s in batch])
+             for j in range(vdaf.SHARES)]
+    msgs = vdaf.verifier_shares_to_message_batch(CTX, b"", [[inits[j][b][1] for j in range(vdaf.SHARES)] for b in range(n)])
+    assert all(isinstance(m, bytes) for m in msgs)
+
+
+@pytest.mark.parametrize("path", [p for p in BATCH_VECTOR_FILES if "_bad_" not in p.stem], ids=lambda p: p.stem)
+def test_official_vectors_sharded_as_one_batch(path) -> None:  # type: ignore[no-untyped-def]
+    """Known answers: every report of a vector file sharded in one shard_batch call."""
+    vectors._require_vectors()
+    doc = json.loads(path.read_text())
+    vdaf = vectors.build(path.stem, doc)
+    shard_ops = {op["report_index"] for op in doc["operations"] if op["operation"] == "shard"}
+    reports = [r for i, r in enumerate(doc["reports"]) if i in shard_ops]
+    assert reports, "every good vector shards its reports"
+    got = vdaf.shard_batch(
+        bytes.fromhex(doc["ctx"]),
+        [r["measurement"] for r in reports],
+        [bytes.fromhex(r["nonce"]) for r in reports],
+        [bytes.fromhex(r["rand"]) for r in reports],
+    )
+    for (pub, inputs), r in zip(got, reports, strict=True):
+        assert pub.hex() == r["public_share"]
+        assert [s.hex() for s in inputs] == r["input_shares"]
+
+
+def test_shard_batch_rejects_bad_input_before_sharding_anything() -> None:
+    vdaf = Prio3Histogram(2, 4, 2)
+    nonces, rands = [bytes(16)] * 3, [bytes(vdaf.RAND_SIZE)] * 3
+    with pytest.raises(InvalidMeasurement, match="measurement 1"):
+        vdaf.shard_batch(CTX, [0, 4, 1], nonces, rands)
+    with pytest.raises(ValueError, match="same length"):
+        vdaf.shard_batch(CTX, [0, 1], nonces, rands)
+    with pytest.raises(ValueError, match="nonce"):
+        vdaf.shard_batch(CTX, [0, 1, 2], [bytes(15)] * 3, rands)
+    with pytest.raises(ValueError, match="rand"):
+        vdaf.shard_batch(CTX, [0, 1, 2], nonces, [bytes(vdaf.RAND_SIZE - 1)] * 3)
+    with pytest.raises(InvalidMeasurement, match="wrong length"):
+        vdaf.shard_encoded_batch(CTX, [vdaf.field.zeros(3)] * 3, nonces, rands)
+    assert vdaf.shard_batch(CTX, [], [], []) == []
+
+
+def test_long_shard_batches_are_sliced_with_the_same_results(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from mpc.prio3 import prio3 as prio3_module
+
+    vdaf, measure = VARIANTS["histogram"]
+    rng = random.Random(5)
+    measurements = [measure(rng) for _ in range(7)]
+    nonces = [rng.randbytes(16) for _ in range(7)]
+    rands = [rng.randbytes(vdaf.RAND_SIZE) for _ in range(7)]
+    whole = vdaf.shard_batch(CTX, measurements, nonces, rands)
+    monkeypatch.setattr(prio3_module, "BATCH_MAX_ELEMENTS", 2 * vdaf.flp.PROOF_LEN)  # 2 reports per slice
+    assert vdaf.shard_batch(CTX, measurements, nonces, rands) == whole

@@ -88,6 +88,25 @@ def range_check_wires(
     return wires
 
 
+def range_check_wires_rows(
+    field: type[_PrimeField], x: np.ndarray, joint_rand: np.ndarray, chunk: int, calls: int, shares_inv: np.ndarray
+) -> np.ndarray:
+    """`range_check_wires` for B reports (x (B, n), joint_rand (B, calls)) -> (B, 2*chunk, calls)."""
+    b = x.shape[0]
+    padded = field.zeros_shape((b, calls * chunk))
+    padded[:, : x.shape[1]] = x
+    xs = padded.reshape(b, calls, chunk)
+    r_pows = joint_rand.reshape(b, calls, 1)
+    while r_pows.shape[2] < chunk:
+        have = r_pows.shape[2]
+        more = min(have, chunk - have)
+        r_pows = np.concatenate([r_pows, field.mul(r_pows[:, :, :more], r_pows[:, :, -1:])], axis=2)
+    wires = field.zeros_shape((b, 2 * chunk, calls))
+    wires[:, 0::2] = field.mul(r_pows, xs).transpose(0, 2, 1)
+    wires[:, 1::2] = field.sub(xs, shares_inv).transpose(0, 2, 1)
+    return wires
+
+
 def range_check_wire_evals(
     field: type[_PrimeField],
     x: np.ndarray,
@@ -174,6 +193,13 @@ class _RangeCheckRows:
             )
         ]
 
+    def wire_inputs_rows(self, field, meas, joint_rand, num_shares):  # type: ignore[no-untyped-def]
+        return [
+            range_check_wires_rows(
+                field, meas, joint_rand, self.chunk_length, self.GADGET_CALLS[0], field.const(field.s_inv(num_shares))
+            )
+        ]
+
     def wire_evals_rows(self, field, meas, joint_rand, num_shares, weights):  # type: ignore[no-untyped-def]
         return [
             range_check_wire_evals_rows(
@@ -201,6 +227,9 @@ class Count(Valid[int, int]):
 
     def combine(self, meas, joint_rand, num_shares, gadget_outputs):  # type: ignore[no-untyped-def]
         return self.field.sub(gadget_outputs[0], meas[:1])
+
+    def wire_inputs_rows(self, field, meas, joint_rand, num_shares):  # type: ignore[no-untyped-def]
+        return [np.stack([meas[:, :1], meas[:, :1]], axis=1)]
 
     def wire_evals_rows(self, field, meas, joint_rand, num_shares, weights):  # type: ignore[no-untyped-def]
         x = field.mul(meas[:, :1], weights[0][:, :1])
@@ -248,6 +277,9 @@ class Sum(Valid[int, int]):
 
     def combine(self, meas, joint_rand, num_shares, gadget_outputs):  # type: ignore[no-untyped-def]
         return gadget_outputs[0]
+
+    def wire_inputs_rows(self, field, meas, joint_rand, num_shares):  # type: ignore[no-untyped-def]
+        return [meas.reshape(meas.shape[0], 1, -1)]
 
     def wire_evals_rows(self, field, meas, joint_rand, num_shares, weights):  # type: ignore[no-untyped-def]
         return [field.mul_sum(meas, weights[0], axis=-1).reshape(-1, 1)]

@@ -248,6 +248,133 @@ class Prio3(Generic[M, R]):
         helpers = [share + blind for share, blind in zip(helper_shares, helper_blinds or [b""] * k)]
         return b"".join(parts), [leader] + helpers
 
+    def shard_batch(
+        self, ctx: bytes, measurements: Sequence[M], nonces: Sequence[bytes], rands: Sequence[bytes]
+    ) -> list[tuple[bytes, list[bytes]]]:
+        """`shard` for many measurements at once (a gateway or a file upload): entry b is
+        byte for byte what ``shard(ctx, measurements[b], nonces[b], rands[b])`` returns.
+
+        Raises InvalidMeasurement naming the first bad entry (nothing is sharded then).
+        """
+        count = len(measurements)
+        if len(nonces) != count or len(rands) != count:
+            raise ValueError("measurements, nonces and rands must have the same length")
+        encoded = []
+        for b, m in enumerate(measurements):
+            try:
+                encoded.append(self.flp.encode(m))
+            except InvalidMeasurement as exc:
+                raise InvalidMeasurement(f"measurement {b}: {exc}") from exc
+        return self.shard_encoded_batch(ctx, encoded, nonces, rands)
+
+    def shard_encoded_batch(
+        self, ctx: bytes, encoded: Sequence[np.ndarray], nonces: Sequence[bytes], rands: Sequence[bytes]
+    ) -> list[tuple[bytes, list[bytes]]]:
+        """`shard_encoded` for many reports: the draft's steps on (reports x elements) arrays.
+
+        XOFs stay one per draft derivation and report; encoding, share
+        arithmetic and the proofs run once per batch on the field's
+        long-vector backend.  Long measurements go in slices (BATCH_MAX_ELEMENTS).
+        """
+        count = len(encoded)
+        if len(nonces) != count or len(rands) != count:
+            raise ValueError("encoded, nonces and rands must have the same length")
+        if any(len(n) != self.NONCE_SIZE for n in nonces):
+            raise ValueError("nonce must be NONCE_SIZE bytes")
+        if any(len(r) != self.RAND_SIZE for r in rands):
+            raise ValueError("rand must be RAND_SIZE bytes")
+        if any(m.shape != (self.flp.MEAS_LEN,) for m in encoded):
+            raise InvalidMeasurement("encoded measurement has the wrong length")
+        rows_per_slice = max(1, BATCH_MAX_ELEMENTS // max(self.flp.MEAS_LEN, self.flp.PROOF_LEN * self.PROOFS))
+        if count > rows_per_slice:
+            out: list[tuple[bytes, list[bytes]]] = []
+            for lo in range(0, count, rows_per_slice):
+                hi = lo + rows_per_slice
+                out.extend(self.shard_encoded_batch(ctx, encoded[lo:hi], nonces[lo:hi], rands[lo:hi]))
+            return out
+        if count == 0:
+            return []
+        f = self.field
+        bf = f.LARGE
+        s = self.xof.SEED_SIZE
+        k = self.SHARES - 1
+        uses_jr = self._uses_jr
+        seeds = [[r[i : i + s] for i in range(0, len(r), s)] for r in rands]
+        if uses_jr:
+            helper_shares = [row[0 : 2 * k : 2] for row in seeds]
+            helper_blinds = [row[1 : 2 * k : 2] for row in seeds]
+            leader_blinds = [row[2 * k] for row in seeds]
+            prove_seeds = [row[2 * k + 1] for row in seeds]
+        else:
+            helper_shares = [row[:k] for row in seeds]
+            helper_blinds = [[b""] * k for _ in seeds]
+            leader_blinds = [b""] * count
+            prove_seeds = [row[k] for row in seeds]
+
+        meas = bf.from_backend(f, np.concatenate(encoded)).reshape(count, self.flp.MEAS_LEN)
+        meas_bytes = f.ENCODED_SIZE * self.flp.MEAS_LEN
+        dst_meas = self._dst(USAGE_MEAS_SHARE, ctx)
+        dst_proof = self._dst(USAGE_PROOF_SHARE, ctx)
+        dst_part = self._dst(USAGE_JOINT_RAND_PART, ctx)
+        leader_meas = meas
+        parts: list[list[bytes]] = [[] for _ in range(count)]
+        for j in range(1, k + 1):
+            helper_meas = self._expand_rows(
+                bf, [self.xof(row[j - 1], dst_meas, bytes([j])) for row in helper_shares], self.flp.MEAS_LEN
+            )
+            leader_meas = bf.sub(leader_meas, helper_meas)
+            if uses_jr:
+                enc = bf.encode_vec(helper_meas.reshape(-1))
+                for b in range(count):
+                    parts[b].append(self.xof.derive_seed(
+                        helper_blinds[b][j - 1], dst_part, bytes([j]) + nonces[b] + enc[b * meas_bytes : (b + 1) * meas_bytes]
+                    ))
+        leader_enc = bf.encode_vec(leader_meas.reshape(-1))
+        jl, pl = self.flp.JOINT_RAND_LEN, self.flp.PROVE_RAND_LEN
+        proofs_byte = bytes([self.PROOFS])
+        if uses_jr:
+            dst_seed = self._dst(USAGE_JOINT_RAND_SEED, ctx)
+            dst_jr = self._dst(USAGE_JOINT_RANDOMNESS, ctx)
+            zero_seed = bytes(s)
+            jr_xofs = []
+            for b in range(count):
+                parts[b].insert(0, self.xof.derive_seed(
+                    leader_blinds[b], dst_part, b"\x00" + nonces[b] + leader_enc[b * meas_bytes : (b + 1) * meas_bytes]
+                ))
+                jr_xofs.append(self.xof(self.xof.derive_seed(zero_seed, dst_seed, b"".join(parts[b])), dst_jr, proofs_byte))
+            joint_rands = self._expand_rows(bf, jr_xofs, jl * self.PROOFS)
+        else:
+            joint_rands = bf.zeros_shape((count, 0))
+        dst_prove = self._dst(USAGE_PROVE_RANDOMNESS, ctx)
+        prove_rands = self._expand_rows(bf, [self.xof(seed, dst_prove, proofs_byte) for seed in prove_seeds], pl * self.PROOFS)
+        leader_proofs = np.concatenate(
+            [
+                self.flp.prove_rows(
+                    bf, meas, prove_rands[:, i * pl : (i + 1) * pl], joint_rands[:, i * jl : (i + 1) * jl]
+                )
+                for i in range(self.PROOFS)
+            ],
+            axis=1,
+        )
+        for j in range(1, k + 1):
+            helper_proofs = self._expand_rows(
+                bf, [self.xof(row[j - 1], dst_proof, bytes([self.PROOFS, j])) for row in helper_shares],
+                self.flp.PROOF_LEN * self.PROOFS,
+            )
+            leader_proofs = bf.sub(leader_proofs, helper_proofs)
+        proof_enc = bf.encode_vec(leader_proofs.reshape(-1))
+        proof_bytes = len(proof_enc) // count
+        out = []
+        for b in range(count):
+            leader = (
+                leader_enc[b * meas_bytes : (b + 1) * meas_bytes]
+                + proof_enc[b * proof_bytes : (b + 1) * proof_bytes]
+                + leader_blinds[b]
+            )
+            helpers = [share + blind for share, blind in zip(helper_shares[b], helper_blinds[b])]
+            out.append((b"".join(parts[b]), [leader] + helpers))
+        return out
+
     # ------------------------------------------------------------------ decoding
     def _decode_public_share(self, encoded: bytes) -> list[bytes] | None:
         s = self.xof.SEED_SIZE
