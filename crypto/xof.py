@@ -23,8 +23,8 @@ for XofFixedKeyAes128.
 from __future__ import annotations
 
 import numpy as np
-from xoflib import turbo_shake128
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from xoflib import turbo_shake128
 
 from crypto.field import _PrimeField
 

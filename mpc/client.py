@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time as _time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from crypto import seal
@@ -48,6 +48,31 @@ def shard_report(
     scheme = task.scheme
     public_share, input_shares = scheme.shard(task.ctx(), measurement, report_id, rand(scheme.RAND_SIZE))
     return seal_report(task, report_id, report_time, public_share, input_shares)
+
+
+def shard_reports(
+    task: Task,
+    measurements: Sequence[Any],
+    *,
+    time: int | None = None,
+    rand: Callable[[int], bytes] = os.urandom,
+) -> list[Report]:
+    """`shard_report` for many measurements of one task (a gateway's window, a file upload):
+    the VDAF shards them in one batch, each report still gets its own id, nonce and seeds.
+
+    Raises InvalidMeasurement naming the first bad entry ("measurement i: ..."); nothing is returned then.
+    """
+    if task.mode != "shares":
+        raise ValueError(f"shard_reports is for mode 'shares'; task uses {task.mode!r}")
+    report_time = int(_time.time()) if time is None else int(time)
+    scheme = task.scheme
+    report_ids = [rand(REPORT_ID_SIZE) for _ in measurements]
+    rands = [rand(scheme.RAND_SIZE) for _ in measurements]
+    sharded = scheme.shard_batch(task.ctx(), list(measurements), report_ids, rands)
+    return [
+        seal_report(task, report_id, report_time, public_share, input_shares)
+        for report_id, (public_share, input_shares) in zip(report_ids, sharded, strict=True)
+    ]
 
 
 def seal_report(task: Task, report_id: bytes, report_time: int, public_share: bytes, input_shares: list[bytes]) -> Report:

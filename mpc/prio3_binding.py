@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from crypto import ring
-from mpc.errors import InvalidTask
+from mpc.errors import InvalidMeasurement, InvalidTask
 from mpc.measurements import (
     Count,
     FixedPointVec,
@@ -65,12 +65,27 @@ class Prio3Scheme:
             return self.field.ENCODED_SIZE * (flp.MEAS_LEN + flp.PROOF_LEN * self.prio3.PROOFS) + blind
         return seed + blind
 
-    def shard(self, ctx: bytes, measurement: Any, nonce: bytes, rand: bytes):
-        self.measurement.encode(measurement)  # same client-side validation and errors as every mode
-        if isinstance(self.measurement, FixedPointVec):  # clip as every mode does; the L2 type needs [-1, 1)
+    def _checked(self, measurement: Any) -> Any:
+        """Client-side validation with every mode's errors; FixedPointVec is clipped as every mode does
+        (the L2 type needs [-1, 1))."""
+        self.measurement.encode(measurement)
+        if isinstance(self.measurement, FixedPointVec):
             top = self.measurement.clip - 2.0**-self.measurement.frac_bits
             measurement = np.clip(np.asarray(measurement, dtype=np.float64), -self.measurement.clip, top).tolist()
-        return self.prio3.shard(ctx, measurement, nonce, rand)
+        return measurement
+
+    def shard(self, ctx: bytes, measurement: Any, nonce: bytes, rand: bytes):
+        return self.prio3.shard(ctx, self._checked(measurement), nonce, rand)
+
+    def shard_batch(self, ctx: bytes, measurements, nonces, rands):
+        """Many measurements at once (`Prio3.shard_batch`); InvalidMeasurement names the first bad entry."""
+        checked = []
+        for b, m in enumerate(measurements):
+            try:
+                checked.append(self._checked(m))
+            except InvalidMeasurement as exc:
+                raise InvalidMeasurement(f"measurement {b}: {exc}") from exc
+        return self.prio3.shard_batch(ctx, checked, nonces, rands)
 
     def verify_init(self, verify_key, ctx, agg_id, agg_param, nonce, public_share, input_share):
         return self.prio3.verify_init(verify_key, ctx, agg_id, agg_param, nonce, public_share, input_share)

@@ -68,6 +68,14 @@ class TwinRing64:
     def _binder(ctx: bytes, nonce: bytes) -> bytes:
         return struct.pack(">H", len(ctx)) + ctx + nonce
 
+    def shard_batch(
+        self, ctx: bytes, measurements: Sequence[Any], nonces: Sequence[bytes], rands: Sequence[bytes]
+    ) -> list[tuple[bytes, list[bytes]]]:
+        """`shard` per measurement (sharing is one PRG expansion per helper; nothing to batch)."""
+        if not len(measurements) == len(nonces) == len(rands):
+            raise ValueError("measurements, nonces and rands must have the same length")
+        return [self.shard(ctx, m, n, r) for m, n, r in zip(measurements, nonces, rands)]
+
     def shard(self, ctx: bytes, measurement: Any, nonce: bytes, rand: bytes | None = None) -> tuple[bytes, list[bytes]]:
         """Client: encode and split; `rand` is K-1 seeds (fresh from the OS if None)."""
         if len(nonce) != self.NONCE_SIZE:

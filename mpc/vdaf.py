@@ -25,6 +25,7 @@ Every check on untrusted bytes raises a subclass of `mpc.errors.InvalidReport`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -44,6 +45,10 @@ class Vdaf(Protocol):
     VERIFY_KEY_SIZE: int
 
     def shard(self, ctx: bytes, measurement: Any, nonce: bytes, rand: bytes) -> tuple[bytes, list[bytes]]: ...
+
+    def shard_batch(
+        self, ctx: bytes, measurements: Sequence[Any], nonces: Sequence[bytes], rands: Sequence[bytes]
+    ) -> list[tuple[bytes, list[bytes]]]: ...
 
     def verify_init(
         self,

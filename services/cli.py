@@ -313,23 +313,32 @@ def upload(
     time_: Annotated[Optional[int], typer.Option("--time", help="report timestamp (default: now)")] = None,
 ) -> None:
     """Shard, seal and upload one report per JSON line of measurements."""
-    from mpc.client import shard_report
+    from mpc.client import shard_report, shard_reports
     from mpc.he_mode import encrypt_he_report
     from services.client import UploadClient
 
     task = _load_task(task_file)
     lines = (source.read_text() if source else sys.stdin.read()).splitlines()
-    reports = []
+    numbered = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            if task.mode == "shares":
-                reports.append(shard_report(task, json.loads(line), time=time_))
-            else:
-                reports.append(encrypt_he_report(task, json.loads(line), time=time_))
-        except (json.JSONDecodeError, TwinMpcError) as exc:
+            numbered.append((number, json.loads(line)))
+        except json.JSONDecodeError as exc:
             raise fail(f"line {number}: {exc}", 2) from None
+    try:
+        if task.mode == "shares":  # one batch; on a bad entry, name its line below
+            reports = shard_reports(task, [m for _, m in numbered], time=time_)
+        else:
+            reports = [encrypt_he_report(task, m, time=time_) for _, m in numbered]
+    except TwinMpcError as batch_error:
+        for number, m in numbered:
+            try:
+                (shard_report if task.mode == "shares" else encrypt_he_report)(task, m, time=time_)
+            except TwinMpcError as exc:
+                raise fail(f"line {number}: {exc}", 2) from None
+        raise fail(str(batch_error), 2) from None
 
     async def go():
         async with UploadClient(task.aggregators[0].endpoint, _creds(pki_dir, identity)) as client:

@@ -21,7 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from mpc.client import shard_report
+from mpc.client import shard_reports
 from services.aggregator.privacy import noise_plan
 from services.local_cluster import LocalCluster
 
@@ -166,7 +166,7 @@ async def _upload_direct(console: Console, uploader, tasks, values, report_time:
     ok = True
     for name, task in tasks.items():
         t0 = time.perf_counter()
-        reports = [shard_report(task, int(v), time=report_time) for v in values[name]]
+        reports = shard_reports(task, [int(v) for v in values[name]], time=report_time)
         times.add("edge shard+seal (per report)", (time.perf_counter() - t0) / len(reports))
         t0 = time.perf_counter()
         outcomes = await uploader.upload_batch(task.task_id, reports)

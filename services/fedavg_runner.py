@@ -63,7 +63,7 @@ import numpy as np
 
 from crypto import fixedpoint, ring
 from mpc.city_data import CityDataset, generate_city
-from mpc.client import shard_report
+from mpc.client import shard_reports
 from mpc.collector import CollectionResult
 from mpc.errors import InvalidMeasurement, InvalidTask, TwinMpcError
 from mpc.fedavg import FedAvgConfig, FedAvgHistory, run_fedavg
@@ -197,7 +197,7 @@ class ServiceSecureSum:
         values = [update_measurement(self.task, u) for u in updates]  # refuse before anything is sent
         self._rounds_started += 1  # a failed round still spends its window: it may hold some reports
         window = self.first_window + r * self.task.window_seconds
-        reports = [shard_report(self.task, v, time=window, rand=self._rand) for v in values]
+        reports = shard_reports(self.task, values, time=window, rand=self._rand)
         sent = sum(pb.UploadReportRequest(task_id=self.task.task_id, report=report_to_proto(rep)).ByteSize() for rep in reports)
         while len(self._uploaders) < len(reports):
             self._uploaders.append(self.cluster.upload_client(f"fedavg-edge-{len(self._uploaders)}"))

@@ -9,7 +9,7 @@ from typing import Any
 from crypto.seal import HpkeKeypair
 from mpc import aggregator as agg
 from mpc import collector
-from mpc.client import shard_report
+from mpc.client import shard_report, shard_reports
 from mpc.task import Task, b64encode
 
 
@@ -38,12 +38,13 @@ def make_task(measurement: dict[str, Any], k: int = 2, *, vdaf: str = "twinring6
     return TaskKit(task, agg_keys, collector_key, os.urandom(task.scheme.VERIFY_KEY_SIZE))
 
 
-def run_round(kit: TaskKit, measurements: list[Any], time: int = 1_700_000_000) -> Any:
-    """Client -> K aggregators -> collector entirely in process; returns the result."""
+def run_round(kit: TaskKit, measurements: list[Any], time: int = 1_700_000_000, *, batch: bool = False) -> Any:
+    """Client -> K aggregators -> collector entirely in process; returns the result.
+    With batch=True the client shards all measurements in one `shard_reports` call."""
     task = kit.task
     accs = [agg.Accumulator(task) for _ in range(task.num_aggregators)]
-    for m in measurements:
-        report = shard_report(task, m, time=time)
+    reports = shard_reports(task, measurements, time=time) if batch else [shard_report(task, m, time=time) for m in measurements]
+    for report in reports:
         inits = []
         for j, kp in enumerate(kit.agg_keys):
             share = agg.open_input_share(task, kp, j, report)

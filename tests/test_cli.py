@@ -73,8 +73,10 @@ def test_end_to_end_by_hand(tmp_path, loop_thread):
         window = now - now % 2
         up = twinmpc("upload", "--task", "task.json", "--pki-dir", "pki", "--time", str(window), cwd=tmp_path, stdin="5\n6\n7\n")
         assert up.returncode == 0, up.stderr
-        bad = twinmpc("upload", "--task", "task.json", "--pki-dir", "pki", cwd=tmp_path, stdin="300\n")
-        assert bad.returncode == 2 and "line 1" in bad.stderr
+        bad = twinmpc("upload", "--task", "task.json", "--pki-dir", "pki", cwd=tmp_path, stdin="5\n\n300\n")
+        assert bad.returncode == 2 and "line 3" in bad.stderr  # the batch names the offending line
+        not_json = twinmpc("upload", "--task", "task.json", "--pki-dir", "pki", cwd=tmp_path, stdin="5\n{\n")
+        assert not_json.returncode == 2 and "line 2" in not_json.stderr
         time.sleep(max(0, window + 2 - time.time()) + 0.1)
         got = twinmpc("collect", "--task", "task.json", "--window", str(window), "--collector-key", "collector.key", "--pki-dir", "pki", cwd=tmp_path)
         assert got.returncode == 0, got.stderr

@@ -19,7 +19,7 @@ from crypto import prg, ring, seal, sharing
 from crypto.seal import HpkeKeypair
 from mpc import aggregator as agg
 from mpc import collector
-from mpc.client import input_share_info, shard_report
+from mpc.client import input_share_info, shard_report, shard_reports
 from mpc.errors import DecodeError, InvalidMeasurement, SealError, VerifyError
 from mpc.measurements import Count, FixedPointVec, Histogram, Mean, MeasurementType, Sum, SumVec
 from mpc.report import Report
@@ -49,6 +49,26 @@ ROUNDS: dict[str, tuple[dict[str, Any], list[Any], Any]] = {
 def test_full_round_exact(name: str, k: int) -> None:
     params, measurements, expected = ROUNDS[name]
     assert run_round(make_task(params, k), measurements) == expected
+
+
+@pytest.mark.parametrize("vdaf", ["twinring64", "prio3"])
+@pytest.mark.parametrize("name", sorted(ROUNDS))
+def test_full_round_with_reports_sharded_as_one_batch(name: str, vdaf: str) -> None:
+    params, measurements, expected = ROUNDS[name]
+    if name == "fixedpointvec" and vdaf == "prio3":
+        params = {**params, "l2_bound": 2.0}  # the Prio3 L2 type needs its bound and clips to [-1, 1 - 2^-f)
+        expected = [-0.125, -0.75, 1.0 - 2 * 2**-16]
+    assert run_round(make_task(params, 2, vdaf=vdaf), measurements, batch=True) == expected
+
+
+@pytest.mark.parametrize("vdaf", ["twinring64", "prio3"])
+def test_shard_reports_names_the_bad_measurement_and_keeps_reports_apart(vdaf: str) -> None:
+    kit = make_task({"type": "histogram", "buckets": 4}, 2, vdaf=vdaf)
+    with pytest.raises(InvalidMeasurement, match="measurement 2" if vdaf == "prio3" else "bucket"):
+        shard_reports(kit.task, [0, 1, 7, 2], time=T0)
+    reports = shard_reports(kit.task, [0, 1, 1], time=T0)
+    assert len({r.report_id for r in reports}) == 3 and all(r.time == T0 for r in reports)
+    assert shard_reports(kit.task, [], time=T0) == []
 
 
 def test_fixedpointvec_round_equals_sum_of_rounded_values() -> None:
