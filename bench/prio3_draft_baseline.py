@@ -1167,9 +1167,6 @@ class DraftPrio3:
         return (self.field.decode_vec(encoded[:verifiers_len]), part)
 
 
-# The interface name bench_prio3.py uses for its pure-Python baseline.
-Prio3Scalar = DraftPrio3
-
 __all__ = [
     "VERSION",
     "Count",

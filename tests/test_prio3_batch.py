@@ -371,3 +371,15 @@ def test_long_shard_batches_are_sliced_with_the_same_results(monkeypatch) -> Non
     whole = vdaf.shard_batch(CTX, measurements, nonces, rands)
     monkeypatch.setattr(prio3_module, "BATCH_MAX_ELEMENTS", 2 * vdaf.flp.PROOF_LEN)  # 2 reports per slice
     assert vdaf.shard_batch(CTX, measurements, nonces, rands) == whole
+
+
+def test_long_measurements_shard_report_by_report_in_a_batch(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from mpc.prio3 import prio3 as prio3_module
+
+    vdaf, measure = VARIANTS["sumvec"]
+    rng = random.Random(6)
+    args = ([measure(rng) for _ in range(3)], [rng.randbytes(16) for _ in range(3)],
+            [rng.randbytes(vdaf.RAND_SIZE) for _ in range(3)])
+    vectorised = vdaf.shard_batch(CTX, *args)
+    monkeypatch.setattr(prio3_module, "SHARD_BATCH_MAX_MEAS_LEN", 1)
+    assert vdaf.shard_batch(CTX, *args) == vectorised

@@ -159,7 +159,6 @@ def test_rejects_a_tampered_proof() -> None:
 
 
 def test_bench_interface_alias() -> None:
-    """bench_prio3.py can switch its baseline module without other changes."""
-    assert draft.Prio3Scalar is draft.DraftPrio3
+    """RAND_SIZE as bench_prio3.py draws it: one helper seed (+ blinds with joint randomness) and a prove seed."""
     assert draft.DraftPrio3(draft.Count()).RAND_SIZE == 64
     assert draft.DraftPrio3(draft.SumVec(1000, 255, 89)).RAND_SIZE == 128
