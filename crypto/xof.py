@@ -22,11 +22,19 @@ for XofFixedKeyAes128.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from xoflib import turbo_shake128
 
 from crypto.field import _PrimeField
+
+
+@lru_cache(maxsize=256)
+def _framed_dst(dst: bytes) -> bytes:
+    """len(dst) (2 bytes LE) || dst: the same for every report of a task and usage."""
+    return len(dst).to_bytes(2, "little") + dst
 
 
 class Xof:
@@ -72,8 +80,7 @@ class XofTurboShake128(Xof):
             raise ValueError("seed longer than 255 bytes")
         if len(dst) > 65535:
             raise ValueError("dst longer than 65535 bytes")
-        msg = len(dst).to_bytes(2, "little") + dst + bytes([len(seed)]) + seed + binder
-        self._h = turbo_shake128(1, msg)
+        self._h = turbo_shake128(1, _framed_dst(dst) + bytes((len(seed),)) + seed + binder)
 
     def next(self, length: int) -> bytes:
         return self._h.read(length)

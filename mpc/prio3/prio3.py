@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Sequence
-from dataclasses import dataclass
-from dataclasses import field as dc_field
 from fractions import Fraction
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -102,12 +100,14 @@ def format_dst(algo_class: int, algo: int, usage: int) -> bytes:
     return bytes([VERSION, algo_class]) + algo.to_bytes(4, "big") + usage.to_bytes(2, "big")
 
 
-@dataclass(frozen=True)
-class Prio3VerifyState:
-    """An aggregator's state between verify_init and verify_next (redacted in repr)."""
+class Prio3VerifyState(NamedTuple):
+    """An aggregator's state between verify_init and verify_next (redacted in repr).
 
-    out_share: np.ndarray = dc_field(repr=False)
-    corrected_joint_rand_seed: bytes | None = dc_field(repr=False)
+    A NamedTuple: immutable, and cheap to create for each report of a batch.
+    """
+
+    out_share: np.ndarray
+    corrected_joint_rand_seed: bytes | None
 
     def __repr__(self) -> str:
         return "Prio3VerifyState(<redacted>)"
@@ -638,15 +638,18 @@ class Prio3(Generic[M, R]):
         vlen = f.ENCODED_SIZE * self.flp.VERIFIER_LEN * self.PROOFS
         jlen = self.xof.SEED_SIZE if self._uses_jr else 0
         for b, shares in enumerate(verifier_shares):
-            if agg_param != b"" or len(shares) != self.SHARES or any(len(v) != vlen + jlen for v in shares):
+            if agg_param != b"" or len(shares) != self.SHARES or list(map(len, shares)).count(vlen + jlen) != self.SHARES:
                 try:  # malformed: the single-report path names the first problem it meets
                     results[b] = self.verifier_shares_to_message(ctx, agg_param, list(shares))
                 except InvalidReport as exc:
                     results[b] = exc
                 continue
             rows.append(b)
-            raw.extend(v[:vlen] for v in shares)
-            jparts.append([v[vlen:] for v in shares])
+            if jlen:
+                raw.extend([v[:vlen] for v in shares])
+                jparts.append([v[vlen:] for v in shares])
+            else:
+                raw.extend(shares)
         if not rows:
             return results
         width = self.flp.VERIFIER_LEN * self.PROOFS
@@ -712,6 +715,8 @@ class Prio3(Generic[M, R]):
                 raise VerifyError("joint randomness check failed")
         elif verifier_message != b"":
             raise DecodeError("verifier message must be empty for this Prio3 variant")
+        if self.agg_field is self.field:
+            return state.out_share
         return self.agg_field.from_backend(self.field, state.out_share)
 
     # ------------------------------------------------------------------ aggregation
