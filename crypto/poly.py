@@ -189,14 +189,44 @@ def _roots(field: type[_PrimeField], n: int) -> np.ndarray:
 def lagrange_weights(field: type[_PrimeField], t: int, n: int) -> np.ndarray:
     """lam with f(t) = sum_k f(w^k) lam[k] for every f of degree < n (w a primitive n-th root).
 
-    Barycentric weights lam[k] = (t^n - 1)/n * w^k / (t - w^k) without inversions:
-    expanding 1/(t - w^k) as a geometric series gives
-    lam[k] = (1/n) sum_j t^j w^(-jk), the inverse NTT of [1, t, ..., t^(n-1)],
-    which also holds when t is a root.
+    Barycentric weights lam[k] = (t^n - 1)/n * w^k / (t - w^k).  Up to
+    DIRECT_WEIGHTS_MAX_N points they are computed on Python ints with one
+    modular inversion for all (t - w^k) (Montgomery's batch trick); when t is
+    itself an n-th root the weights are the indicator of that root.  Larger n
+    use the inversion-free form: expanding 1/(t - w^k) as a geometric series
+    gives lam[k] = (1/n) sum_j t^j w^(-jk), the inverse NTT of [1, t, ..., t^(n-1)].
     """
     small = field.SMALL  # n is at most a few thousand: use the low-overhead backend
-    lam = ntt(small, small.powers(t, n), inverse=True)
-    return field.from_backend(small, lam)
+    if n > DIRECT_WEIGHTS_MAX_N:
+        return field.from_backend(small, ntt(small, small.powers(t, n), inverse=True))
+    q = field.MODULUS
+    t %= q
+    roots = _root_ints(small, n)
+    scale = (pow(t, n, q) - 1) * pow(n, -1, q) % q
+    if scale == 0:  # t = w^k for some k: evaluating there just reads value k
+        return field.from_ints([int(r == t) for r in roots])
+    diffs = [t - r for r in roots]  # all non-zero mod q
+    prefix = [1] * n
+    acc = 1
+    for i, d in enumerate(diffs):
+        prefix[i] = acc
+        acc = acc * d % q
+    inv = pow(acc, -1, q)  # 1 / prod(diffs)
+    lam = [0] * n
+    for i in range(n - 1, -1, -1):
+        lam[i] = inv * prefix[i] % q * roots[i] % q * scale  # reduced by from_ints
+        inv = inv * diffs[i] % q
+    return field.from_ints(lam)
+
+
+# Up to this many points lagrange_weights uses the direct barycentric formula on
+# Python ints (measured ~4x faster than the object-array NTT at n = 32).
+DIRECT_WEIGHTS_MAX_N = 512
+
+
+@cache
+def _root_ints(field: type[_PrimeField], n: int) -> tuple[int, ...]:
+    return tuple(field.to_ints(_roots(field, n)))
 
 
 def subsample_lagrange_weights(field: type[_PrimeField], lam_n: np.ndarray, t: int, p: int) -> np.ndarray:

@@ -82,3 +82,16 @@ def test_small_ntt_matrix_path_matches_butterflies(field, shape, inverse, scale,
     fast = field.to_ints(poly.ntt(field, a, inverse=inverse, scale=scale))
     monkeypatch.setattr(poly, "SMALL_NTT_MAX_PRODUCTS", 0)
     assert fast == field.to_ints(poly.ntt(field, a, inverse=inverse, scale=scale))
+
+
+@settings(max_examples=60, deadline=None)
+@given(log_n=st.integers(0, 10), seed=st.integers(0, 2**32), on_root=st.booleans(),
+       field=st.sampled_from([Field64Small, Field128]))
+def test_direct_lagrange_weights_equal_the_ntt_form(log_n: int, seed: int, on_root: bool, field) -> None:  # type: ignore[no-untyped-def]
+    """The batch-inversion barycentric weights (n <= DIRECT_WEIGHTS_MAX_N) equal the inversion-free
+    NTT form, also at the n-th roots themselves (where they are an indicator vector)."""
+    n = 1 << log_n
+    rng = random.Random(seed)
+    t = pow(field.root_of_unity(n), rng.randrange(n), field.MODULUS) if on_root else rng.randrange(field.MODULUS)
+    via_ntt = poly.ntt(field, field.powers(t, n), inverse=True)
+    assert field.to_ints(lagrange_weights(field, t, n)) == field.to_ints(via_ntt)
