@@ -381,3 +381,25 @@ def test_chaos_titles_are_compact() -> None:
     link = {"label": "c", "chaos": {"action": "link_fault", "faults": {"link": "edge-leader", "delay_ms": 5.0, "loss": 0.0, "rto_ms": 200.0, "reset": 0.0}}}
     assert report._chaos_title(link) == "c link=edge-leader delay_ms=5 rto_ms=200"
     assert report._chaos_title({"label": "main", "chaos": None}) == "main"
+
+
+def test_prio3_bench_case_and_budgets_on_a_tiny_run(monkeypatch) -> None:
+    """bench_prio3's plumbing (not its speed): every view is filled, the batches and the draft
+    transcription reproduce the single-report bytes, and a missed budget is reported as missed."""
+    from bench import bench_prio3
+
+    cases = {c["name"]: c for c in bench_prio3._cases(quick=True)}
+    rows = [bench_prio3.run_case(cases[name], repeats=1, batch_size=4)
+            for name in ("Count", "Histogram(10,chunk=3)", "SumVec(100,max=1,chunk=10)")]
+    for row in rows:
+        assert row["deployed"]["bytes_identical_to_single"] is True
+        assert row["draft_transcription"]["bytes_identical"] is True
+        assert row["single"]["total_ms"] > 0 and row["deployed"]["shard_us"] > 0
+    assert rows[0]["libprio_rs"]["quoted_shard_us"] == 14.0
+    assert "| Count |" in bench_prio3.markdown(rows)
+    # budgets need the two headline cases; feed fake rows so one budget fails and one passes
+    hist = {**rows[1], "case": "Histogram(100,chunk=10)", "deployed": {**rows[1]["deployed"], "total_ms": 1.5}}
+    sumvec = {**rows[2], "case": "SumVec(1000,max=255,chunk=89)", "single": {**rows[2]["single"], "total_ms": 12.0}}
+    checks = {c["budget"]: c["ok"] for c in bench_prio3.budgets([hist, sumvec])}
+    assert checks["Histogram(100) shard + verification < 1 ms (deployed)"] is False
+    assert checks["SumVec(1000) shard + verification < 40 ms (single report)"] is True
