@@ -95,3 +95,19 @@ def test_direct_lagrange_weights_equal_the_ntt_form(log_n: int, seed: int, on_ro
     t = pow(field.root_of_unity(n), rng.randrange(n), field.MODULUS) if on_root else rng.randrange(field.MODULUS)
     via_ntt = poly.ntt(field, field.powers(t, n), inverse=True)
     assert field.to_ints(lagrange_weights(field, t, n)) == field.to_ints(via_ntt)
+
+
+@settings(max_examples=60, deadline=None)
+@given(field=st.sampled_from(FIELDS), rows=st.integers(1, 20), log_p=st.integers(1, 5), log_r=st.integers(1, 2),
+       data=st.data())
+def test_extend_values_with_trailing_zeros_and_small_values(field, rows: int, log_p: int, log_r: int, data) -> None:  # type: ignore[no-untyped-def]
+    """FLP wire matrices: zero past `length`, entries often 0, 1 or -1 (= q - 1).  The matrix
+    path (centred values, only the first `length` columns) equals the NTT path."""
+    p, n = 1 << log_p, 1 << (log_p + log_r)
+    length = data.draw(st.integers(1, p))
+    q = field.MODULUS
+    pick = st.one_of(st.sampled_from([0, 1, q - 1, q - 2, q // 2, q // 2 + 1]), st.integers(0, q - 1))
+    ints = [data.draw(pick) if c < length else 0 for _ in range(rows) for c in range(p)]
+    vals = field.from_ints(ints).reshape(rows, p)
+    expected = np.stack(_coset_values_ntt(field, vals, n), axis=-1).reshape(rows, n)
+    assert field.to_ints(extend_values(field, vals, n, length=length)) == field.to_ints(expected)

@@ -281,7 +281,7 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
             # Big transforms run on the long-vector backend (same field, same
             # values); short vectors stay on the low-overhead one.
             big = f.LARGE if wire_matrix.size >= PROVER_LARGE_BACKEND_MIN else f
-            wire_values = extend_values(big, big.from_backend(f, wire_matrix), max(n, p))
+            wire_values = extend_values(big, big.from_backend(f, wire_matrix), max(n, p), length=1 + calls)
             gadget_values = f.from_backend(big, g.eval_vec(big, wire_values)[:poly_len])
             parts.append(seeds)
             parts.append(gadget_values)
@@ -310,7 +310,7 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
             wire_matrix = field.zeros_shape((b, g.ARITY, p))
             wire_matrix[:, :, 0] = seeds
             wire_matrix[:, :, 1 : 1 + calls] = w_in
-            values = extend_values(field, wire_matrix, max(n, p))  # (B, ARITY, n')
+            values = extend_values(field, wire_matrix, max(n, p), length=1 + calls)  # (B, ARITY, n')
             width = values.shape[-1]
             flat = np.ascontiguousarray(values.transpose(1, 0, 2)).reshape(g.ARITY, b * width)
             gadget_values = g.eval_vec(field, flat).reshape(b, width)[:, :poly_len]
