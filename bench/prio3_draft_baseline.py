@@ -21,7 +21,7 @@ draft's Python code blocks one to one, with none of our optimisations:
 Source: the draft's text and its reference code (repository
 cfrg/draft-irtf-cfrg-vdaf, poc/vdaf_poc/), transcribed rather than copied.
 Its timings match the draft reference figures quoted in issue 6 to within
-about 15% (Count 0.64 ms, SumVec(1000, max 255, chunk 89) 0.74 s on our
+about 25% (Count 0.64 ms, SumVec(1000, max 255, chunk 89) 0.74 s on our
 2-core machine).
 
 Everything runs with one proof (num_proofs = 1).  The bench uses 2
