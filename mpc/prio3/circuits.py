@@ -72,26 +72,18 @@ def range_check_wires(
     """Wires of ParallelSum(Mul, chunk) checking x in {0,1}^n (draft SumVec/Histogram circuit).
 
     Call i, slot j: inputs (r_i^(j+1) * x[i*chunk+j], x[i*chunk+j] - 1/num_shares),
-    with x zero-padded to calls*chunk.
+    with x zero-padded to calls*chunk.  Shape (2*chunk, calls).
     """
-    padded = zeros2(field, 1, calls * chunk)[0]
-    padded[: x.shape[0]] = x
-    xs = padded.reshape(calls, chunk)
-    r_pows = joint_rand.reshape(calls, 1)  # grows to (calls, chunk): r_i^1 .. r_i^chunk
-    while r_pows.shape[1] < chunk:  # log2(chunk) doublings, each vectorised over all calls
-        have = r_pows.shape[1]
-        more = min(have, chunk - have)  # the last step computes only the missing columns
-        r_pows = np.concatenate([r_pows, field.mul(r_pows[:, :more], r_pows[:, -1:])], axis=1)
-    wires = zeros2(field, 2 * chunk, calls)
-    wires[0::2] = field.mul(r_pows, xs).T
-    wires[1::2] = field.sub(xs, shares_inv).T
-    return wires
+    return range_check_wires_rows(field, x.reshape(1, -1), joint_rand.reshape(1, -1), chunk, calls, shares_inv)[0]
 
 
 def range_check_wires_rows(
     field: type[_PrimeField], x: np.ndarray, joint_rand: np.ndarray, chunk: int, calls: int, shares_inv: np.ndarray
 ) -> np.ndarray:
-    """`range_check_wires` for B reports (x (B, n), joint_rand (B, calls)) -> (B, 2*chunk, calls)."""
+    """`range_check_wires` for B reports (x (B, n), joint_rand (B, calls)) -> (B, 2*chunk, calls).
+
+    The powers r_i^1 .. r_i^chunk grow by doubling the width, each step vectorised over all calls.
+    """
     b = x.shape[0]
     padded = field.zeros_shape((b, calls * chunk))
     padded[:, : x.shape[1]] = x
