@@ -114,24 +114,9 @@ def range_check_wire_evals(
     The scaled powers lam_i r_i^(j+1) grow by doubling like the wires' powers,
     so this saves the (calls, chunk) product of the wires and their weighting.
     """
-    padded = zeros2(field, 1, calls * chunk)[0]
-    padded[: x.shape[0]] = x
-    xs = padded.reshape(calls, chunk)
-    r = joint_rand.reshape(calls, 1)
-    scaled = field.mul(lam.reshape(calls, 1), r)  # lam_i r_i^1, grows to (calls, chunk)
-    r_w = r  # r_i^w, w = current width
-    while scaled.shape[1] < chunk:
-        have = scaled.shape[1]
-        more = min(have, chunk - have)
-        scaled = np.concatenate([scaled, field.mul(scaled[:, :more], r_w)], axis=1)
-        if scaled.shape[1] < chunk:
-            r_w = field.mul(r_w, r_w)
-    left = field.mul_sum(scaled, xs, axis=0)
-    right = field.sub(field.matmul(lam.reshape(1, calls), xs)[0], field.mul(field.sum(lam), shares_inv))
-    out = zeros2(field, 2, chunk)
-    out[0] = left
-    out[1] = right
-    return out.T.reshape(-1)  # interleaved: left_0, right_0, left_1, ...
+    return range_check_wire_evals_rows(
+        field, x.reshape(1, -1), joint_rand.reshape(1, -1), chunk, calls, shares_inv, lam.reshape(1, -1)
+    )[0]
 
 
 def range_check_wire_evals_rows(

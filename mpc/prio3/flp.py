@@ -47,7 +47,7 @@ from crypto.poly import (
 )
 from mpc.errors import VerifyError
 
-# From this many wire-matrix elements (arity * P) the prover's coset transforms
+# From this many wire-matrix elements (reports * arity * P) the prover's coset transforms
 # run on field.LARGE (e.g. Field128 objects -> uint64 limbs): measured on
 # Field128, 40x32 is about even and 64x64 twice as fast including conversions.
 PROVER_LARGE_BACKEND_MIN = 2048
@@ -251,13 +251,6 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
         self.PROOF_LEN = valid.proof_len()
         self.VERIFIER_LEN = valid.verifier_len()
 
-    def _wire_matrix(self, seeds: np.ndarray, wires: np.ndarray, p: int) -> np.ndarray:
-        arity, calls = wires.shape
-        w = zeros2(self.field, arity, p)
-        w[:, 0] = seeds
-        w[:, 1 : 1 + calls] = wires
-        return w
-
     def prove(self, meas: np.ndarray, prove_rand: np.ndarray, joint_rand: np.ndarray) -> np.ndarray:
         """Proof = for each gadget: wire seeds || gadget polynomial in the Lagrange basis.
 
@@ -265,34 +258,17 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
         sent as its values at the first DEGREE*(P-1)+1 powers of a primitive
         n-th root, n = next_power_of_2 of that length.  We get them by
         evaluating the gadget point-wise on the wire polynomials' values at
-        all n-th roots (coset NTTs of the recorded wire values).
+        all n-th roots (coset NTTs of the recorded wire values).  One report
+        is the one-row case of `prove_rows`.
         """
-        f = self.field
-        wires = self.valid.wire_inputs(meas, joint_rand, 1)
-        parts: list[np.ndarray] = []
-        off = 0
-        for g, calls, w_in in zip(self.valid.GADGETS, self.valid.GADGET_CALLS, wires):
-            seeds = prove_rand[off : off + g.ARITY]
-            off += g.ARITY
-            p = next_power_of_2(1 + calls)
-            poly_len = g.DEGREE * (p - 1) + 1
-            n = next_power_of_2(poly_len)
-            wire_matrix = self._wire_matrix(seeds, w_in, p)
-            # Big transforms run on the long-vector backend (same field, same
-            # values); short vectors stay on the low-overhead one.
-            big = f.LARGE if wire_matrix.size >= PROVER_LARGE_BACKEND_MIN else f
-            wire_values = extend_values(big, big.from_backend(f, wire_matrix), max(n, p), length=1 + calls)
-            gadget_values = f.from_backend(big, g.eval_vec(big, wire_values)[:poly_len])
-            parts.append(seeds)
-            parts.append(gadget_values)
-        return np.concatenate(parts)
+        return self.prove_rows(self.field, meas.reshape(1, -1), prove_rand.reshape(1, -1), joint_rand.reshape(1, -1))[0]
 
     def prove_rows(
         self, field: type[_PrimeField], meas: np.ndarray, prove_rand: np.ndarray, joint_rand: np.ndarray
     ) -> np.ndarray:
-        """`prove` for B reports at once on backend `field` (row b = report b) -> (B, PROOF_LEN).
+        """The proofs of B reports at once on backend `field` (row b = report b) -> (B, PROOF_LEN).
 
-        The same arithmetic as `prove` with a leading batch axis: one coset
+        The arithmetic of `prove` with a leading batch axis: one coset
         extension of all reports' wire matrices and one gadget evaluation per
         gadget, so the per-call overhead is paid once per batch.
         """
@@ -307,13 +283,16 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
             p = next_power_of_2(1 + calls)
             poly_len = g.DEGREE * (p - 1) + 1
             n = next_power_of_2(poly_len)
-            wire_matrix = field.zeros_shape((b, g.ARITY, p))
-            wire_matrix[:, :, 0] = seeds
-            wire_matrix[:, :, 1 : 1 + calls] = w_in
-            values = extend_values(field, wire_matrix, max(n, p), length=1 + calls)  # (B, ARITY, n')
+            # Big transforms run on the long-vector backend (same field, same
+            # values); short ones stay on the low-overhead one.
+            big = field.LARGE if b * g.ARITY * p >= PROVER_LARGE_BACKEND_MIN else field
+            wire_matrix = big.zeros_shape((b, g.ARITY, p))
+            wire_matrix[:, :, 0] = big.from_backend(field, seeds)
+            wire_matrix[:, :, 1 : 1 + calls] = big.from_backend(field, w_in)
+            values = extend_values(big, wire_matrix, max(n, p), length=1 + calls)  # (B, ARITY, n')
             width = values.shape[-1]
             flat = np.ascontiguousarray(values.transpose(1, 0, 2)).reshape(g.ARITY, b * width)
-            gadget_values = g.eval_vec(field, flat).reshape(b, width)[:, :poly_len]
+            gadget_values = field.from_backend(big, g.eval_vec(big, flat).reshape(b, width)[:, :poly_len])
             parts.append(seeds)
             parts.append(gadget_values)
         return np.concatenate(parts, axis=1)
