@@ -205,7 +205,12 @@ class Prio3(Generic[M, R]):
         return self.shard_encoded(ctx, meas, nonce, rand)
 
     def shard_encoded(self, ctx: bytes, meas: np.ndarray, nonce: bytes, rand: bytes) -> tuple[bytes, list[bytes]]:
-        """Shard an already encoded measurement (also how tests play a malicious client)."""
+        """Shard an already encoded measurement (also how tests play a malicious client).
+
+        `shard_encoded_batch` computes the same bytes for many reports; this
+        one-report twin skips its per-row bookkeeping (a one-row batch is
+        ~20 us slower for Count, ~5 % for Histogram(100)).  Change them together.
+        """
         if len(nonce) != self.NONCE_SIZE:
             raise ValueError("nonce must be NONCE_SIZE bytes")
         if len(rand) != self.RAND_SIZE:
