@@ -1176,7 +1176,6 @@ __all__ = [
     "FlpBBCGGI19",
     "Histogram",
     "Lagrange",
-    "Prio3Scalar",
     "Sum",
     "SumVec",
 ]
