@@ -32,8 +32,8 @@ are counted); ``--clock wall`` uses wall time.  For the ratios, the peer and our
 operation run in alternating batches (same machine load for both; the box is
 shared) and the ratio is the median of the per-pair ratios.
 
-    python -m bench.bench_core --out bench/out/core.json
-    python -m bench.bench_core --quick
+    python -m twinmpc.bench.bench_core --out bench/out/core.json
+    python -m twinmpc.bench.bench_core --quick
 """
 
 from __future__ import annotations
@@ -51,12 +51,12 @@ from typing import Any
 
 import numpy as np
 
-from crypto.seal import HpkeKeypair
-from mpc import aggregator as agg
-from mpc import collector
-from mpc.client import shard_report
-from mpc.report import Report
-from mpc.task import Task, b64encode
+from twinmpc.crypto.seal import HpkeKeypair
+from twinmpc.mpc import aggregator as agg
+from twinmpc.mpc import collector
+from twinmpc.mpc.client import shard_report
+from twinmpc.mpc.report import Report
+from twinmpc.mpc.task import Task, b64encode
 
 PAILLIER_RATIO_BUDGET = 50.0
 CKKS_RATIO_BUDGET = 25.0
@@ -223,7 +223,7 @@ def bench_paillier(repeats: int, batch_seconds: float) -> dict[str, Any]:
 
 def bench_ckks(d: int, repeats: int, batch_seconds: float) -> dict[str, Any]:
     """TenSEAL CKKS encryption of a d-vector (crypto.ckks defaults) vs our fixedpointvec report, K = 2."""
-    from crypto import ckks
+    from twinmpc.crypto import ckks
 
     public = ckks.generate_context().public
     params, m = measurement_for("fixedpointvec", d)

@@ -36,9 +36,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from services.edge.agent import EdgeAgent
-from services.edge.config import parse_edge_config
-from services.local_cluster import LocalCluster
+from twinmpc.services.edge.agent import EdgeAgent
+from twinmpc.services.edge.config import parse_edge_config
+from twinmpc.services.local_cluster import LocalCluster
 
 PUBLISHER = textwrap.dedent(
     """

@@ -30,9 +30,9 @@ Budgets (exit status 1 when one is missed; printed either way):
 
 Times are medians over ``--repeats`` runs after one warm-up.
 
-    python -m bench.bench_prio3                 # full run, JSON on stdout
-    python -m bench.bench_prio3 --quick         # fewer repeats, no SumVec(100000)
-    python -m bench.bench_prio3 --out bench/out/prio3.json
+    python -m twinmpc.bench.bench_prio3                 # full run, JSON on stdout
+    python -m twinmpc.bench.bench_prio3 --quick         # fewer repeats, no SumVec(100000)
+    python -m twinmpc.bench.bench_prio3 --out bench/out/prio3.json
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ from typing import Any
 
 import numpy as np
 
-from bench import prio3_draft_baseline as draft
-from mpc.prio3 import Prio3Count, Prio3Histogram, Prio3Sum, Prio3SumVec
-from mpc.prio3.prio3 import Prio3
+from twinmpc.bench import prio3_draft_baseline as draft
+from twinmpc.mpc.prio3 import Prio3Count, Prio3Histogram, Prio3Sum, Prio3SumVec
+from twinmpc.mpc.prio3.prio3 import Prio3
 
 CTX = b"twinmpc bench"
 VERIFY_KEY = bytes(range(32))

@@ -13,7 +13,7 @@ them in batches to the leader, and measures
 
 Ingest is measured separately, as fast as the leader acknowledges a burst.
 
-    python -m bench.bench_services --reports 10000 --windows 5 --out bench/out/services.json
+    python -m twinmpc.bench.bench_services --reports 10000 --windows 5 --out bench/out/services.json
 
 Budgets (issue 3): ingest >= 5,000 reports/s, p99 close -> result <= 250 ms,
 for scalar reports on the proof-less TwinRing64 scheme (the default here);
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mpc.client import shard_report
-from services.local_cluster import LocalCluster
+from twinmpc.mpc.client import shard_report
+from twinmpc.services.local_cluster import LocalCluster
 
 INGEST_BUDGET = 5000.0
 CLOSE_TO_RESULT_P99_BUDGET = 0.250

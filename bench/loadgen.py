@@ -1,6 +1,6 @@
 """Load generator: many simulated edge nodes in their own process (asyncio).
 
-Started by bench.runner as ``python -m bench.loadgen PLAN.json``, so the
+Started by bench.runner as ``python -m twinmpc.bench.loadgen PLAN.json``, so the
 edge-side CPU (encode, shard, HPKE seal) competes with the aggregator
 processes for the machine as it would not in-process.  Protocol on the
 pipes (plain text lines, nothing pickled):
@@ -40,16 +40,16 @@ from typing import Any
 import grpc
 import numpy as np
 
-from bench.chaos import MALFORMED_KINDS, malformed_report
-from bench.scenario import LOADGEN_TYPES
-from mpc.client import shard_report
-from mpc.measurements import measurement_from_params
-from mpc.report import Report
-from mpc.task import Task
-from protos.twinmpc.v1 import twinmpc_pb2 as pb
-from protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
-from services.client import report_to_proto
-from services.pki import channel_credentials
+from twinmpc.bench.chaos import MALFORMED_KINDS, malformed_report
+from twinmpc.bench.scenario import LOADGEN_TYPES
+from twinmpc.mpc.client import shard_report
+from twinmpc.mpc.measurements import measurement_from_params
+from twinmpc.mpc.report import Report
+from twinmpc.mpc.task import Task
+from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
+from twinmpc.protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
+from twinmpc.services.client import report_to_proto
+from twinmpc.services.pki import channel_credentials
 
 RETRY_FOR_SECONDS = 20.0
 # what an edge outbox retries: transport trouble (a cut TLS stream can surface as INTERNAL) and rate limiting
@@ -276,7 +276,7 @@ async def _main(plan: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m bench.loadgen PLAN.json", file=sys.stderr)
+        print("usage: python -m twinmpc.bench.loadgen PLAN.json", file=sys.stderr)
         return 2
     plan = json.loads(Path(args[0]).read_text())
     asyncio.run(_main(plan))

@@ -140,11 +140,11 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def _ours(values: np.ndarray, bits: int, vdaf: str) -> dict[str, Any]:
-    from crypto.seal import HpkeKeypair
-    from mpc import aggregator as agg
-    from mpc import collector
-    from mpc.client import shard_report
-    from mpc.task import Task, b64encode
+    from twinmpc.crypto.seal import HpkeKeypair
+    from twinmpc.mpc import aggregator as agg
+    from twinmpc.mpc import collector
+    from twinmpc.mpc.client import shard_report
+    from twinmpc.mpc.task import Task, b64encode
 
     n, d = values.shape
     keys = [HpkeKeypair.generate(j) for j in range(2)]

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.scenario import STAGES
+from twinmpc.bench.scenario import STAGES
 
 STAGE_TITLES = {
     "edge": "edge encode+shard+seal",
@@ -82,7 +82,7 @@ def readme_table(result: dict[str, Any]) -> list[str]:
     """The README's performance table (stages, throughput, chaos, peer ratios), with the command."""
     scn, main = result["scenario"], result["main"]
     w = scn["workload"]
-    cmd = f"`{result.get('command', 'python -m bench.runner')}`"
+    cmd = f"`{result.get('command', 'python -m twinmpc.bench.runner')}`"
     b = scn["budgets"]
     rows = ["| what | result (p50 / p99) | budget (p99) | command |", "| --- | --- | --- | --- |"]
     for stage in STAGES:

@@ -6,9 +6,9 @@ generator process of many simulated edge nodes (bench.loadgen), measures every
 stage of the pipeline, then runs the scenario's chaos runs and the peer
 comparison, checks every budget and writes JSON + Markdown + PNG plots.
 
-    python -m bench.runner --quick --out bench/out/quick     # < 1 min, 2 cores
-    python -m bench.runner --full  --out bench/out/full      # README's table
-    python -m bench.runner --scenario bench/scenarios/x.toml --out DIR
+    python -m twinmpc.bench.runner --quick --out bench/out/quick     # < 1 min, 2 cores
+    python -m twinmpc.bench.runner --full  --out bench/out/full      # README's table
+    python -m twinmpc.bench.runner --scenario bench/scenarios/x.toml --out DIR
 
 Exit status: 0 when every budget and every chaos check holds, 1 otherwise,
 2 on a usage or scenario error.
@@ -44,10 +44,10 @@ from typing import Any
 import grpc
 import numpy as np
 
-from bench import chaos as chaos_mod
-from bench import peers as peers_mod
-from bench import report as report_mod
-from bench.scenario import (
+from twinmpc.bench import chaos as chaos_mod
+from twinmpc.bench import peers as peers_mod
+from twinmpc.bench import report as report_mod
+from twinmpc.bench.scenario import (
     SCENARIO_DIR,
     STAGES,
     DropEdges,
@@ -60,14 +60,14 @@ from bench.scenario import (
     ScenarioError,
     load_scenario,
 )
-from mpc import collector
-from mpc.task import Task, b64encode
-from protos.twinmpc.v1 import twinmpc_pb2 as pb
-from protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
-from services.aggregator.privacy import noise_plan
-from services.client import TaskAdminClient
-from services.local_cluster import LocalCluster
-from services.storage.sqlite import ACCEPTED
+from twinmpc.mpc import collector
+from twinmpc.mpc.task import Task, b64encode
+from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
+from twinmpc.protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
+from twinmpc.services.aggregator.privacy import noise_plan
+from twinmpc.services.client import TaskAdminClient
+from twinmpc.services.local_cluster import LocalCluster
+from twinmpc.services.storage.sqlite import ACCEPTED
 
 REPO = Path(__file__).resolve().parents[1]
 POLL_SECONDS = 0.02
@@ -219,7 +219,7 @@ async def run_phase(cluster: LocalCluster, scn: Scenario, label: str, faults: Li
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         with open(workdir / f"loadgen-{tag}.log", "wb") as log:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bench.loadgen", str(plan_path),
+                sys.executable, "-m", "twinmpc.bench.loadgen", str(plan_path),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log, cwd=REPO, env=env,
             )
         try:
@@ -515,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or REPO / "bench" / "out" / scn.name
     result = asyncio.run(run_scenario(scn, with_peers=not args.no_peers, logs=out / "logs"))
-    result["command"] = " ".join(["python -m bench.runner", *(sys.argv[1:] if argv is None else argv)])
+    result["command"] = " ".join(["python -m twinmpc.bench.runner", *(sys.argv[1:] if argv is None else argv)])
     files = report_mod.write_report(result, out)
     if args.json:
         print(json.dumps(report_mod.without_samples(result), indent=2))

@@ -3,7 +3,7 @@
 A scenario file (``bench/scenarios/*.toml``) says what load to drive through a
 real K-aggregator deployment on loopback, which network faults to put on one
 link, which chaos runs follow, which peers to compare against, and the
-latency budget of every pipeline stage.  ``python -m bench.runner --scenario
+latency budget of every pipeline stage.  ``python -m twinmpc.bench.runner --scenario
 FILE`` runs one; ``--quick`` and ``--full`` pick the two shipped profiles.
 
 Stages (milliseconds per report unless noted):
@@ -27,9 +27,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mpc.dp import DpParams
-from mpc.errors import InvalidTask
-from mpc.measurements import measurement_from_params
+from twinmpc.mpc.dp import DpParams
+from twinmpc.mpc.errors import InvalidTask
+from twinmpc.mpc.measurements import measurement_from_params
 
 # measurement types whose exact sum the load generator tracks (bench.loadgen.measurement_sampler)
 LOADGEN_TYPES = ("count", "sum", "histogram", "sumvec")

@@ -48,8 +48,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from crypto.signing import BadSignature, SigningKey, VerifyKey
-from mpc.errors import TwinMpcError
+from twinmpc.crypto.signing import BadSignature, SigningKey, VerifyKey
+from twinmpc.mpc.errors import TwinMpcError
 
 __all__ = [
     "AuditLog",

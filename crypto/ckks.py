@@ -46,8 +46,8 @@ from typing import Any
 import numpy as np
 import tenseal as ts
 
-from crypto import key_storage
-from mpc.errors import DecodeError, InvalidReport
+from twinmpc.crypto import key_storage
+from twinmpc.mpc.errors import DecodeError, InvalidReport
 
 VERSION = 1
 KEY_ID_SIZE = 8

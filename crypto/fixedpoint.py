@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from crypto import ring
-from mpc.errors import InvalidMeasurement
+from twinmpc.crypto import ring
+from twinmpc.mpc.errors import InvalidMeasurement
 
 MAX_FRAC_BITS = 40
 

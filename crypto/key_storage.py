@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from mpc.errors import TwinMpcError
+from twinmpc.mpc.errors import TwinMpcError
 
 FORMAT_VERSION = 1
 DST_KEY_FILE = b"twinmpc/v1/key-file/AES-256-GCM/"

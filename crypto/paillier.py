@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 import gmpy2
 from phe import paillier as phe_paillier
 
-from crypto import key_storage
-from mpc.errors import DecodeError, InvalidReport
+from twinmpc.crypto import key_storage
+from twinmpc.mpc.errors import DecodeError, InvalidReport
 
 MIN_KEY_BITS = 2048
 # Smallest modulus accepted even with insecure_test_bits (keeps the arithmetic meaningful).

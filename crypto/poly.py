@@ -17,7 +17,7 @@ from functools import cache
 
 import numpy as np
 
-from crypto.field import _PrimeField
+from twinmpc.crypto.field import _PrimeField
 
 
 def next_power_of_2(n: int) -> int:

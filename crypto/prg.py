@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from crypto import ring
+from twinmpc.crypto import ring
 
 VERSION = b"twinmpc/v1"
 SEED_SIZE = 32

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from crypto import prg, ring
+from twinmpc.crypto import prg, ring
 
 SHARE_DST = prg.dst("additive-share")
 

@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from mpc.errors import TwinMpcError
+from twinmpc.mpc.errors import TwinMpcError
 
 __all__ = ["BadSignature", "SigningKey", "VerifyKey", "key_id_of", "KEY_ID_SIZE", "SIGNATURE_SIZE"]
 

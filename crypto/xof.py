@@ -28,7 +28,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from xoflib import turbo_shake128
 
-from crypto.field import _PrimeField
+from twinmpc.crypto.field import _PrimeField
 
 
 @lru_cache(maxsize=256)

@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from crypto import seal
-from crypto.seal import HpkeKeypair
-from mpc.client import input_share_info
-from mpc.errors import DecodeError, InvalidReport
-from mpc.report import Report
-from mpc.task import Task
+from twinmpc.crypto import seal
+from twinmpc.crypto.seal import HpkeKeypair
+from twinmpc.mpc.client import input_share_info
+from twinmpc.mpc.errors import DecodeError, InvalidReport
+from twinmpc.mpc.report import Report
+from twinmpc.mpc.task import Task
 
 CHECKSUM_SIZE = 32
 

@@ -13,9 +13,9 @@ import time as _time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from crypto import seal
-from mpc.report import REPORT_ID_SIZE, Report
-from mpc.task import Task
+from twinmpc.crypto import seal
+from twinmpc.mpc.report import REPORT_ID_SIZE, Report
+from twinmpc.mpc.task import Task
 
 
 def input_share_info(

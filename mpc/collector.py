@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from crypto import seal
-from crypto.seal import HpkeKeypair
-from mpc.aggregator import aggregate_share_info
-from mpc.errors import DecodeError
-from mpc.task import Task
+from twinmpc.crypto import seal
+from twinmpc.crypto.seal import HpkeKeypair
+from twinmpc.mpc.aggregator import aggregate_share_info
+from twinmpc.mpc.errors import DecodeError
+from twinmpc.mpc.task import Task
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from crypto import dp_noise, ring
-from mpc.errors import InvalidTask
-from mpc.privacy_ledger import (
+from twinmpc.crypto import dp_noise, ring
+from twinmpc.mpc.errors import InvalidTask
+from twinmpc.mpc.privacy_ledger import (
     Budget,
     Charge,
     epsilon_from_rho_cks20,

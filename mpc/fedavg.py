@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from crypto import fixedpoint, ring
-from mpc.city_data import CityDataset, ClientData
-from mpc.measurements import FixedPointVec
-from mpc.traffic_model import SgdConfig, accuracy, init_weights, log_loss, sgd, train_centralised
+from twinmpc.crypto import fixedpoint, ring
+from twinmpc.mpc.city_data import CityDataset, ClientData
+from twinmpc.mpc.measurements import FixedPointVec
+from twinmpc.mpc.traffic_model import SgdConfig, accuracy, init_weights, log_loss, sgd, train_centralised
 
 SecureSum = Callable[[Sequence[np.ndarray]], np.ndarray]
 NoiseSampler = Callable[[int], np.ndarray]

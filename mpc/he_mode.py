@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from crypto import ring
-from mpc import homomorphic as he
-from mpc.errors import InvalidTask
-from mpc.measurements import FixedPointVec
-from mpc.report import REPORT_ID_SIZE, Report
-from mpc.task import Task
+from twinmpc.crypto import ring
+from twinmpc.mpc import homomorphic as he
+from twinmpc.mpc.errors import InvalidTask
+from twinmpc.mpc.measurements import FixedPointVec
+from twinmpc.mpc.report import REPORT_ID_SIZE, Report
+from twinmpc.mpc.task import Task
 
 
 def params(task: Task) -> he.HomomorphicParams:

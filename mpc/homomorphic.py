@@ -44,9 +44,9 @@ from typing import Any, Literal, Union
 
 import numpy as np
 
-from crypto import ckks, paillier
-from mpc.errors import DecodeError, InvalidMeasurement, InvalidReport, InvalidTask
-from mpc.measurements import Count, FixedPointVec, Histogram, MeasurementType, Sum, SumVec
+from twinmpc.crypto import ckks, paillier
+from twinmpc.mpc.errors import DecodeError, InvalidMeasurement, InvalidReport, InvalidTask
+from twinmpc.mpc.measurements import Count, FixedPointVec, Histogram, MeasurementType, Sum, SumVec
 
 PublicKey = Union[paillier.PaillierPublicKey, ckks.CkksPublicContext]
 SecretKey = Union[paillier.PaillierSecretKey, ckks.CkksSecretContext]

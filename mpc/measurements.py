@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from crypto import fixedpoint, ring
-from mpc.errors import InvalidMeasurement, InvalidTask
+from twinmpc.crypto import fixedpoint, ring
+from twinmpc.mpc.errors import InvalidMeasurement, InvalidTask
 
 MAX_VECTOR_LENGTH = 1 << 22
 MAX_BITS = 48  # leaves 2^16 summands of headroom before a sum could wrap

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mpc.errors import InvalidTask
-from mpc.measurements import Count, FixedPointVec, Histogram, Mean, MeasurementType, Sum, SumVec
+from twinmpc.mpc.errors import InvalidTask
+from twinmpc.mpc.measurements import Count, FixedPointVec, Histogram, Mean, MeasurementType, Sum, SumVec
 
 _KEYS = {"clamp", "round_to"}
 

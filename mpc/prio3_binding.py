@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from crypto import ring
-from mpc.errors import InvalidMeasurement, InvalidTask
-from mpc.measurements import (
+from twinmpc.crypto import ring
+from twinmpc.mpc.errors import InvalidMeasurement, InvalidTask
+from twinmpc.mpc.measurements import (
     Count,
     FixedPointVec,
     Histogram,
@@ -25,7 +25,7 @@ from mpc.measurements import (
     Sum,
     SumVec,
 )
-from mpc.prio3 import (
+from twinmpc.mpc.prio3 import (
     Prio3Count,
     Prio3FixedPointBoundedL2Vec,
     Prio3Histogram,

@@ -32,7 +32,7 @@ from functools import cached_property
 from fractions import Fraction
 from typing import Any, Mapping
 
-from mpc.errors import BudgetExhausted, InvalidTask, UnknownTask
+from twinmpc.mpc.errors import BudgetExhausted, InvalidTask, UnknownTask
 
 __all__ = [
     "Budget",

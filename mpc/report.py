@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from mpc.errors import DecodeError
+from twinmpc.mpc.errors import DecodeError
 
 REPORT_ID_SIZE = 16
 _VERSION = 1

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from crypto import prg, ring, sharing
-from mpc.errors import DecodeError, InvalidReport, VerifyError
-from mpc.measurements import Histogram, MeasurementType
+from twinmpc.crypto import prg, ring, sharing
+from twinmpc.mpc.errors import DecodeError, InvalidReport, VerifyError
+from twinmpc.mpc.measurements import Histogram, MeasurementType
 
 _DIGEST_SIZE = 16
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mpc.errors import InvalidTask
-from mpc.ring_vdaf import TwinRing64
+from twinmpc.mpc.errors import InvalidTask
+from twinmpc.mpc.ring_vdaf import TwinRing64
 
 if TYPE_CHECKING:
-    from mpc.task import Task
-    from mpc.vdaf import Vdaf
+    from twinmpc.mpc.task import Task
+    from twinmpc.mpc.vdaf import Vdaf
 
 
 def scheme_for_task(task: Task) -> Vdaf:
@@ -19,7 +19,7 @@ def scheme_for_task(task: Task) -> Vdaf:
             raise InvalidTask("'l2_bound' is enforced only by a validity proof: use vdaf 'prio3'")
         return TwinRing64(task.measurement, task.num_aggregators)
     if task.vdaf == "prio3":
-        from mpc.prio3_binding import prio3_for_measurement
+        from twinmpc.mpc.prio3_binding import prio3_for_measurement
 
         return prio3_for_measurement(task.measurement, task.num_aggregators)
     raise InvalidTask(f"unknown scheme {task.vdaf!r}")

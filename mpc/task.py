@@ -20,10 +20,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from crypto.seal import HpkeConfig
-from mpc.errors import DecodeError, InvalidTask
-from mpc.measurements import MeasurementType, measurement_from_params
-from mpc.output_policy import OutputPolicy
+from twinmpc.crypto.seal import HpkeConfig
+from twinmpc.mpc.errors import DecodeError, InvalidTask
+from twinmpc.mpc.measurements import MeasurementType, measurement_from_params
+from twinmpc.mpc.output_policy import OutputPolicy
 
 TASK_ID_SIZE = 32
 MODES = ("shares", "paillier", "ckks")
@@ -253,7 +253,7 @@ class Task:
     @cached_property
     def scheme(self):
         """The aggregation scheme instance (VDAF) this task uses in mode 'shares'."""
-        from mpc.schemes import scheme_for_task
+        from twinmpc.mpc.schemes import scheme_for_task
 
         return scheme_for_task(self)
 

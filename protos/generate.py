@@ -1,6 +1,6 @@
 """Regenerate the committed protobuf/gRPC Python code from protos/twinmpc/v1/*.proto.
 
-Run ``python -m protos.generate`` after editing a .proto; the test
+Run ``python -m twinmpc.protos.generate`` after editing a .proto; the test
 ``tests/test_protos.py`` fails if the committed code drifts from the source.
 """
 
@@ -21,7 +21,11 @@ def generate(out_dir: Path) -> list[Path]:
     args += [str(p.relative_to(ROOT)) for p in PROTO_FILES]
     if protoc.main(args) != 0:
         raise RuntimeError("protoc failed")
-    return sorted((out_dir / "protos" / "twinmpc" / "v1").glob("*_pb2*.py*"))
+    generated = sorted((out_dir / "protos" / "twinmpc" / "v1").glob("*_pb2*.py*"))
+    for path in generated:
+        # protoc names modules after the folder layout; the package installs under `twinmpc.`
+        path.write_text(path.read_text().replace("protos.twinmpc.v1", "twinmpc.protos.twinmpc.v1"))
+    return generated
 
 
 def main() -> int:

@@ -42,9 +42,9 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from mpc.errors import TwinMpcError
-from services.pki import InvalidCertificate, Principal, Role, principal_from_certificate
-from services.ratelimit import RateLimited, RateLimiter
+from twinmpc.mpc.errors import TwinMpcError
+from twinmpc.services.pki import InvalidCertificate, Principal, Role, principal_from_certificate
+from twinmpc.services.ratelimit import RateLimited, RateLimiter
 
 __all__ = [
     "DEFAULT_OPEN_SERVICES",

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import grpc
 import typer
 
-from mpc.errors import TwinMpcError
+from twinmpc.mpc.errors import TwinMpcError
 
 app = typer.Typer(help="twinmpc: secure multi-party aggregation for smart-city digital twins.", no_args_is_help=True, add_completion=False)
 pki_app = typer.Typer(help="Create a CA and issue role certificates for mTLS.", no_args_is_help=True)
@@ -42,7 +42,7 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _creds(pki_dir: Path, identity: str) -> grpc.ChannelCredentials:
-    from services import pki
+    from twinmpc.services import pki
 
     return pki.channel_credentials(pki_dir / f"{identity}.crt", pki_dir / f"{identity}.key", pki_dir / "ca.crt")
 
@@ -61,7 +61,7 @@ def _run(coro):
 @pki_app.command("init")
 def pki_init(directory: Annotated[Path, typer.Option("--dir")], name: str = "twinmpc CA") -> None:
     """Create a CA (ca.crt, ca.key 0600; key encrypted if $TWINMPC_CA_PASSPHRASE is set)."""
-    from services import pki
+    from twinmpc.services import pki
 
     try:
         pki.init_ca(directory, name)
@@ -79,7 +79,7 @@ def pki_issue(
     host: Annotated[Optional[list[str]], typer.Option(help="SAN host names/IPs")] = None,
 ) -> None:
     """Issue a certificate carrying ROLE and IDENTITY."""
-    from services import pki
+    from twinmpc.services import pki
 
     try:
         paths = pki.issue(directory, role, identity, out or directory, hosts=host or ["localhost", "127.0.0.1"])
@@ -95,18 +95,18 @@ def aggregator_serve(
     port_file: Annotated[Optional[str], typer.Option(help="write the bound port here once listening")] = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT."""
-    from services.aggregator.config import ConfigError, load_aggregator_config
-    from services.aggregator.server import serve
+    from twinmpc.services.aggregator.config import ConfigError, load_aggregator_config
+    from twinmpc.services.aggregator.server import serve
 
     try:
         cfg = load_aggregator_config(config)
     except ConfigError as exc:
         raise fail(str(exc), 2) from None
-    from services.logs import configure_json_logging
+    from twinmpc.services.logs import configure_json_logging
 
     configure_json_logging(cfg.log_level)
-    from services.keyfiles import KeyFileError
-    from services.pki import PkiError
+    from twinmpc.services.keyfiles import KeyFileError
+    from twinmpc.services.pki import PkiError
 
     try:
         asyncio.run(serve(cfg, port_file=port_file))
@@ -118,13 +118,13 @@ def aggregator_serve(
 @key_app.command("generate")
 def collector_key_generate(out: Annotated[Path, typer.Option()], suite: str = "x25519-hkdf-sha256-aes128gcm") -> None:
     """Create a collector HPKE key file (0600) and print its public config (base64url)."""
-    from services.keyfiles import write_hpke_key
+    from twinmpc.services.keyfiles import write_hpke_key
 
     try:
         kp = write_hpke_key(out, suite)
     except (ValueError, FileExistsError) as exc:
         raise fail(str(exc), 2) from None
-    from mpc.task import b64encode
+    from twinmpc.mpc.task import b64encode
 
     typer.echo(b64encode(kp.config.encode()))
 
@@ -145,8 +145,8 @@ def he_key_generate(
     passphrase_env: str = "TWINMPC_HE_PASSPHRASE",
 ) -> None:
     """Create a collector key; print the public key (base64url) for the task's he_public_key."""
-    from crypto import ckks, paillier
-    from mpc.task import b64encode
+    from twinmpc.crypto import ckks, paillier
+    from twinmpc.mpc.task import b64encode
 
     passphrase = _passphrase(passphrase_env)
     if mode == "paillier":
@@ -162,7 +162,7 @@ def he_key_generate(
 
 
 def _load_he_secret(mode: str, path: Path, passphrase_env: str):
-    from crypto import ckks, paillier
+    from twinmpc.crypto import ckks, paillier
 
     passphrase = _passphrase(passphrase_env)
     try:
@@ -173,7 +173,7 @@ def _load_he_secret(mode: str, path: Path, passphrase_env: str):
 
 # --------------------------------------------------------------- tasks ---
 def _load_task(path: Path):
-    from mpc.task import Task
+    from twinmpc.mpc.task import Task
 
     try:
         return Task.from_json(path.read_text())
@@ -199,9 +199,9 @@ def task_create(
     out: Annotated[Optional[Path], typer.Option(help="write the task document here")] = None,
 ) -> None:
     """Provision a task on every aggregator and print its document."""
-    from mpc.task import b64encode
-    from services.client import TaskAdminClient
-    from services.keyfiles import KeyFileError, load_hpke_key
+    from twinmpc.mpc.task import b64encode
+    from twinmpc.services.client import TaskAdminClient
+    from twinmpc.services.keyfiles import KeyFileError, load_hpke_key
 
     try:
         doc = {
@@ -228,7 +228,7 @@ def task_create(
 @task_app.command("list")
 def task_list(endpoint: Annotated[str, typer.Option()], pki_dir: PkiDir, identity: str = "admin") -> None:
     """List the tasks an aggregator knows."""
-    from services.client import TaskAdminClient
+    from twinmpc.services.client import TaskAdminClient
 
     for task in _run(TaskAdminClient(_creds(pki_dir, identity)).list_tasks(endpoint)):
         typer.echo(f"{task.task_id_b64}  {task.measurement.params()}  window={task.window_seconds}s  min_batch={task.min_batch_size}")
@@ -240,7 +240,7 @@ def task_card(
     config: Annotated[Optional[Path], typer.Option(help="an aggregator's config (agg.toml), to show the budget spent there")] = None,
 ) -> None:
     """Print what a task computes, its privacy parameters, budget spent/remaining and its aggregators."""
-    from services.aggregator.privacy import noise_plan
+    from twinmpc.services.aggregator.privacy import noise_plan
 
     task = _load_task(task_file)
     plan = noise_plan(task)
@@ -257,9 +257,9 @@ def task_card(
         "aggregators": [a.endpoint for a in task.aggregators],
     }
     if config is not None:
-        from services.aggregator.config import ConfigError, load_aggregator_config
-        from services.aggregator.core import open_datastore
-        from services.aggregator.privacy import budget_report
+        from twinmpc.services.aggregator.config import ConfigError, load_aggregator_config
+        from twinmpc.services.aggregator.core import open_datastore
+        from twinmpc.services.aggregator.privacy import budget_report
 
         try:
             store = open_datastore(load_aggregator_config(config))
@@ -279,7 +279,7 @@ def audit_verify(
     key: Annotated[Path, typer.Option(help="the aggregator's audit_signing.pub")],
 ) -> None:
     """Check the hash chain and every signature; name the first bad line."""
-    from crypto.audit_log import audit_verify_main
+    from twinmpc.crypto.audit_log import audit_verify_main
 
     code, message = audit_verify_main(str(log), str(key))
     typer.echo(message, err=code != 0)
@@ -290,14 +290,14 @@ def audit_verify(
 @edge_app.command("run")
 def edge_run(config: Annotated[Path, typer.Option(help="edge.toml (see examples/edge.toml)")]) -> None:
     """Subscribe to MQTT, minimise, window, shard and upload until SIGINT/SIGTERM."""
-    from services.edge.agent import run_edge_agent
-    from services.edge.config import load_edge_config
+    from twinmpc.services.edge.agent import run_edge_agent
+    from twinmpc.services.edge.config import load_edge_config
 
     try:
         load_edge_config(config)
     except (TwinMpcError, OSError, ValueError) as exc:
         raise fail(str(exc), 2) from None
-    from services.logs import configure_json_logging
+    from twinmpc.services.logs import configure_json_logging
 
     configure_json_logging("INFO")
     asyncio.run(run_edge_agent(str(config)))
@@ -313,9 +313,9 @@ def upload(
     time_: Annotated[Optional[int], typer.Option("--time", help="report timestamp (default: now)")] = None,
 ) -> None:
     """Shard, seal and upload one report per JSON line of measurements."""
-    from mpc.client import shard_report, shard_reports
-    from mpc.he_mode import encrypt_he_report
-    from services.client import UploadClient
+    from twinmpc.mpc.client import shard_report, shard_reports
+    from twinmpc.mpc.he_mode import encrypt_he_report
+    from twinmpc.services.client import UploadClient
 
     task = _load_task(task_file)
     lines = (source.read_text() if source else sys.stdin.read()).splitlines()
@@ -366,8 +366,8 @@ def collect(
     identity: str = "controller-1",
 ) -> None:
     """Collect a closed window's result and print it as JSON."""
-    from services.client import Collector
-    from services.keyfiles import KeyFileError, load_hpke_key
+    from twinmpc.services.client import Collector
+    from twinmpc.services.keyfiles import KeyFileError, load_hpke_key
 
     task = _load_task(task_file)
     key = he_secret = None
@@ -405,7 +405,7 @@ def demo(
     mqtt: Annotated[Optional[str], typer.Option(help="HOST:PORT of an MQTT broker: feed the city through it and district edge agents")] = None,
 ) -> None:
     """Run a simulated city through K aggregator processes on loopback and check every result."""
-    from services.demo import run_demo
+    from twinmpc.services.demo import run_demo
 
     ok = asyncio.run(run_demo(intersections=intersections, windows=windows, window_seconds=window_seconds, k=aggregators, seed=seed,
                               workdir=workdir, epsilon=epsilon, mqtt=mqtt))
@@ -418,7 +418,7 @@ _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_
 @app.command("fedavg", context_settings=_PASSTHROUGH, add_help_option=False)
 def fedavg(ctx: typer.Context) -> None:
     """Train the traffic model with FedAvg through real aggregators (`twinmpc fedavg --help`)."""
-    from services.fedavg_runner import fedavg_main
+    from twinmpc.services.fedavg_runner import fedavg_main
 
     raise typer.Exit(fedavg_main(ctx.args))
 
@@ -426,7 +426,7 @@ def fedavg(ctx: typer.Context) -> None:
 @app.command("bench", context_settings=_PASSTHROUGH, add_help_option=False)
 def bench(ctx: typer.Context) -> None:
     """Run the reviewer benchmark suite: budgets, chaos, peers (`twinmpc bench --help`)."""
-    from bench.runner import main as bench_main
+    from twinmpc.bench.runner import main as bench_main
 
     raise typer.Exit(bench_main(ctx.args))
 

@@ -20,13 +20,13 @@ from typing import Any
 
 import grpc
 
-from crypto.seal import HpkeConfig, HpkeKeypair
-from mpc import collector, he_mode
-from mpc.collector import CollectionResult
-from mpc.report import Report
-from mpc.task import Task, b64encode
-from protos.twinmpc.v1 import twinmpc_pb2 as pb
-from protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
+from twinmpc.crypto.seal import HpkeConfig, HpkeKeypair
+from twinmpc.mpc import collector, he_mode
+from twinmpc.mpc.collector import CollectionResult
+from twinmpc.mpc.report import Report
+from twinmpc.mpc.task import Task, b64encode
+from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
+from twinmpc.protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
 
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import aiomqtt
 import numpy as np
 
-from mpc.task import Task
-from services.edge.agent import EdgeAgent, upload_client
-from services.edge.config import parse_edge_config
-from services.local_cluster import LocalCluster
+from twinmpc.mpc.task import Task
+from twinmpc.services.edge.agent import EdgeAgent, upload_client
+from twinmpc.services.edge.config import parse_edge_config
+from twinmpc.services.local_cluster import LocalCluster
 
 GRACE = 1
 STREAMS = {  # task name -> (reading field, combine)

@@ -61,18 +61,18 @@ from typing import Any
 import grpc
 import numpy as np
 
-from crypto import fixedpoint, ring
-from mpc.city_data import CityDataset, generate_city
-from mpc.client import shard_reports
-from mpc.collector import CollectionResult
-from mpc.errors import InvalidMeasurement, InvalidTask, TwinMpcError
-from mpc.fedavg import FedAvgConfig, FedAvgHistory, run_fedavg
-from mpc.measurements import FixedPointVec
-from mpc.task import Task
-from protos.twinmpc.v1 import twinmpc_pb2 as pb
-from services.aggregator.privacy import noise_plan
-from services.client import Collector, UploadClient, report_to_proto
-from services.local_cluster import LocalCluster
+from twinmpc.crypto import fixedpoint, ring
+from twinmpc.mpc.city_data import CityDataset, generate_city
+from twinmpc.mpc.client import shard_reports
+from twinmpc.mpc.collector import CollectionResult
+from twinmpc.mpc.errors import InvalidMeasurement, InvalidTask, TwinMpcError
+from twinmpc.mpc.fedavg import FedAvgConfig, FedAvgHistory, run_fedavg
+from twinmpc.mpc.measurements import FixedPointVec
+from twinmpc.mpc.task import Task
+from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
+from twinmpc.services.aggregator.privacy import noise_plan
+from twinmpc.services.client import Collector, UploadClient, report_to_proto
+from twinmpc.services.local_cluster import LocalCluster
 
 ACCURACY_MARGIN = 0.02  # final FedAvg accuracy may trail centralised training by at most 2 points
 _EXACT_LIMIT = 2.0**53  # float64 holds every integer below this exactly

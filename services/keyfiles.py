@@ -11,8 +11,8 @@ import os
 import stat
 from pathlib import Path
 
-from crypto.seal import HpkeKeypair
-from mpc.task import b64decode, b64encode
+from twinmpc.crypto.seal import HpkeKeypair
+from twinmpc.mpc.task import b64decode, b64encode
 
 
 class KeyFileError(Exception):

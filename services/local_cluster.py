@@ -19,13 +19,13 @@ from typing import Any
 
 import grpc
 
-from crypto.seal import HpkeKeypair
-from mpc.task import Task, b64encode
-from services import pki
-from services.aggregator.config import load_aggregator_config
-from services.aggregator.core import AggregatorCore
-from services.aggregator.server import start_aggregator, stop_aggregator
-from services.client import Collector, TaskAdminClient, UploadClient
+from twinmpc.crypto.seal import HpkeKeypair
+from twinmpc.mpc.task import Task, b64encode
+from twinmpc.services import pki
+from twinmpc.services.aggregator.config import load_aggregator_config
+from twinmpc.services.aggregator.core import AggregatorCore
+from twinmpc.services.aggregator.server import start_aggregator, stop_aggregator
+from twinmpc.services.client import Collector, TaskAdminClient, UploadClient
 
 
 @dataclass
@@ -111,7 +111,7 @@ class LocalCluster:
             port_file.unlink(missing_ok=True)
             log = open(self.workdir / f"agg{node.index}.log", "ab")
             node.process = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "aggregator", "serve", "--config", str(node.config_path), "--port-file", str(port_file)],
+                [sys.executable, "-m", "twinmpc.services.cli", "aggregator", "serve", "--config", str(node.config_path), "--port-file", str(port_file)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,

@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mpc.errors import TwinMpcError
+from twinmpc.mpc.errors import TwinMpcError
 
 __all__ = [
     "CA_CERT_FILE",

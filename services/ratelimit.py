@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
-from mpc.errors import TwinMpcError
-from services.pki import Principal
+from twinmpc.mpc.errors import TwinMpcError
+from twinmpc.services.pki import Principal
 
 __all__ = ["RateLimited", "RateLimiter", "RateSpec"]
 

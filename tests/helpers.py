@@ -6,11 +6,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from crypto.seal import HpkeKeypair
-from mpc import aggregator as agg
-from mpc import collector
-from mpc.client import shard_report, shard_reports
-from mpc.task import Task, b64encode
+from twinmpc.crypto.seal import HpkeKeypair
+from twinmpc.mpc import aggregator as agg
+from twinmpc.mpc import collector
+from twinmpc.mpc.client import shard_report, shard_reports
+from twinmpc.mpc.task import Task, b64encode
 
 
 @dataclass

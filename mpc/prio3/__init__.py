@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mpc.errors import InvalidTask
-from mpc.prio3.prio3 import (
+from twinmpc.mpc.errors import InvalidTask
+from twinmpc.mpc.prio3.prio3 import (
     Prio3,
     Prio3Count,
     Prio3FixedPointBoundedL2Vec,
@@ -19,7 +19,7 @@ from mpc.prio3.prio3 import (
     Prio3SumVec,
     Prio3SumVecWithMultiproof,
 )
-from mpc.vdaf import Vdaf
+from twinmpc.mpc.vdaf import Vdaf
 
 PRIO3_CLASSES: dict[str, type[Prio3[Any, Any]]] = {
     "Prio3Count": Prio3Count,

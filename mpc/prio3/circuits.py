@@ -16,9 +16,9 @@ from fractions import Fraction
 
 import numpy as np
 
-from crypto.field import _PrimeField
-from mpc.errors import InvalidMeasurement
-from mpc.prio3.flp import Mul, ParallelSum, PolyEval, Valid, zeros2
+from twinmpc.crypto.field import _PrimeField
+from twinmpc.mpc.errors import InvalidMeasurement
+from twinmpc.mpc.prio3.flp import Mul, ParallelSum, PolyEval, Valid, zeros2
 
 
 def range_checked_weights(max_value: int) -> list[int]:

@@ -35,8 +35,8 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from crypto.field import _PrimeField
-from crypto.poly import (
+from twinmpc.crypto.field import _PrimeField
+from twinmpc.crypto.poly import (
     extend_lagrange,
     extend_values,
     lagrange_weights,
@@ -45,7 +45,7 @@ from crypto.poly import (
     subsample_lagrange_weights,
     subsample_lagrange_weights_rows,
 )
-from mpc.errors import VerifyError
+from twinmpc.mpc.errors import VerifyError
 
 # From this many wire-matrix elements (reports * arity * P) the prover's coset transforms
 # run on field.LARGE (e.g. Field128 objects -> uint64 limbs): measured on

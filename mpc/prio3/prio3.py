@@ -29,16 +29,16 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
-from crypto.field import Field64, Field64Small, Field128, Field128Limbs, _PrimeField
-from crypto.xof import Xof, XofTurboShake128
-from mpc.errors import (
+from twinmpc.crypto.field import Field64, Field64Small, Field128, Field128Limbs, _PrimeField
+from twinmpc.crypto.xof import Xof, XofTurboShake128
+from twinmpc.mpc.errors import (
     DecodeError,
     InvalidMeasurement,
     InvalidReport,
     InvalidTask,
     VerifyError,
 )
-from mpc.prio3.circuits import (
+from twinmpc.mpc.prio3.circuits import (
     Count,
     FixedPointBoundedL2Vec,
     Histogram,
@@ -46,7 +46,7 @@ from mpc.prio3.circuits import (
     Sum,
     SumVec,
 )
-from mpc.prio3.flp import FlpBBCGGI19, Valid
+from twinmpc.mpc.prio3.flp import FlpBBCGGI19, Valid
 
 # Draft-18 Section 6.2.3: format_dst(algo_class, algo, usage) starts with VERSION.
 VERSION = 18

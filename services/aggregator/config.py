@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mpc.errors import InvalidTask
+from twinmpc.mpc.errors import InvalidTask
 
 
 class TlsConfig(BaseModel):

@@ -29,9 +29,9 @@ from collections.abc import Callable
 
 import grpc
 
-from mpc import aggregator as agg
-from mpc import he_mode
-from mpc.errors import (
+from twinmpc.mpc import aggregator as agg
+from twinmpc.mpc import he_mode
+from twinmpc.mpc.errors import (
     CollectionRefused,
     DecodeError,
     InvalidReport,
@@ -40,19 +40,19 @@ from mpc.errors import (
     StaleReport,
     UnknownTask,
 )
-from mpc.report import REPORT_ID_SIZE, Report
-from mpc.task import Task
-from protos.twinmpc.v1 import twinmpc_pb2 as pb
-from protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
-from services.aggregator.config import AggregatorConfig
-from services.aggregator.helper_role import HelperRole
-from services.aggregator.metrics import Metrics
-from services.aggregator.privacy import CollectionGuard, noise_plan
-from services.aggregator.release import WindowRelease
-from services.aggregator.roles import LoadedTask, NotThisRole, PeerFailure, merge_accumulators
-from services import pki
-from services.keyfiles import load_or_create_datastore_key, load_or_create_hpke
-from services.storage import Datastore, NotFound, PendingReport, SqliteDatastore, TaskRecord
+from twinmpc.mpc.report import REPORT_ID_SIZE, Report
+from twinmpc.mpc.task import Task
+from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
+from twinmpc.protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
+from twinmpc.services.aggregator.config import AggregatorConfig
+from twinmpc.services.aggregator.helper_role import HelperRole
+from twinmpc.services.aggregator.metrics import Metrics
+from twinmpc.services.aggregator.privacy import CollectionGuard, noise_plan
+from twinmpc.services.aggregator.release import WindowRelease
+from twinmpc.services.aggregator.roles import LoadedTask, NotThisRole, PeerFailure, merge_accumulators
+from twinmpc.services import pki
+from twinmpc.services.keyfiles import load_or_create_datastore_key, load_or_create_hpke
+from twinmpc.services.storage import Datastore, NotFound, PendingReport, SqliteDatastore, TaskRecord
 
 log = logging.getLogger("twinmpc.aggregator")
 
@@ -65,7 +65,7 @@ def open_datastore(config: AggregatorConfig) -> Datastore:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     key = load_or_create_datastore_key(config.data_dir / "datastore.key")
     if config.database_url:
-        from services.storage.postgres import PostgresDatastore  # optional dependency: pip install '.[postgres]'
+        from twinmpc.services.storage.postgres import PostgresDatastore  # optional dependency: pip install '.[postgres]'
 
         return PostgresDatastore(config.database_url, key, password=config.database_password())
     return SqliteDatastore(config.data_dir / "aggregator.sqlite3", key)

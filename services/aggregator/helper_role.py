@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import logging
 
-from mpc import aggregator as agg
-from mpc.errors import DecodeError, InvalidReport
-from mpc.report import REPORT_ID_SIZE, Report
-from protos.twinmpc.v1 import twinmpc_pb2 as pb
-from services.aggregator.roles import BatchMismatch, LoadedTask, NotThisRole, WrongPeer, merge_accumulators
-from services.storage import HelperReportRow, NotFound
+from twinmpc.mpc import aggregator as agg
+from twinmpc.mpc.errors import DecodeError, InvalidReport
+from twinmpc.mpc.report import REPORT_ID_SIZE, Report
+from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
+from twinmpc.services.aggregator.roles import BatchMismatch, LoadedTask, NotThisRole, WrongPeer, merge_accumulators
+from twinmpc.services.storage import HelperReportRow, NotFound
 
 log = logging.getLogger("twinmpc.aggregator")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.aggregator.metrics import Metrics
+from twinmpc.services.aggregator.metrics import Metrics
 
 
 async def start_metrics_server(metrics: Metrics, host: str, port: int) -> tuple[asyncio.base_events.Server, int]:

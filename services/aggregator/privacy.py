@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from crypto.audit_log import AuditLog
-from crypto.signing import SigningKey
-from mpc import dp
-from mpc.errors import BudgetExhausted
-from mpc.privacy_ledger import PrivacyLedger
-from mpc.task import Task
-from services.storage import Datastore
+from twinmpc.crypto.audit_log import AuditLog
+from twinmpc.crypto.signing import SigningKey
+from twinmpc.mpc import dp
+from twinmpc.mpc.errors import BudgetExhausted
+from twinmpc.mpc.privacy_ledger import PrivacyLedger
+from twinmpc.mpc.task import Task
+from twinmpc.services.storage import Datastore
 
 LEDGER_BLOB = "privacy-ledger"
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from mpc import aggregator as agg
-from mpc.dp import NoisePlan
-from mpc.errors import BatchNotClosed, BatchTooSmall, InvalidTask
-from mpc.task import Task
-from services.aggregator.privacy import CollectionGuard, noise_plan
-from services.storage import Datastore
+from twinmpc.mpc import aggregator as agg
+from twinmpc.mpc.dp import NoisePlan
+from twinmpc.mpc.errors import BatchNotClosed, BatchTooSmall, InvalidTask
+from twinmpc.mpc.task import Task
+from twinmpc.services.aggregator.privacy import CollectionGuard, noise_plan
+from twinmpc.services.storage import Datastore
 
 T = TypeVar("T")
 

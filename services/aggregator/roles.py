@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mpc import aggregator as agg
-from mpc.errors import TwinMpcError
-from mpc.task import Task
+from twinmpc.mpc import aggregator as agg
+from twinmpc.mpc.errors import TwinMpcError
+from twinmpc.mpc.task import Task
 
 
 class NotThisRole(TwinMpcError):

@@ -15,20 +15,20 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from protos.twinmpc.v1 import twinmpc_pb2 as pb
-from services import pki
-from services.aggregator.config import AggregatorConfig
-from services.aggregator.core import AggregatorCore
-from services.aggregator.metrics_http import start_metrics_server
-from services.aggregator.servicers import (
+from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
+from twinmpc.services import pki
+from twinmpc.services.aggregator.config import AggregatorConfig
+from twinmpc.services.aggregator.core import AggregatorCore
+from twinmpc.services.aggregator.metrics_http import start_metrics_server
+from twinmpc.services.aggregator.servicers import (
     AggregationServicer,
     CollectionServicer,
     TaskAdminServicer,
     UploadServicer,
     register_servicer,
 )
-from services.auth import AuthInterceptor
-from services.ratelimit import RateLimiter, RateSpec
+from twinmpc.services.auth import AuthInterceptor
+from twinmpc.services.ratelimit import RateLimiter, RateSpec
 
 log = logging.getLogger("twinmpc.aggregator")
 

@@ -7,7 +7,7 @@ import logging
 
 import grpc
 
-from mpc.errors import (
+from twinmpc.mpc.errors import (
     BatchNotClosed,
     BatchTooSmall,
     BudgetExhausted,
@@ -20,12 +20,12 @@ from mpc.errors import (
     StaleReport,
     UnknownTask,
 )
-from protos.twinmpc.v1 import twinmpc_pb2 as pb
-from protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
-from services.aggregator.core import AggregatorCore
-from services.aggregator.roles import BatchMismatch, NotThisRole, PeerFailure, WrongPeer
-from services.auth import current_principal
-from services.storage import NotFound
+from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
+from twinmpc.protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
+from twinmpc.services.aggregator.core import AggregatorCore
+from twinmpc.services.aggregator.roles import BatchMismatch, NotThisRole, PeerFailure, WrongPeer
+from twinmpc.services.auth import current_principal
+from twinmpc.services.storage import NotFound
 
 log = logging.getLogger("twinmpc.aggregator")
 

@@ -31,12 +31,12 @@ from typing import Any
 import aiomqtt
 import numpy as np
 
-from mpc.client import shard_report
-from mpc.errors import InvalidMeasurement, InvalidTask
-from mpc.measurements import Count, Histogram, MeasurementType, Sum, SumVec
-from mpc.task import Task
-from services.client import UploadClient
-from services.pki import channel_credentials
+from twinmpc.mpc.client import shard_report
+from twinmpc.mpc.errors import InvalidMeasurement, InvalidTask
+from twinmpc.mpc.measurements import Count, Histogram, MeasurementType, Sum, SumVec
+from twinmpc.mpc.task import Task
+from twinmpc.services.client import UploadClient
+from twinmpc.services.pki import channel_credentials
 
 from .config import EdgeConfig, EdgeConfigError, StreamConfig, load_edge_config
 from .mqtt_source import MqttSource

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from mpc.errors import TwinMpcError
+from twinmpc.mpc.errors import TwinMpcError
 
 __all__ = [
     "BucketRule",

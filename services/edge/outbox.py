@@ -35,11 +35,11 @@ from pathlib import Path
 from secrets import SystemRandom
 from typing import Any, Protocol
 
-from mpc.errors import DecodeError, TwinMpcError
+from twinmpc.mpc.errors import DecodeError, TwinMpcError
 import grpc
 
-from mpc.report import REPORT_ID_SIZE, Report
-from services.client import UploadOutcome
+from twinmpc.mpc.report import REPORT_ID_SIZE, Report
+from twinmpc.services.client import UploadOutcome
 
 __all__ = [
     "DrainResult",

@@ -25,8 +25,8 @@ from typing import Any, Hashable
 
 import numpy as np
 
-from crypto import dp_noise
-from mpc.errors import TwinMpcError
+from twinmpc.crypto import dp_noise
+from twinmpc.mpc.errors import TwinMpcError
 
 from .config import (
     BucketRule,

@@ -1,6 +1,6 @@
 """Aggregator storage: one small interface (`Datastore`), SQLite as the embedded default."""
 
-from services.storage.base import (
+from twinmpc.services.storage.base import (
     AlreadyExists,
     Datastore,
     HelperReportRow,
@@ -12,7 +12,7 @@ from services.storage.base import (
     WindowClosed,
     WindowRecord,
 )
-from services.storage.sqlite import SqliteDatastore
+from twinmpc.services.storage.sqlite import SqliteDatastore
 
 __all__ = [
     "AlreadyExists",

@@ -22,7 +22,7 @@ from typing import Protocol
 
 MergeFn = Callable[[bytes | None, bytes], bytes]
 
-from mpc.errors import TwinMpcError
+from twinmpc.mpc.errors import TwinMpcError
 
 
 # Report states on the leader (both backends store them as integers).

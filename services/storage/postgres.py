@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
-from services.storage.base import (
+from twinmpc.services.storage.base import (
     HelperReportRow,
     JobRecord,
     MergeFn,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from services.storage.base import (
+from twinmpc.services.storage.base import (
     HelperReportRow,
     JobRecord,
     MergeFn,

@@ -30,15 +30,15 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from crypto import prg, ring, seal, sharing  # noqa: E402
-from crypto.seal import HpkeKeypair  # noqa: E402
-from mpc import aggregator as agg  # noqa: E402
-from mpc.client import input_share_info  # noqa: E402
-from mpc.errors import SealError  # noqa: E402
-from mpc.measurements import measurement_from_params  # noqa: E402
-from mpc.report import Report  # noqa: E402
-from mpc.ring_vdaf import TwinRing64  # noqa: E402
-from mpc.task import Task, b64encode  # noqa: E402
+from twinmpc.crypto import prg, ring, seal, sharing  # noqa: E402
+from twinmpc.crypto.seal import HpkeKeypair  # noqa: E402
+from twinmpc.mpc import aggregator as agg  # noqa: E402
+from twinmpc.mpc.client import input_share_info  # noqa: E402
+from twinmpc.mpc.errors import SealError  # noqa: E402
+from twinmpc.mpc.measurements import measurement_from_params  # noqa: E402
+from twinmpc.mpc.report import Report  # noqa: E402
+from twinmpc.mpc.ring_vdaf import TwinRing64  # noqa: E402
+from twinmpc.mpc.task import Task, b64encode  # noqa: E402
 
 VERSION = "twinmpc-v1"
 OUT_DIR = Path(__file__).resolve().parent / VERSION

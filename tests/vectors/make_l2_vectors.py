@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mpc.prio3 import Prio3FixedPointBoundedL2Vec
+from twinmpc.mpc.prio3 import Prio3FixedPointBoundedL2Vec
 
 OUT_DIR = Path(__file__).resolve().parent / "twinmpc-v1"
 CTX = b"twinmpc l2 vectors"

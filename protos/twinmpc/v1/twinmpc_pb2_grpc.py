@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos.twinmpc.v1 import twinmpc_pb2 as protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2
+from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
