@@ -1,7 +1,7 @@
 """Edge agent throughput: MQTT message -> minimised window report -> acknowledged upload.
 
 Starts a real mosquitto on an ephemeral loopback port, two in-process
-aggregators over mTLS (services.local_cluster), and one EdgeAgent on wall
+aggregators over mTLS (services.twin.local_cluster), and one EdgeAgent on wall
 time with 1-second windows.  A separate publisher process sends N sensor
 messages (QoS 1, with PII fields the pipeline drops) as fast as the broker
 takes them.  Prints JSON:
@@ -38,7 +38,7 @@ from pathlib import Path
 
 from twinmpc.services.edge.agent import EdgeAgent
 from twinmpc.services.edge.config import parse_edge_config
-from twinmpc.services.local_cluster import LocalCluster
+from twinmpc.services.twin.local_cluster import LocalCluster
 
 PUBLISHER = textwrap.dedent(
     """

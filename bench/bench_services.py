@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from twinmpc.mpc.client import shard_report
-from twinmpc.services.local_cluster import LocalCluster
+from twinmpc.services.twin.local_cluster import LocalCluster
 
 INGEST_BUDGET = 5000.0
 CLOSE_TO_RESULT_P99_BUDGET = 0.250

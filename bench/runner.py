@@ -1,7 +1,7 @@
 """`twinmpc bench`: scenario-driven load, chaos and peer comparison with budgets.
 
 Starts K real aggregator processes on loopback (mTLS, SQLite; via
-services.local_cluster), drives a scenario's load from a separate load
+services.twin.local_cluster), drives a scenario's load from a separate load
 generator process of many simulated edge nodes (bench.loadgen), measures every
 stage of the pipeline, then runs the scenario's chaos runs and the peer
 comparison, checks every budget and writes JSON + Markdown + PNG plots.
@@ -66,7 +66,7 @@ from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
 from twinmpc.services.aggregator.privacy import noise_plan
 from twinmpc.services.client import TaskAdminClient
-from twinmpc.services.local_cluster import LocalCluster
+from twinmpc.services.twin.local_cluster import LocalCluster
 from twinmpc.services.storage.sqlite import ACCEPTED
 
 REPO = Path(__file__).resolve().parents[1]

@@ -405,7 +405,7 @@ def demo(
     mqtt: Annotated[Optional[str], typer.Option(help="HOST:PORT of an MQTT broker: feed the city through it and district edge agents")] = None,
 ) -> None:
     """Run a simulated city through K aggregator processes on loopback and check every result."""
-    from twinmpc.services.demo import run_demo
+    from twinmpc.services.twin.demo import run_demo
 
     ok = asyncio.run(run_demo(intersections=intersections, windows=windows, window_seconds=window_seconds, k=aggregators, seed=seed,
                               workdir=workdir, epsilon=epsilon, mqtt=mqtt))
@@ -418,7 +418,7 @@ _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_
 @app.command("fedavg", context_settings=_PASSTHROUGH, add_help_option=False)
 def fedavg(ctx: typer.Context) -> None:
     """Train the traffic model with FedAvg through real aggregators (`twinmpc fedavg --help`)."""
-    from twinmpc.services.fedavg_runner import fedavg_main
+    from twinmpc.services.twin.fedavg_runner import fedavg_main
 
     raise typer.Exit(fedavg_main(ctx.args))
 

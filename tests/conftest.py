@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from twinmpc.services.local_cluster import LocalCluster
+from twinmpc.services.twin.local_cluster import LocalCluster
 from tests.loop_thread import LoopThread
 
 pytest_plugins = ["tests.fixtures.mosquitto"]

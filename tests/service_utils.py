@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from twinmpc.services.local_cluster import LocalCluster
+from twinmpc.services.twin.local_cluster import LocalCluster
 from tests.loop_thread import LoopThread
 
 WINDOW = 60

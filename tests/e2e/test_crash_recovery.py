@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from twinmpc.mpc.client import shard_report
-from twinmpc.services.local_cluster import LocalCluster
+from twinmpc.services.twin.local_cluster import LocalCluster
 from tests.service_utils import collect, past_window, provision, upload
 
 

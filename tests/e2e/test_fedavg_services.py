@@ -1,4 +1,4 @@
-"""FedAvg through the real services: rounds are windows of a FixedPointVec task (services.fedavg_runner)."""
+"""FedAvg through the real services: rounds are windows of a FixedPointVec task (services.twin.fedavg_runner)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from twinmpc.crypto import fixedpoint, ring
 from twinmpc.mpc import dp
-from twinmpc.mpc.city_data import generate_city
 from twinmpc.mpc.errors import InvalidMeasurement, InvalidTask
-from twinmpc.mpc.fedavg import FedAvgConfig, encode_update, run_fedavg
+from twinmpc.mpc.fedavg import FedAvgConfig, encode_update
 from twinmpc.services.aggregator.privacy import noise_plan
-from twinmpc.services.fedavg_runner import (
+from twinmpc.services.twin.city import generate_city
+from twinmpc.services.twin.fedavg_runner import (
     ACCURACY_MARGIN,
     FedAvgRoundError,
     ServiceSecureSum,
@@ -27,7 +27,8 @@ from twinmpc.services.fedavg_runner import (
     run_fedavg_on_cluster,
     update_measurement,
 )
-from twinmpc.services.local_cluster import LocalCluster
+from twinmpc.services.twin.fedavg_training import run_fedavg
+from twinmpc.services.twin.local_cluster import LocalCluster
 from tests.service_utils import provision
 
 SEED = 3

@@ -64,7 +64,7 @@ def test_many_reports_across_jobs(loop_thread, cluster3):
 
 
 def test_post_quantum_suite_round(loop_thread, tmp_path):
-    from twinmpc.services.local_cluster import LocalCluster
+    from twinmpc.services.twin.local_cluster import LocalCluster
 
     cluster = LocalCluster(tmp_path, k=2, hpke_suite="mlkem768x25519-hkdf-sha256-aes128gcm")
     loop_thread.run(cluster.start())

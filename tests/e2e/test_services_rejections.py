@@ -209,7 +209,7 @@ def test_put_task_with_foreign_hpke_config_rejected(loop_thread, cluster2, sum_t
 
 def test_per_client_rate_limit(loop_thread, tmp_path):
     """A chatty edge node is throttled with RESOURCE_EXHAUSTED; another node is not affected."""
-    from twinmpc.services.local_cluster import LocalCluster
+    from twinmpc.services.twin.local_cluster import LocalCluster
 
     cluster = LocalCluster(tmp_path, k=2, limits={"upload_rate_per_second": 1, "upload_burst": 2})
     loop_thread.run(cluster.start())

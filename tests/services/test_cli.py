@@ -54,7 +54,7 @@ def test_end_to_end_by_hand(tmp_path, loop_thread):
     """An operator's session: cluster up, task create, upload from stdin, collect, task card."""
     import time
 
-    from twinmpc.services.local_cluster import LocalCluster
+    from twinmpc.services.twin.local_cluster import LocalCluster
 
     cluster = LocalCluster(tmp_path, k=2, processes=True)
     loop_thread.run(cluster.start())
@@ -110,7 +110,7 @@ def test_paillier_task_by_hand(tmp_path, loop_thread):
     import os
     import time
 
-    from twinmpc.services.local_cluster import LocalCluster
+    from twinmpc.services.twin.local_cluster import LocalCluster
 
     cluster = LocalCluster(tmp_path, k=1, processes=True)
     loop_thread.run(cluster.start())

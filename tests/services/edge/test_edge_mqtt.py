@@ -24,7 +24,7 @@ from twinmpc.mpc.report import Report
 from twinmpc.services.client import UploadOutcome
 from twinmpc.services.edge.agent import EdgeAgent
 from twinmpc.services.edge.config import parse_edge_config
-from twinmpc.services.local_cluster import LocalCluster
+from twinmpc.services.twin.local_cluster import LocalCluster
 from tests.fixtures.mosquitto import Broker
 from tests.helpers import make_task
 from tests.service_utils import collect, provision

@@ -17,7 +17,7 @@ from twinmpc.mpc.client import shard_report
 from twinmpc.services.aggregator.config import AggregatorConfig, TlsConfig
 from twinmpc.services.aggregator.server import start_aggregator, stop_aggregator
 from twinmpc.services.client import UploadClient
-from twinmpc.services.local_cluster import LocalCluster
+from twinmpc.services.twin.local_cluster import LocalCluster
 from twinmpc.services.storage import SqliteDatastore
 from tests.service_utils import collect, past_window, provision, upload
 

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from twinmpc.mpc.client import shard_reports
 from twinmpc.services.aggregator.privacy import noise_plan
-from twinmpc.services.local_cluster import LocalCluster
+from twinmpc.services.twin.local_cluster import LocalCluster
 
 LEVELS = ["free", "light", "moderate", "heavy", "jammed"]
 
@@ -117,7 +117,7 @@ async def _drive(
     district = np.arange(n) % DISTRICTS
     city_feed = None
     if mqtt:
-        from twinmpc.services.demo_mqtt import MqttCity, district_truth
+        from twinmpc.services.twin.demo_mqtt import MqttCity, district_truth
 
         host, _, port = mqtt.rpartition(":")
         city_feed = MqttCity(root / "edge", cluster, tasks, DISTRICTS, host or "127.0.0.1", int(port))

@@ -21,7 +21,7 @@ import numpy as np
 from twinmpc.mpc.task import Task
 from twinmpc.services.edge.agent import EdgeAgent, upload_client
 from twinmpc.services.edge.config import parse_edge_config
-from twinmpc.services.local_cluster import LocalCluster
+from twinmpc.services.twin.local_cluster import LocalCluster
 
 GRACE = 1
 STREAMS = {  # task name -> (reading field, combine)

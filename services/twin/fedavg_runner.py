@@ -1,6 +1,6 @@
 """Federated averaging through the real services: one FedAvg round is one window of a task.
 
-`mpc.fedavg.run_fedavg` takes an injected ``secure_sum``; `ServiceSecureSum` is
+`fedavg_training.run_fedavg` takes an injected ``secure_sum``; `ServiceSecureSum` is
 the one that goes through running aggregators (DESIGN.md, "Federated
 learning"; DAP roles: client upload, collection):
 
@@ -62,17 +62,18 @@ import grpc
 import numpy as np
 
 from twinmpc.crypto import fixedpoint, ring
-from twinmpc.mpc.city_data import CityDataset, generate_city
 from twinmpc.mpc.client import shard_reports
 from twinmpc.mpc.collector import CollectionResult
 from twinmpc.mpc.errors import InvalidMeasurement, InvalidTask, TwinMpcError
-from twinmpc.mpc.fedavg import FedAvgConfig, FedAvgHistory, run_fedavg
+from twinmpc.mpc.fedavg import FedAvgConfig
 from twinmpc.mpc.measurements import FixedPointVec
 from twinmpc.mpc.task import Task
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
 from twinmpc.services.aggregator.privacy import noise_plan
 from twinmpc.services.client import Collector, UploadClient, report_to_proto
-from twinmpc.services.local_cluster import LocalCluster
+from twinmpc.services.twin.city import CityDataset, generate_city
+from twinmpc.services.twin.fedavg_training import FedAvgHistory, run_fedavg
+from twinmpc.services.twin.local_cluster import LocalCluster
 
 ACCURACY_MARGIN = 0.02  # final FedAvg accuracy may trail centralised training by at most 2 points
 _EXACT_LIMIT = 2.0**53  # float64 holds every integer below this exactly
