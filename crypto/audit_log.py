@@ -48,8 +48,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from twinmpc.crypto.errors import CryptoError
 from twinmpc.crypto.signing import BadSignature, SigningKey, VerifyKey
-from twinmpc.mpc.errors import TwinMpcError
 
 __all__ = [
     "AuditLog",
@@ -93,7 +93,7 @@ _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
-class AuditLogCorrupt(TwinMpcError):
+class AuditLogCorrupt(CryptoError):
     """The audit log cannot be continued: its tail is torn, foreign or does not verify."""
 
 

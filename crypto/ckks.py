@@ -47,7 +47,7 @@ import numpy as np
 import tenseal as ts
 
 from twinmpc.crypto import key_storage
-from twinmpc.mpc.errors import DecodeError, InvalidReport
+from twinmpc.crypto.errors import DecodeError, WrongKey
 
 VERSION = 1
 KEY_ID_SIZE = 8
@@ -225,12 +225,12 @@ def peek_key_id(data: bytes) -> str:
 def decode_ciphertext(pub: CkksPublicContext, data: bytes, length: int) -> list[Any]:
     """Deserialise under the public context and validate every chunk.
 
-    Checks: version, key id (`InvalidReport` if another key), stated length,
+    Checks: version, key id (`WrongKey` if another key), stated length,
     chunk count, per-chunk byte bound, clean SEAL load, slot count, ciphertext
     size 2, level (parms id), scale.  No trailing bytes.
     """
     if peek_key_id(data) != pub.key_id:
-        raise InvalidReport("CKKS ciphertext under another key id")
+        raise WrongKey("CKKS ciphertext under another key id")
     _, _, stated, nchunks = _HEADER.unpack_from(data)
     if stated != length:
         raise DecodeError(f"CKKS ciphertext has length {stated}, expected {length}")

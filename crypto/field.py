@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from twinmpc.mpc.errors import DecodeError
+from twinmpc.crypto.errors import DecodeError
 
 _M32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)

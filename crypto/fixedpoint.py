@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from twinmpc.crypto import ring
-from twinmpc.mpc.errors import InvalidMeasurement
+from twinmpc.crypto.errors import NonFiniteValue
 
 MAX_FRAC_BITS = 40
 
@@ -32,7 +32,7 @@ def encode(values: np.ndarray, frac_bits: int, clip: float) -> np.ndarray:
     _check(frac_bits, clip)
     v = np.asarray(values, dtype=np.float64)
     if not np.all(np.isfinite(v)):
-        raise InvalidMeasurement("fixed-point input contains NaN or infinity")
+        raise NonFiniteValue("fixed-point input contains NaN or infinity")
     scaled = np.rint(np.clip(v, -clip, clip) * 2.0**frac_bits).astype(np.int64)
     return scaled.astype(ring.DTYPE)
 

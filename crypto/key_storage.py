@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from twinmpc.mpc.errors import TwinMpcError
+from twinmpc.crypto.errors import CryptoError
 
 FORMAT_VERSION = 1
 DST_KEY_FILE = b"twinmpc/v1/key-file/AES-256-GCM/"
@@ -43,7 +43,7 @@ NONCE_SIZE = 12
 _ALLOWED_FIELDS = {"v", "kind", "key_id", "kdf", "aead", "nonce", "ct"}
 
 
-class KeyFileError(TwinMpcError, ValueError):
+class KeyFileError(CryptoError, ValueError):
     """A key file is malformed, for another key/kind, or the passphrase is wrong."""
 
 

@@ -37,7 +37,7 @@ import gmpy2
 from phe import paillier as phe_paillier
 
 from twinmpc.crypto import key_storage
-from twinmpc.mpc.errors import DecodeError, InvalidReport
+from twinmpc.crypto.errors import DecodeError, WrongKey
 
 MIN_KEY_BITS = 2048
 # Smallest modulus accepted even with insecure_test_bits (keeps the arithmetic meaningful).
@@ -321,11 +321,11 @@ def peek_key_id(data: bytes) -> str:
 def decode_ciphertexts(pk: PaillierPublicKey, data: bytes, length: int) -> list[int]:
     """Decode and validate exactly ``length`` ciphertexts under ``pk``.
 
-    Raises `DecodeError` for size/version/range failures and `InvalidReport`
+    Raises `DecodeError` for size/version/range failures and `WrongKey`
     for a ciphertext under another key.
     """
     if peek_key_id(data) != pk.key_id:
-        raise InvalidReport("Paillier ciphertext under another key id")
+        raise WrongKey("Paillier ciphertext under another key id")
     (d,) = struct.unpack(">I", data[1 + KEY_ID_SIZE : HEADER_SIZE])
     size = pk.ciphertext_size
     if d != length:

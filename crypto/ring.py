@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from twinmpc.mpc.errors import DecodeError
+from twinmpc.crypto.errors import DecodeError
 
 DTYPE = np.dtype("<u8")
 ELEMENT_SIZE = 8

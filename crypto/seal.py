@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
-from twinmpc.mpc.errors import DecodeError, SealError
+from twinmpc.crypto.errors import DecodeError, SealError
 
 _VERSION = b"twinmpc/v1/hpke"
 

@@ -24,9 +24,9 @@ from dataclasses import field as dc_field
 
 import numpy as np
 
+from twinmpc.crypto.errors import DecodeError
 from twinmpc.crypto.field import _PrimeField
 from twinmpc.crypto.xof import XofTurboShake128
-from twinmpc.mpc.errors import DecodeError
 
 _DST = b"twinmpc/v1/shamir/coefficients"
 MAX_PARTIES = 65535

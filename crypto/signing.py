@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from twinmpc.mpc.errors import TwinMpcError
+from twinmpc.crypto.errors import CryptoError
 
 __all__ = ["BadSignature", "SigningKey", "VerifyKey", "key_id_of", "KEY_ID_SIZE", "SIGNATURE_SIZE"]
 
@@ -35,7 +35,7 @@ PUBLIC_KEY_SIZE = 32
 _MAX_DST = 255
 
 
-class BadSignature(TwinMpcError):
+class BadSignature(CryptoError):
     """A signature does not verify under the given key and domain-separation tag."""
 
 

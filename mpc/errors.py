@@ -1,33 +1,65 @@
-"""Errors raised by the protocol layer (`mpc/`) and the primitives it wraps.
+"""Errors raised by the protocol layer (`mpc/`), built on the primitives' errors.
 
 Every failure on untrusted input collapses into one narrow public type, so the
-service layer can map it to exactly one gRPC status in exactly one place::
+service layer can map it to exactly one gRPC status in exactly one place. The
+root and the rejections a primitive can raise are defined in `crypto.errors`
+(crypto/ may import nothing above it) and re-exported here under the
+protocol's names, so `except InvalidReport` catches a failed HPKE open from
+crypto/ and a replay detected upstairs alike::
 
-    TwinMpcError
-    ├── InvalidMeasurement      client-side: value out of range / wrong shape (caller mistake)
+    TwinMpcError                crypto.errors.TwinMpcError
+    ├── InvalidMeasurement      = crypto.errors.InvalidValue: value out of range / wrong shape (caller mistake)
     ├── InvalidTask             task document rejected (unknown key, bad parameter)
     ├── UnknownTask             task id not configured here
-    ├── InvalidReport           untrusted report bytes rejected
-    │   ├── DecodeError         wrong length, trailing bytes, non-canonical field element
-    │   ├── SealError           HPKE open failed (tampered, wrong key, wrong binding)
+    ├── InvalidReport           = crypto.errors.InvalidInput: untrusted report bytes rejected
+    │   ├── DecodeError         (crypto.errors) wrong length, trailing bytes, non-canonical field element
+    │   ├── SealError           (crypto.errors) HPKE open failed (tampered, wrong key, wrong binding)
+    │   ├── WrongKey            (crypto.errors) a ciphertext under another key id
     │   ├── VerifyError         validity proof / joint randomness check failed
     │   ├── ReplayedReport      report id seen before
     │   └── StaleReport         timestamp outside the accepted window / skew
-    └── CollectionRefused       a collection request that must not be answered
-        ├── BatchNotClosed      window still open
-        ├── BatchTooSmall       fewer than min_batch_size reports
-        └── BudgetExhausted     privacy budget would be exceeded
+    ├── CollectionRefused       a collection request that must not be answered
+    │   ├── BatchNotClosed      window still open
+    │   ├── BatchTooSmall       fewer than min_batch_size reports
+    │   └── BudgetExhausted     privacy budget would be exceeded
+    └── CryptoError             (crypto.errors) any other refusal of a primitive
 """
 
 from __future__ import annotations
 
+from twinmpc.crypto.errors import (
+    CryptoError,
+    DecodeError,
+    InvalidInput,
+    InvalidValue,
+    SealError,
+    TwinMpcError,
+    WrongKey,
+)
 
-class TwinMpcError(Exception):
-    """Base class of every domain error in twinmpc."""
+__all__ = [
+    "TwinMpcError",
+    "CryptoError",
+    "InvalidMeasurement",
+    "InvalidTask",
+    "UnknownTask",
+    "InvalidReport",
+    "DecodeError",
+    "SealError",
+    "WrongKey",
+    "VerifyError",
+    "ReplayedReport",
+    "StaleReport",
+    "CollectionRefused",
+    "BatchNotClosed",
+    "BatchTooSmall",
+    "BudgetExhausted",
+]
 
-
-class InvalidMeasurement(TwinMpcError, ValueError):
-    """A client tried to shard a measurement its type does not allow."""
+# The same classes as crypto's, not subclasses: an `except` on the protocol's name
+# must also catch what a primitive raises.
+InvalidMeasurement = InvalidValue
+InvalidReport = InvalidInput
 
 
 class InvalidTask(TwinMpcError, ValueError):
@@ -36,18 +68,6 @@ class InvalidTask(TwinMpcError, ValueError):
 
 class UnknownTask(TwinMpcError):
     """The task id is not known to this party."""
-
-
-class InvalidReport(TwinMpcError):
-    """Untrusted report material was rejected; the message says which check failed."""
-
-
-class DecodeError(InvalidReport):
-    """Bytes do not decode: wrong length, trailing data or non-canonical encoding."""
-
-
-class SealError(InvalidReport):
-    """An HPKE-sealed share could not be opened with this key and binding."""
 
 
 class VerifyError(InvalidReport):

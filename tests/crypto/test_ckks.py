@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twinmpc.crypto import ckks, key_storage
-from twinmpc.mpc.errors import DecodeError, InvalidReport
+from twinmpc.crypto.errors import DecodeError, WrongKey
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +250,7 @@ def test_decode_rejects_wrong_level(pub) -> None:
 def test_decode_rejects_other_key(pub) -> None:
     other = ckks.generate_context().public
     data = ckks.encode_ciphertext(other, other.encrypt(np.ones(10)), 10)
-    with pytest.raises(InvalidReport, match="another key") as info:
+    with pytest.raises(WrongKey, match="another key") as info:
         ckks.decode_ciphertext(pub, data, 10)
     assert not isinstance(info.value, DecodeError)
 

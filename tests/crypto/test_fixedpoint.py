@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twinmpc.crypto import fixedpoint, ring
-from twinmpc.mpc.errors import InvalidMeasurement
+from twinmpc.crypto.errors import NonFiniteValue
 
 
 @given(
@@ -46,7 +46,7 @@ def test_clipping() -> None:
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_non_finite_rejected(bad: float) -> None:
-    with pytest.raises(InvalidMeasurement, match="NaN or infinity"):
+    with pytest.raises(NonFiniteValue, match="NaN or infinity"):
         fixedpoint.encode(np.array([0.0, bad]), 8, 1.0)
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from phe import paillier as phe_paillier
 
 from twinmpc.crypto import key_storage, paillier
-from twinmpc.mpc.errors import DecodeError, InvalidReport
+from twinmpc.crypto.errors import DecodeError, WrongKey
 
 TEST_BITS = 512
 # Fixed 511-bit modulus for known-answer tests (p, q = next primes after 2^255 + 12345 / + 99991).
@@ -289,7 +289,7 @@ def test_decode_rejects_other_key_id(keys, kat_keys) -> None:
     pk, _ = keys
     other, _ = kat_keys
     data = paillier.encode_ciphertexts(other, [paillier.encrypt(other, 5)])
-    with pytest.raises(InvalidReport, match="another key") as info:
+    with pytest.raises(WrongKey, match="another key") as info:
         paillier.decode_ciphertexts(pk, data, 1)
     assert not isinstance(info.value, DecodeError)
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from twinmpc.crypto import ring
-from twinmpc.mpc.errors import DecodeError
+from twinmpc.crypto.errors import DecodeError
 
 M = ring.MODULUS
 TOP = M - 1

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from twinmpc.crypto import seal
+from twinmpc.crypto.errors import DecodeError, SealError
 from twinmpc.crypto.seal import HpkeConfig, HpkeKeypair
-from twinmpc.mpc.errors import DecodeError, SealError
 
 SUITE_NAMES = sorted(seal.SUITES)
 INFO = seal.binding("test", b"task", b"report")

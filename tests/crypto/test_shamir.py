@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from twinmpc.crypto.errors import DecodeError
 from twinmpc.crypto.field import Field64, Field64Small, Field128, Field128Limbs
 from twinmpc.crypto.shamir import ShamirShare, lagrange_at_zero, reconstruct, share
-from twinmpc.mpc.errors import DecodeError
 
 FIELDS = [Field64, Field64Small, Field128, Field128Limbs]
 
