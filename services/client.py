@@ -16,7 +16,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import grpc
 
@@ -49,23 +49,34 @@ def report_to_proto(report: Report) -> pb.Report:
     return pb.Report(report_id=report.report_id, time=report.time, public_share=report.public_share, sealed_shares=list(report.sealed_shares))
 
 
-class UploadClient:
-    """Edge node's connection to a task's leader."""
+class _LeaderChannel:
+    """One long-lived mTLS channel to a task's leader, closed by `close()` or on leaving `async with`.
 
-    def __init__(self, endpoint: str, credentials: grpc.ChannelCredentials, *, batch_size: int = 500, timeout: float = 30.0) -> None:
+    Edge nodes and controllers keep it open across many calls (one TLS handshake,
+    HTTP/2 multiplexing), unlike the operator's one-off `TaskAdminClient` calls.
+    """
+
+    def __init__(self, endpoint: str, credentials: grpc.ChannelCredentials, timeout: float) -> None:
         self._channel = _channel(endpoint, credentials)
-        self._stub = pb_grpc.UploadStub(self._channel)
-        self.batch_size = batch_size
         self.timeout = timeout
 
     async def close(self) -> None:
         await self._channel.close()
 
-    async def __aenter__(self) -> UploadClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class UploadClient(_LeaderChannel):
+    """Edge node's connection to a task's leader."""
+
+    def __init__(self, endpoint: str, credentials: grpc.ChannelCredentials, *, batch_size: int = 500, timeout: float = 30.0) -> None:
+        super().__init__(endpoint, credentials, timeout)
+        self._stub = pb_grpc.UploadStub(self._channel)
+        self.batch_size = batch_size
 
     async def upload(self, task_id: bytes, report: Report) -> None:
         """Upload one report; raises grpc.aio.AioRpcError with a precise status on refusal."""
@@ -91,7 +102,7 @@ class UploadClient:
         ]
 
 
-class Collector:
+class Collector(_LeaderChannel):
     """Controller API: collect a closed window's result from the task's leader."""
 
     def __init__(
@@ -103,20 +114,10 @@ class Collector:
         he_secret_key: Any = None,
         timeout: float = 60.0,
     ) -> None:
-        self._channel = _channel(endpoint, credentials)
+        super().__init__(endpoint, credentials, timeout)
         self._stub = pb_grpc.CollectionStub(self._channel)
         self._key = collector_key
         self._he_key = he_secret_key
-        self.timeout = timeout
-
-    async def close(self) -> None:
-        await self._channel.close()
-
-    async def __aenter__(self) -> Collector:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def collect(self, task: Task, window_start: int) -> CollectionResult:
         response = await self._stub.Collect(pb.CollectRequest(task_id=task.task_id, window_start=window_start), timeout=self.timeout)
