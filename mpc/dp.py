@@ -1,4 +1,4 @@
-"""Differential privacy for collections: task DP blocks, noise calibration, signed decoding.
+"""Differential privacy for collections: task DP blocks, noise calibration, adding noise to a share.
 
 Model (distributed DP, in the spirit of libprio's ``add_noise_to_agg_share``):
 every one of the K aggregators adds, to its own aggregate share, independent
@@ -28,9 +28,10 @@ Calibration (sensitivities are integers in the encoded domain, from the caller):
   target, then ``sigma^2 = L2^2 / (2 rho)`` rounded *up* to a dyadic rational
   (relative excess below 2^-20), so the exact rho charged never exceeds the target (CKS20 Theorem 14: multivariate, L2 sensitivity).
 
-Decoding: aggregates live in Z/2^64 or a prime field, so a count of 0 plus noise
--3 arrives as 2^64 - 3.  `decode_signed` maps to the centred representative;
-`clamp` and `round_div` are post-processing (no privacy cost, BS16 Lemma 1.8).
+Noise is added to an aggregate share in its own ring or field (`add_noise`); a
+count of 0 plus noise -3 then arrives as 2^64 - 3 and the measurement type's
+decode maps it back to -3. Clamping and rounding a released result are the task's
+output policy (`mpc.output_policy`), applied by the collector.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from twinmpc.crypto import dp_noise, ring
+from twinmpc.crypto import dp_noise
 from twinmpc.mpc.errors import InvalidTask
 from twinmpc.mpc.privacy_ledger import (
     Budget,
@@ -59,10 +60,6 @@ __all__ = [
     "NoisePlan",
     "calibrate",
     "add_noise",
-    "decode_signed",
-    "clamp",
-    "clamp_sum",
-    "round_div",
 ]
 
 NONE = "none"
@@ -129,17 +126,6 @@ class DpParams:
             budget=Budget.from_dict(doc["budget"], "dp.budget") if "budget" in doc else None,
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """Exact, JSON-ready form (fractions as strings); `from_dict` reads it back."""
-        out: dict[str, Any] = {"algo": self.algo}
-        if self.epsilon is not None:
-            out["epsilon"] = str(self.epsilon)
-        if self.delta:
-            out["delta"] = str(self.delta)
-        if self.budget is not None:
-            out["budget"] = self.budget.to_dict()
-        return out
-
 
 @dataclass(frozen=True)
 class NoisePlan:
@@ -203,12 +189,8 @@ class NoisePlan:
 
     @property
     def total_stddev(self) -> float:
+        """Per-coordinate standard deviation of the released sum; also bounds E|noise| (Jensen)."""
         return math.sqrt(self.total_variance)
-
-    @property
-    def expected_abs_error(self) -> float:
-        """Upper bound on E|noise| per coordinate of the released sum (Jensen: E|Z| <= sqrt(Var Z))."""
-        return self.total_stddev
 
     def error_bound(self, beta: float, *, all_coordinates: bool = False) -> float:
         """A bound b with P(|noise| > b) <= beta per coordinate (or for all coordinates at once).
@@ -336,58 +318,3 @@ def add_noise(agg_share: np.ndarray, noise: np.ndarray, modulus: int | None = No
     gap = p - b
     return np.where(agg_share >= gap, agg_share - gap, agg_share + b)
 
-
-def decode_signed(values: Any, modulus: int | None = None) -> Any:
-    """Centred representative: Z/2^64 -> [-2^63, 2^63) (int64); mod p -> [-(p-1)/2, (p-1)/2].
-
-    Accepts a numpy array (uint64 for 2^64 or p < 2^64, object for larger p) or a Python int.
-    """
-    if modulus is None:
-        if isinstance(values, (int, np.integer)) and not isinstance(values, bool):
-            v = int(values) % (1 << 64)
-            return v - (1 << 64) if v >= 1 << 63 else v
-        arr = np.asarray(values)
-        if arr.dtype != np.uint64:
-            raise TypeError("Z/2^64 values must be uint64")
-        return ring.to_signed(arr)
-    if isinstance(modulus, bool) or not isinstance(modulus, int) or modulus < 3 or modulus % 2 == 0:
-        raise ValueError("modulus must be an odd prime")
-    half = (modulus - 1) // 2
-    if isinstance(values, (int, np.integer)) and not isinstance(values, bool):
-        v = int(values)
-        if not 0 <= v < modulus:
-            raise ValueError("field element out of range")
-        return v - modulus if v > half else v
-    arr = np.asarray(values)
-    if arr.dtype == object:
-        return np.where(arr > half, arr - modulus, arr)
-    if arr.dtype != np.uint64 or modulus >= 1 << 64:
-        raise TypeError("field values must be uint64 (p < 2^64) or an object array")
-    high = arr > np.uint64(half)
-    # x - p for x > (p-1)/2 lies in [-(p-1)/2, -1]: compute as -(p - x) to stay in range.
-    return np.where(high, -((np.uint64(modulus) - arr).astype(np.int64)), arr.astype(np.int64))
-
-
-def clamp(values: np.ndarray, low: int, high: int) -> np.ndarray:
-    """Clip decoded values into the feasible range [low, high] (post-processing)."""
-    if low > high:
-        raise ValueError("low must be <= high")
-    return np.clip(np.asarray(values), low, high)
-
-
-def clamp_sum(values: np.ndarray, n_reports: int, max_value: int) -> np.ndarray:
-    """Clip a noisy sum of n reports, each in [0, max_value], to [0, n_reports * max_value]."""
-    if n_reports < 0 or max_value < 0:
-        raise ValueError("n_reports and max_value must be >= 0")
-    return clamp(values, 0, n_reports * max_value)
-
-
-def round_div(values: np.ndarray, divisor: int) -> np.ndarray:
-    """Exact integer division rounded to nearest, ties away from zero (e.g. a mean from a noisy sum)."""
-    if isinstance(divisor, bool) or not isinstance(divisor, (int, np.integer)) or divisor < 1:
-        raise ValueError("divisor must be a positive int")
-    v = np.asarray(values)
-    if v.dtype.kind not in "iO":
-        raise TypeError("values must be signed integers")
-    mag = (np.abs(v) * 2 + divisor) // (2 * divisor)
-    return np.where(v < 0, -mag, mag)

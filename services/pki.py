@@ -63,7 +63,6 @@ __all__ = [
     "create_ca",
     "init_ca",
     "issue",
-    "issue_in_memory",
     "load_ca",
     "principal_from_certificate",
     "server_credentials",
@@ -243,14 +242,6 @@ class IssuedCertificate:
             f"role={self.principal.role.value!r}, key=<redacted>)"
         )
 
-    def server_credentials(self) -> grpc.ServerCredentials:
-        """mTLS server credentials that require a client certificate from the same CA."""
-        return server_credentials(self.cert_pem, self.key_pem, self.ca_pem)
-
-    def channel_credentials(self) -> grpc.ChannelCredentials:
-        """mTLS channel credentials presenting this certificate, trusting only the CA."""
-        return channel_credentials(self.cert_pem, self.key_pem, self.ca_pem)
-
 
 @dataclass(frozen=True)
 class CertificateAuthority:
@@ -393,19 +384,6 @@ def create_ca(
         .sign(key, hashes.SHA256())
     )
     return CertificateAuthority(certificate=cert, private_key=key)
-
-
-def issue_in_memory(
-    ca: CertificateAuthority,
-    role: Role | str,
-    identity: str,
-    hosts: Sequence[str] = ("localhost", "127.0.0.1"),
-    days: int = _LEAF_DAYS,
-    *,
-    now: _dt.datetime | None = None,
-) -> IssuedCertificate:
-    """Issue a leaf without touching the file system (tests, demo)."""
-    return ca.issue(role, identity, hosts, days, now=now)
 
 
 # --- files ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""mpc.dp: DP blocks, calibration, distributed noise, signed decoding and post-processing."""
+"""mpc.dp: DP blocks, calibration, distributed noise added to shares in their ring or field."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from twinmpc.crypto import ring
 from twinmpc.crypto.field import Field64, Field128
 from twinmpc.mpc import dp
 from twinmpc.mpc.dp import DpParams, calibrate
@@ -25,7 +26,7 @@ GAUSS = {"algo": "discrete-gaussian", "epsilon": 1.0, "delta": 1e-9}
 def test_parse_gaussian_block_exactly() -> None:
     p = DpParams.from_dict(GAUSS)
     assert p.algo == "discrete-gaussian" and p.epsilon == 1 and p.delta == Fraction(1, 10**9)
-    assert DpParams.from_dict(p.to_dict()) == p
+    assert DpParams.from_dict({"algo": "discrete-gaussian", "epsilon": "1", "delta": "1/1000000000"}) == p
 
 
 def test_parse_other_blocks() -> None:
@@ -35,7 +36,7 @@ def test_parse_other_blocks() -> None:
     assert lap.epsilon == Fraction(1, 3) and lap.delta == 0
     with_budget = DpParams.from_dict({**GAUSS, "budget": {"epsilon": 10, "delta": 1e-8}})
     assert with_budget.budget == Budget(Fraction(10), Fraction(1, 10**8))
-    assert DpParams.from_dict(with_budget.to_dict()) == with_budget
+    assert DpParams.from_dict({**GAUSS, "budget": {"epsilon": "10", "delta": "1/100000000"}}) == with_budget
 
 
 @pytest.mark.parametrize(
@@ -136,7 +137,7 @@ def test_sum_of_k_aggregator_noises_has_stated_variance_and_tail() -> None:
     assert total.dtype == np.int64
     # Var(sum) <= K sigma^2 and, for sigma ~ 5.8, equal to it within sampling error (~0.5%).
     assert total.var() == pytest.approx(plan.total_variance, rel=0.02)
-    assert np.mean(np.abs(total)) <= plan.expected_abs_error
+    assert np.mean(np.abs(total)) <= plan.total_stddev  # Jensen: E|Z| <= sqrt(Var Z)
     beta = 0.01
     assert np.mean(np.abs(total) > plan.error_bound(beta)) <= beta
 
@@ -163,7 +164,7 @@ def test_charge_from_plan() -> None:
     assert c.rho == plan.rho and c.epsilon_pure is None and c.groups == ("d1",)
 
 
-# ----------------------------------------------------------- applying noise, signed decoding
+# ----------------------------------------------------------- applying noise
 def test_count_near_zero_decodes_negative_in_the_ring() -> None:
     share0 = np.array([5, 0], dtype=np.uint64)
     share1 = np.array([(1 << 64) - 5, 0], dtype=np.uint64)  # shares of the count (0, 0)
@@ -171,35 +172,11 @@ def test_count_near_zero_decodes_negative_in_the_ring() -> None:
     noisy1 = dp.add_noise(share1, np.array([1, -4], dtype=np.int64))
     total = noisy0 + noisy1
     assert total[0] == (1 << 64) - 2  # what a naive decode would show
-    decoded = dp.decode_signed(total)
+    decoded = ring.to_signed(total)  # what Count/Sum/SumVec.decode apply
     assert decoded.tolist() == [-2, -2] and decoded.dtype == np.int64
-    assert dp.clamp_sum(decoded, n_reports=10, max_value=1).tolist() == [0, 0]
 
 
-def test_decode_signed_ring_boundaries() -> None:
-    x = np.array([0, 1, (1 << 63) - 1, 1 << 63, (1 << 64) - 1], dtype=np.uint64)
-    assert dp.decode_signed(x).tolist() == [0, 1, (1 << 63) - 1, -(1 << 63), -1]
-    assert dp.decode_signed((1 << 64) - 3) == -3 and dp.decode_signed(7) == 7
-    with pytest.raises(TypeError):
-        dp.decode_signed(np.array([1], dtype=np.int64))
-
-
-@pytest.mark.parametrize("p", [P64, P128])
-def test_decode_signed_prime_boundaries(p: int) -> None:
-    half = (p - 1) // 2
-    vals = [0, 1, half, half + 1, p - 1]
-    arr = np.array(vals, dtype=np.uint64 if p < 1 << 64 else object)
-    assert [int(v) for v in dp.decode_signed(arr, p)] == [0, 1, half, -half, -1]
-    assert dp.decode_signed(p - 3, p) == -3 and dp.decode_signed(half, p) == half
-    with pytest.raises(ValueError, match="out of range"):
-        dp.decode_signed(p, p)
-
-
-def test_decode_and_add_noise_errors() -> None:
-    with pytest.raises(ValueError, match="odd prime"):
-        dp.decode_signed(np.array([1], dtype=np.uint64), 8)
-    with pytest.raises(TypeError):
-        dp.decode_signed(np.array([1], dtype=np.int64), P64)
+def test_add_noise_errors() -> None:
     share = np.zeros(2, dtype=np.uint64)
     with pytest.raises(TypeError, match="int64"):
         dp.add_noise(share, np.zeros(2, dtype=np.int32))
@@ -225,9 +202,6 @@ def test_add_noise_field64_matches_python_ints(values: list[int], noise: list[in
     got = dp.add_noise(np.array(values, dtype=np.uint64), np.array(n, dtype=np.int64), P64)
     assert got.dtype == np.uint64
     assert [int(g) for g in got] == [(v + e) % P64 for v, e in zip(values, n)]
-    signed = dp.decode_signed(got, P64)
-    assert [int(s) % P64 for s in signed] == [(v + e) % P64 for v, e in zip(values, n)]
-    assert all(abs(int(s)) <= (P64 - 1) // 2 for s in signed)
 
 
 @settings(max_examples=30, deadline=None)
@@ -239,37 +213,3 @@ def test_add_noise_field128_matches_python_ints(values: list[int], noise: list[i
     n = noise[: len(values)]
     got = dp.add_noise(np.array(values, dtype=object), np.array(n, dtype=np.int64), P128)
     assert [int(g) for g in got] == [(v + e) % P128 for v, e in zip(values, n)]
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(-(1 << 63), (1 << 63) - 1), min_size=1, max_size=30))
-def test_ring_signed_round_trip(values: list[int]) -> None:
-    ring = np.array([v % (1 << 64) for v in values], dtype=np.uint64)
-    assert dp.decode_signed(ring).tolist() == values
-
-
-# ----------------------------------------------------------- post-processing
-def test_clamp_and_round_div() -> None:
-    assert dp.clamp(np.array([-5, 3, 99]), 0, 10).tolist() == [0, 3, 10]
-    assert dp.clamp_sum(np.array([-1, 25, 31]), n_reports=10, max_value=3).tolist() == [0, 25, 30]
-    v = np.array([5, -5, 4, -4, 7, 0, -1], dtype=np.int64)
-    assert dp.round_div(v, 2).tolist() == [3, -3, 2, -2, 4, 0, -1]
-    assert dp.round_div(np.array([10, -11], dtype=np.int64), 3).tolist() == [3, -4]
-    with pytest.raises(ValueError):
-        dp.clamp(np.array([1]), 2, 1)
-    with pytest.raises(ValueError):
-        dp.clamp_sum(np.array([1]), -1, 1)
-    with pytest.raises(ValueError):
-        dp.round_div(v, 0)
-    with pytest.raises(TypeError):
-        dp.round_div(np.array([1.5]), 2)
-
-
-@settings(max_examples=100, deadline=None)
-@given(st.integers(-(10**12), 10**12), st.integers(1, 10**6))
-def test_round_div_is_nearest_with_ties_away(value: int, divisor: int) -> None:
-    got = int(dp.round_div(np.array([value], dtype=np.int64), divisor)[0])
-    exact = Fraction(value, divisor)
-    assert abs(got - exact) <= Fraction(1, 2)
-    if abs(got - exact) == Fraction(1, 2):
-        assert abs(got) > abs(exact)

@@ -221,7 +221,7 @@ async def serve(
     if insecure:
         port = server.add_insecure_port("127.0.0.1:0")
     else:
-        port = server.add_secure_port("127.0.0.1:0", tp.server.server_credentials())
+        port = server.add_secure_port("127.0.0.1:0", pki.server_credentials(tp.server.cert_pem, tp.server.key_pem, tp.server.ca_pem))
     await server.start()
     try:
         return await body(Running(port, probe, f"localhost:{port}"))

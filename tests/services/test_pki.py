@@ -81,7 +81,7 @@ def test_role_enum_values() -> None:
 
 @pytest.mark.parametrize("role", list(Role))
 def test_issued_leaf_round_trips_principal(ca: pki.CertificateAuthority, role: Role) -> None:
-    leaf = pki.issue_in_memory(ca, role.value, f"{role.value}-7", now=NOW)
+    leaf = ca.issue(role.value, f"{role.value}-7", now=NOW)
     assert leaf.principal == Principal(f"{role.value}-7", role)
     assert pki.principal_from_certificate(leaf.cert_pem) == leaf.principal
     cert = x509.load_pem_x509_certificate(leaf.cert_pem)
@@ -90,7 +90,7 @@ def test_issued_leaf_round_trips_principal(ca: pki.CertificateAuthority, role: R
 
 
 def test_leaf_fields(ca: pki.CertificateAuthority) -> None:
-    leaf = pki.issue_in_memory(ca, Role.EDGE, "cabinet-12", hosts=["edge.example", "::1"], days=30, now=NOW)
+    leaf = ca.issue(Role.EDGE, "cabinet-12", hosts=["edge.example", "::1"], days=30, now=NOW)
     cert = x509.load_pem_x509_certificate(leaf.cert_pem)
     assert cert.subject.rfc4514_string() == "CN=cabinet-12,OU=edge"
     # Known answer: DER UTF8String "edge" = tag 0c, length 04, 'e' 'd' 'g' 'e'.
@@ -108,7 +108,7 @@ def test_leaf_fields(ca: pki.CertificateAuthority) -> None:
 
 
 def test_default_sans(ca: pki.CertificateAuthority) -> None:
-    cert = x509.load_pem_x509_certificate(pki.issue_in_memory(ca, "aggregator", "agg-1", now=NOW).cert_pem)
+    cert = x509.load_pem_x509_certificate(ca.issue("aggregator", "agg-1", now=NOW).cert_pem)
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["localhost"]
     assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
@@ -124,7 +124,7 @@ def test_default_sans(ca: pki.CertificateAuthority) -> None:
     ],
 )
 def test_only_aggregators_may_serve(ca: pki.CertificateAuthority, role: Role, usages: list) -> None:
-    cert = x509.load_pem_x509_certificate(pki.issue_in_memory(ca, role, "p-1", now=NOW).cert_pem)
+    cert = x509.load_pem_x509_certificate(ca.issue(role, "p-1", now=NOW).cert_pem)
     assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == usages
 
 
@@ -136,7 +136,7 @@ def test_ca_fields(ca: pki.CertificateAuthority) -> None:
 
 
 def test_repr_redacts_key(ca: pki.CertificateAuthority) -> None:
-    leaf = pki.issue_in_memory(ca, "edge", "edge-1", now=NOW)
+    leaf = ca.issue("edge", "edge-1", now=NOW)
     assert b"PRIVATE KEY" in leaf.key_pem
     assert "PRIVATE" not in repr(leaf) and "redacted" in repr(leaf)
 
@@ -144,20 +144,20 @@ def test_repr_redacts_key(ca: pki.CertificateAuthority) -> None:
 @pytest.mark.parametrize("identity", ["", "../etc", "a/b", ".hidden", "x" * 65, "ümlaut", "a b"])
 def test_bad_identity_rejected(ca: pki.CertificateAuthority, identity: str) -> None:
     with pytest.raises(ValueError, match="identity"):
-        pki.issue_in_memory(ca, "edge", identity, now=NOW)
+        ca.issue("edge", identity, now=NOW)
 
 
 def test_issue_rejects_bad_parameters(ca: pki.CertificateAuthority) -> None:
     with pytest.raises(ValueError, match="unknown role"):
-        pki.issue_in_memory(ca, "operator", "x-1", now=NOW)
+        ca.issue("operator", "x-1", now=NOW)
     with pytest.raises(ValueError, match="days"):
-        pki.issue_in_memory(ca, "edge", "x-1", days=0, now=NOW)
+        ca.issue("edge", "x-1", days=0, now=NOW)
     with pytest.raises(ValueError, match="days"):
-        pki.issue_in_memory(ca, "edge", "x-1", days=826, now=NOW)
+        ca.issue("edge", "x-1", days=826, now=NOW)
     with pytest.raises(ValueError, match="neither an IP"):
-        pki.issue_in_memory(ca, "edge", "x-1", hosts=["bad_host!"], now=NOW)
+        ca.issue("edge", "x-1", hosts=["bad_host!"], now=NOW)
     with pytest.raises(ValueError, match="timezone"):
-        pki.issue_in_memory(ca, "edge", "x-1", now=dt.datetime(2026, 11, 25))
+        ca.issue("edge", "x-1", now=dt.datetime(2026, 11, 25))
     with pytest.raises(TypeError):
         Principal("x-1", "edge")  # type: ignore[arg-type]
 
@@ -172,7 +172,7 @@ def test_ca_constructor_validates(ca: pki.CertificateAuthority) -> None:
     other = ec.generate_private_key(ec.SECP256R1())
     with pytest.raises(PkiError, match="does not match"):
         pki.CertificateAuthority(certificate=ca.certificate, private_key=other)
-    leaf = pki.issue_in_memory(ca, "edge", "e-1", now=NOW)
+    leaf = ca.issue("edge", "e-1", now=NOW)
     leaf_key = serialization.load_pem_private_key(leaf.key_pem, None)
     with pytest.raises(PkiError, match="cA=TRUE"):
         pki.CertificateAuthority(x509.load_pem_x509_certificate(leaf.cert_pem), leaf_key)
@@ -381,8 +381,11 @@ def test_credentials_from_files_handshake(tmp_path: Path) -> None:
 
 def test_client_only_certificate_cannot_serve() -> None:
     ca = pki.create_ca()
-    edge_as_server = pki.issue_in_memory(ca, "edge", "rogue")  # no serverAuth usage
-    client = pki.issue_in_memory(ca, "edge", "edge-1")
+    edge_as_server = ca.issue("edge", "rogue")  # no serverAuth usage
+    client = ca.issue("edge", "edge-1")
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        _echo_call(edge_as_server.server_credentials(), client.channel_credentials())
+        _echo_call(
+            pki.server_credentials(edge_as_server.cert_pem, edge_as_server.key_pem, edge_as_server.ca_pem),
+            pki.channel_credentials(client.cert_pem, client.key_pem, client.ca_pem),
+        )
     assert err.value.code() is grpc.StatusCode.UNAVAILABLE
