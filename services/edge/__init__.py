@@ -1,4 +1,8 @@
-"""The edge agent (issue 4): MQTT ingestion, data minimisation, durable store-and-forward.
+"""The edge agent: MQTT ingestion, data minimisation, durable store-and-forward.
+
+Raw readings stay on the node: only one sealed report per task and window
+leaves it, and that report survives an aggregator outage or a crash of the
+node until a leader has acknowledged it.
 
 Public entry points: :func:`load_edge_config`, :func:`run_edge_agent`,
 :class:`EdgeAgent`.  See docs/edge.md.

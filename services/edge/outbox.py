@@ -1,6 +1,7 @@
 """Durable store-and-forward outbox of an edge node (SQLite, WAL, synchronous=FULL).
 
-Invariants (DESIGN "Non-negotiables", issue 4):
+Invariants, the edge's half of DESIGN's "an acknowledged report is never lost,
+never counted twice":
 
 * A report is committed to disk **before** any upload attempt and deleted only
   after the aggregator acknowledged it, so an outage or a crash loses nothing.
