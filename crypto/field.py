@@ -61,6 +61,7 @@ class _PrimeField:
     SMALL: type[_PrimeField]  # backend for short vectors (itself unless overridden)
     LARGE: type[_PrimeField]  # backend for long vectors (itself unless overridden)
     CHEAP_DOT = False  # True where exact dot products cost one reduction per output (object arrays)
+    NATIVE = False  # True where arithmetic and `ntt_rows` run in compiled code (crypto.field_native)
 
     @classmethod
     def from_backend(cls, other: type[_PrimeField], vec: np.ndarray) -> np.ndarray:
@@ -303,6 +304,12 @@ class Field64(_PrimeField):
         return np.array([int(v) % cls.MODULUS for v in values], dtype=np.uint64)
 
     @classmethod
+    def from_backend(cls, other: type[_PrimeField], vec: np.ndarray) -> np.ndarray:
+        if vec.dtype == np.uint64:  # canonical words (this layout or a twin's): nothing to convert
+            return vec
+        return super().from_backend(other, vec)
+
+    @classmethod
     def to_ints(cls, vec: np.ndarray) -> list[int]:
         return [int(v) for v in np.asarray(vec).reshape(-1)]
 
@@ -486,13 +493,13 @@ class Field64Small(_ObjectField):
 
     @classmethod
     def from_backend(cls, other: type[_PrimeField], vec: np.ndarray) -> np.ndarray:
-        if other is Field64 and vec.dtype == np.uint64:  # canonical words: no reduction needed
+        if vec.dtype == np.uint64:  # canonical words (Field64 or its native twin): no reduction needed
             return vec.astype(object)
         return super().from_backend(other, vec)
 
 
-class Field128(_ObjectField):
-    """GF(2^66 * 4611686018427387897 + 1) on object vectors of Python ints (short vectors)."""
+class _Field128Params:
+    """GF(2^66 * 4611686018427387897 + 1): the constants both Field128 backends share."""
 
     MODULUS = 2**66 * 4611686018427387897 + 1
     ENCODED_SIZE = 16
@@ -500,9 +507,13 @@ class Field128(_ObjectField):
     GENERATOR = pow(7, 4611686018427387897, MODULUS)
     NAME = "Field128"
 
+
+class Field128(_Field128Params, _ObjectField):
+    """Field128 on object vectors of Python ints (short vectors)."""
+
     @classmethod
     def from_backend(cls, other: type[_PrimeField], vec: np.ndarray) -> np.ndarray:
-        if other is Field128Limbs and vec.dtype == F128_DTYPE:  # canonical pairs: no reduction needed
+        if vec.dtype == F128_DTYPE:  # canonical pairs (any limb backend): no reduction needed
             return (vec["hi"].astype(object) << 64) | vec["lo"].astype(object)
         return super().from_backend(other, vec)
 
@@ -605,12 +616,10 @@ def _norm_signed(limbs: list[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
-class Field128Limbs(Field128):
+class Field128Limbs(_Field128Params, _PrimeField):
     """The same field on (lo, hi) uint64 pairs; see the module docstring."""
 
-    NAME = "Field128"
     SMALL = Field128
-    CHEAP_DOT = False
 
     @classmethod
     def from_ints(cls, values: Iterable[int]) -> np.ndarray:
@@ -623,7 +632,7 @@ class Field128Limbs(Field128):
     def from_backend(cls, other: type[_PrimeField], vec: np.ndarray) -> np.ndarray:
         if other is Field128 and vec.dtype == object:  # canonical Python ints: no reduction needed
             return _pack((vec & _M64).astype(np.uint64), (vec >> 64).astype(np.uint64))
-        if other is Field128Limbs:
+        if vec.dtype == F128_DTYPE:  # the same layout (this backend or its native twin)
             return vec
         return super().from_backend(other, vec)
 
@@ -682,27 +691,6 @@ class Field128Limbs(Field128):
     @classmethod
     def neg(cls, a: np.ndarray) -> np.ndarray:
         return cls.sub(np.zeros(a.shape, dtype=F128_DTYPE), a)
-
-    @classmethod
-    def mul_sum(cls, a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
-        return cls.sum(cls.mul(a, b), axis=axis)
-
-    @classmethod
-    def matmul(cls, a: np.ndarray, m: np.ndarray) -> np.ndarray:
-        return cls.mul_sum(a[..., :, None], m, axis=-2)
-
-    # Limb vectors must stay canonical: lazy operations are the exact ones.
-    @classmethod
-    def lazy_add(cls, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return cls.add(a, b)
-
-    @classmethod
-    def lazy_sub(cls, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return cls.sub(a, b)
-
-    @classmethod
-    def canonical(cls, a: np.ndarray) -> np.ndarray:
-        return a
 
     @classmethod
     def mul(cls, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -59,6 +59,8 @@ def ntt(field: type[_PrimeField], a: np.ndarray, inverse: bool = False, scale: b
     n = a.shape[-1]
     if n & (n - 1) or n == 0:
         raise ValueError("NTT size must be a power of two")
+    if field.NATIVE:  # compiled radix-2 transform of every row (crypto.field_native)
+        return field.ntt_rows(a, *_native_plan(field, n, inverse, scale))  # type: ignore[attr-defined]
     if field.CHEAP_DOT and 1 < n and a.size * n <= SMALL_NTT_MAX_PRODUCTS:
         # Tiny transforms: one exact integer product with the cached DFT
         # matrix instead of log2(n) stages of per-call overhead.
@@ -84,6 +86,16 @@ def ntt(field: type[_PrimeField], a: np.ndarray, inverse: bool = False, scale: b
     if inverse and scale and n > 1:
         return field.mul(x, field.const(field.s_inv(n)))
     return field.canonical(x)
+
+
+@cache
+def _native_plan(field: type[_PrimeField], n: int, inverse: bool, scale: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """([w^j for j < n/2], 1/n or None) for the compiled transform, w = alpha_n (inverted for inverse)."""
+    w = field.root_of_unity(n)
+    if inverse:
+        w = field.s_inv(w)
+    factor = field.const(field.s_inv(n)) if inverse and scale and n > 1 else None
+    return field.powers(w, n // 2), factor
 
 
 # Up to this many products (rows * n * n) ntt uses the DFT matrix on backends

@@ -30,6 +30,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import numpy as np
 
 from twinmpc.crypto.field import Field64, Field64Small, Field128, Field128Limbs, _PrimeField
+from twinmpc.crypto.field_native import Field64Native, Field128Native, kernel_enabled
 from twinmpc.crypto.xof import Xof, XofTurboShake128
 from twinmpc.mpc.errors import (
     DecodeError,
@@ -82,7 +83,13 @@ SHARD_BATCH_MAX_MEAS_LEN = 2048
 
 
 def field128_backend(meas_len: int) -> type[_PrimeField]:
-    """Field128 implementation suited to a circuit of this measurement length."""
+    """Field128 implementation suited to a circuit of this measurement length.
+
+    The compiled kernel (crypto.field_native) wins at every size; the numpy
+    reference path picks Python ints or limbs by size.
+    """
+    if kernel_enabled():
+        return Field128Native
     return Field128Limbs if meas_len >= LIMB_BACKEND_MIN_LEN else Field128
 
 
@@ -91,7 +98,9 @@ UINT64_BACKEND_MIN_LEN = 256
 
 
 def field64_backend(meas_len: int) -> type[_PrimeField]:
-    """Field64 implementation suited to a circuit of this measurement length."""
+    """Field64 implementation suited to a circuit of this measurement length (as field128_backend)."""
+    if kernel_enabled():
+        return Field64Native
     return Field64 if meas_len >= UINT64_BACKEND_MIN_LEN else Field64Small
 
 
@@ -133,8 +142,9 @@ class Prio3(Generic[M, R]):
         self.xof = xof
         self.flp = FlpBBCGGI19(valid)
         self.field: type[_PrimeField] = valid.field
-        # Output and aggregate shares use one array type per field whatever the
-        # compute backend (uint64 or object arrays, as mpc.dp expects).
+        # Output and aggregate shares use one array type per field and kernel:
+        # on the numpy path uint64 or object arrays whatever the compute backend,
+        # on the native path the native arrays (same bytes; mpc.dp goes through to_ints).
         self.agg_field: type[_PrimeField] = Field128 if valid.field is Field128Limbs else valid.field
         seed = xof.SEED_SIZE
         self.VERIFY_KEY_SIZE = seed

@@ -260,8 +260,8 @@ BATCH_VECTOR_FILES = [p for p in vectors.VECTOR_FILES if not p.stem.startswith("
 
 
 @pytest.mark.parametrize("path", BATCH_VECTOR_FILES, ids=lambda p: p.stem)
-def test_official_vectors_through_the_batch_path(path) -> None:  # type: ignore[no-untyped-def]
-    """Known answers: all of a vector file's reports verified as one batch per aggregator."""
+def test_official_vectors_through_the_batch_path(path, kernel) -> None:  # type: ignore[no-untyped-def]
+    """Known answers: all of a vector file's reports verified as one batch per aggregator (both kernels)."""
     vectors._require_vectors()
     doc = json.loads(path.read_text())
     vdaf = vectors.build(path.stem, doc)
@@ -325,8 +325,8 @@ def test_shard_batch_matches_shard_report_by_report(name: str) -> None:
 
 
 @pytest.mark.parametrize("path", [p for p in BATCH_VECTOR_FILES if "_bad_" not in p.stem], ids=lambda p: p.stem)
-def test_official_vectors_sharded_as_one_batch(path) -> None:  # type: ignore[no-untyped-def]
-    """Known answers: every report of a vector file sharded in one shard_batch call."""
+def test_official_vectors_sharded_as_one_batch(path, kernel) -> None:  # type: ignore[no-untyped-def]
+    """Known answers: every report of a vector file sharded in one shard_batch call (both kernels)."""
     vectors._require_vectors()
     doc = json.loads(path.read_text())
     vdaf = vectors.build(path.stem, doc)

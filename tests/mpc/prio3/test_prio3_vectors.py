@@ -18,6 +18,7 @@ from tests.paths import REPO, OUR_VECTORS, VDAF_VECTORS  # noqa: F401
 import pytest
 
 from twinmpc.crypto.field import Field64, Field64Small, Field128, Field128Limbs
+from twinmpc.crypto.field_native import KERNEL_ENV, Field64Native, Field128Native, native_built
 from twinmpc.mpc.errors import (
     DecodeError,
     InvalidMeasurement,
@@ -36,7 +37,7 @@ from twinmpc.mpc.prio3 import (
 )
 from twinmpc.mpc.prio3.circuits import Count, Histogram, MultihotCountVec, Sum, SumVec
 from twinmpc.mpc.prio3.flp import PolyEval, Valid
-from twinmpc.mpc.prio3.prio3 import Prio3
+from twinmpc.mpc.prio3.prio3 import Prio3, field64_backend
 from twinmpc.mpc.vdaf import Vdaf
 
 VECTOR_DIR = VDAF_VECTORS / "vdaf"
@@ -61,7 +62,7 @@ class HigherDegree(Valid[int, int]):
     EVAL_OUTPUT_LEN = 1
 
     def __init__(self) -> None:
-        self.field = Field64Small
+        self.field = field64_backend(1)  # follows the kernel selection, like the draft's variants
         self.GADGETS = [PolyEval([0, 2, -3, 1])]
         self.GADGET_CALLS = [1]
 
@@ -94,11 +95,13 @@ def build(name: str, doc: dict[str, Any]) -> Prio3[Any, Any]:
 
 
 @pytest.mark.parametrize("path", VECTOR_FILES, ids=lambda p: p.stem)
-def test_official_vector(path: Path) -> None:
+def test_official_vector(path: Path, kernel: str) -> None:
+    """Every official vector, byte for byte, through both the native and the numpy field kernels."""
     _require_vectors()
     doc = json.loads(path.read_text())
     vdaf = build(path.stem, doc)
     assert isinstance(vdaf, Vdaf)
+    assert vdaf.field.NATIVE == (kernel == "native")
     replay_vector(vdaf, doc, bad="_bad_" in path.stem)
 
 
@@ -221,13 +224,26 @@ def test_official_vector_on_uint64_backend(path: Path) -> None:
     replay_vector(vdaf, doc, bad="_bad_" in path.stem)
 
 
-def test_backend_selection_by_size() -> None:
+def test_backend_selection_by_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the numpy path the backend follows the circuit size; the native kernel serves every size."""
+    monkeypatch.setenv(KERNEL_ENV, "numpy")
     long_vec = Prio3SumVec(2, 1000, 255, 89)
     assert long_vec.field is Field128Limbs
     assert long_vec.agg_field is Field128 and long_vec.agg_init(b"").dtype == object
     assert Prio3Histogram(2, 100, 10).field is Field128
     assert Prio3Count(2).field is Field64Small
     assert Prio3SumVecWithMultiproof(2, 1000, 255, 89).field is Field64
+    if native_built():
+        monkeypatch.setenv(KERNEL_ENV, "native")
+        assert Prio3SumVec(2, 1000, 255, 89).field is Field128Native is Prio3Histogram(2, 100, 10).field
+        assert Prio3Count(2).field is Field64Native is Prio3SumVecWithMultiproof(2, 1000, 255, 89).field
+        assert Prio3Histogram(2, 4, 2).agg_field is Field128Native
+
+
+def test_kernel_selection_rejects_unknown_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KERNEL_ENV, "fortran")
+    with pytest.raises(ValueError):
+        Prio3Count(2)
 
 
 def test_every_vector_family_is_covered() -> None:

@@ -1,0 +1,32 @@
+"""cffi build script for `twinmpc.crypto._field_kernel` (the C source is crypto/field_kernel.c).
+
+Run by setuptools at `pip install` (setup.py's ``cffi_modules``); never imported at run time.
+"""
+
+from pathlib import Path
+
+from cffi import FFI
+
+_SOURCE = Path(__file__).with_name("field_kernel.c")
+
+_BINARY = "void {name}(uint64_t *out, const uint64_t *a, const uint64_t *b, int64_t n0, int64_t n1, int64_t n2, " \
+    "int64_t sa0, int64_t sa1, int64_t sa2, int64_t sb0, int64_t sb1, int64_t sb2);"
+
+ffibuilder = FFI()
+ffibuilder.cdef(
+    "\n".join(
+        _BINARY.format(name=f"{field}_{op}")
+        for field in ("f64", "f128")
+        for op in ("add", "sub", "mul", "mul_sum")
+    )
+    + "\nvoid f64_ntt(uint64_t *x, int64_t rows, int64_t n, const uint64_t *tw, const uint64_t *scale);"
+    + "\nvoid f128_ntt(uint64_t *x, int64_t rows, int64_t n, const uint64_t *tw, const uint64_t *scale);"
+)
+ffibuilder.set_source(
+    "twinmpc.crypto._field_kernel",
+    _SOURCE.read_text(),
+    extra_compile_args=["-O3", "-std=c11"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

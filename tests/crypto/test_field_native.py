@@ -1,0 +1,116 @@
+"""The compiled field kernel (crypto.field_native) against the numpy reference backends.
+
+Edge elements (0, 1, p-1, values whose limbs are all ones, powers of two at
+the fold boundaries) go through every operation, with the operand shapes
+Prio3 uses: equal shapes, broadcast constants and columns, strided and
+reversed views, reductions along every axis, and transforms of every size.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from twinmpc.crypto import poly
+from twinmpc.crypto.field import Field64, Field128Limbs
+from twinmpc.crypto.field_native import Field64Native, Field128Native, native_built
+
+if not native_built():
+    if os.environ.get("CI") == "true":
+        pytest.fail("twinmpc.crypto._field_kernel is not built", pytrace=False)
+    pytest.skip("LOUD SKIP: twinmpc.crypto._field_kernel is not built (pip install -e .)", allow_module_level=True)
+
+PAIRS = [(Field64, Field64Native), (Field128Limbs, Field128Native)]
+
+
+def _elems(p: int) -> st.SearchStrategy[int]:
+    edges = [0, 1, 2, p - 1, p - 2, (p - 1) // 2, 2**32 - 1, 2**32, 2**63, 2**64 - 1 if p > 2**64 else p - 3]
+    if p > 2**64:
+        edges += [2**64, 2**96, 2**127, 28 * 2**64 - 1, p - 2**64, (2**64 - 29) << 64 | (2**64 - 1)]
+    return st.one_of(st.sampled_from(edges), st.integers(0, p - 1))
+
+
+@pytest.mark.parametrize("ref, nat", PAIRS, ids=lambda f: f.__name__)
+def test_element_wise_ops_match_the_reference(ref, nat) -> None:  # type: ignore[no-untyped-def]
+    @settings(max_examples=60, deadline=None)
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        rows, cols = data.draw(st.integers(1, 6)), data.draw(st.integers(1, 9))
+        xs = data.draw(st.lists(_elems(ref.MODULUS), min_size=rows * cols, max_size=rows * cols))
+        ys = data.draw(st.lists(_elems(ref.MODULUS), min_size=rows * cols, max_size=rows * cols))
+        a, b = ref.from_ints(xs).reshape(rows, cols), ref.from_ints(ys).reshape(rows, cols)
+        operands = [
+            (a, b),  # same shape
+            (a, b[:1]),  # a broadcast row
+            (a, b[:, :1]),  # a broadcast column
+            (a, ref.const(ys[0])),  # a constant
+            (a[:, ::2], b[:, ::2]),  # strided views
+            (a[:, ::2], b[-1, ::2]),  # strided view and a strided broadcast row
+            (a[::-1], b),  # reversed rows
+            (a.T, b.T),  # transposed
+        ]
+        for x, y in operands:
+            for op in ("add", "sub", "mul"):
+                got, want = getattr(nat, op)(x, y), getattr(ref, op)(x, y)
+                assert got.shape == want.shape and np.array_equal(got, want), op
+        assert np.array_equal(nat.neg(a), ref.neg(a))
+
+    check()
+
+
+@pytest.mark.parametrize("ref, nat", PAIRS, ids=lambda f: f.__name__)
+def test_sums_of_products_match_the_reference(ref, nat) -> None:  # type: ignore[no-untyped-def]
+    @settings(max_examples=40, deadline=None)
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        shape = tuple(data.draw(st.lists(st.integers(1, 5), min_size=1, max_size=3)))
+        size = int(np.prod(shape))
+        a = ref.from_ints(data.draw(st.lists(_elems(ref.MODULUS), min_size=size, max_size=size))).reshape(shape)
+        b = ref.from_ints(data.draw(st.lists(_elems(ref.MODULUS), min_size=size, max_size=size))).reshape(shape)
+        for axis in range(-len(shape), len(shape)):
+            assert np.array_equal(nat.sum(a, axis=axis), ref.sum(a, axis=axis))
+            assert np.array_equal(nat.mul_sum(a, b, axis=axis), ref.mul_sum(a, b, axis=axis))
+        col = b.reshape(-1)[: shape[-1]]
+        assert np.array_equal(nat.mul_sum(a, col), ref.mul_sum(a, col))
+        m = b.reshape(-1)[: shape[-1]].reshape(shape[-1], 1)
+        assert np.array_equal(nat.matmul(a, m), ref.matmul(a, m))
+
+    check()
+
+
+def test_long_sums_keep_every_carry() -> None:
+    """Column sums of many maximal products (p-1)^2 exercise the lazy accumulators' top words."""
+    for ref, nat in PAIRS:
+        n = 5000
+        a = ref.from_ints([ref.MODULUS - 1] * n)
+        assert ref.to_ints(nat.mul_sum(a, a)) == [n % ref.MODULUS]
+        assert ref.to_ints(nat.sum(a)) == [(-n) % ref.MODULUS]
+
+
+@pytest.mark.parametrize("ref, nat", PAIRS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("n", [1, 2, 4, 16, 128, 1024])
+def test_ntt_matches_the_reference(ref, nat, n: int) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(n)
+    rows = 3
+    vals = [int(x) for x in rng.integers(0, 2**62, size=rows * n)]
+    vals[0], vals[-1] = ref.MODULUS - 1, ref.MODULUS - 2
+    a = ref.from_ints(vals).reshape(rows, n)
+    for inverse in (False, True):
+        for scale in (False, True):
+            got = poly.ntt(nat, a, inverse=inverse, scale=scale)
+            assert np.array_equal(got, poly.ntt(ref, a, inverse=inverse, scale=scale))
+    assert np.array_equal(poly.ntt(nat, poly.ntt(nat, a), inverse=True), a)  # round trip
+    assert np.array_equal(poly.extend_values(nat, a, 2 * n), poly.extend_values(ref, a, 2 * n))
+
+
+def test_native_twins_share_the_reference_layout() -> None:
+    """Conversions between a backend and its native twin are free: the same array comes back."""
+    x = Field128Limbs.from_ints([1, 2, Field128Limbs.MODULUS - 1])
+    assert Field128Native.from_backend(Field128Limbs, x) is x and Field128Limbs.from_backend(Field128Native, x) is x
+    y = Field64.from_ints([5, Field64.MODULUS - 1])
+    assert Field64Native.from_backend(Field64, y) is y and Field64.from_backend(Field64Native, y) is y
+    assert Field128Native.encode_vec(x) == Field128Limbs.encode_vec(x)
