@@ -36,15 +36,37 @@ app.add_typer(edge_app, name="edge")
 PkiDir = Annotated[Path, typer.Option("--pki-dir", help="Folder with ca.crt and <identity>.crt/.key")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"twinmpc {version('twinmpc')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """twinmpc: secure multi-party aggregation for smart-city digital twins."""
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
 
 
 def _creds(pki_dir: Path, identity: str) -> grpc.ChannelCredentials:
+    return _creds_from(pki_dir / f"{identity}.crt", pki_dir / f"{identity}.key", pki_dir / "ca.crt")
+
+
+def _creds_from(cert: Path, key: Path, ca: Path) -> grpc.ChannelCredentials:
     from twinmpc.services import pki
 
-    return pki.channel_credentials(pki_dir / f"{identity}.crt", pki_dir / f"{identity}.key", pki_dir / "ca.crt")
+    try:
+        return pki.channel_credentials(cert, key, ca)
+    except pki.PkiError as exc:
+        raise fail(str(exc), 2) from None
 
 
 def _run(coro):
@@ -100,18 +122,110 @@ def aggregator_serve(
 
     try:
         cfg = load_aggregator_config(config)
+        cfg.database_password()  # an unset password variable is a config mistake: say so before anything starts
     except ConfigError as exc:
         raise fail(str(exc), 2) from None
     from twinmpc.services.logs import configure_json_logging
 
     configure_json_logging(cfg.log_level)
     from twinmpc.services.keyfiles import KeyFileError
-    from twinmpc.services.pki import PkiError
 
     try:
         asyncio.run(serve(cfg, port_file=port_file))
-    except (PkiError, KeyFileError, OSError) as exc:
+    except ConfigError as exc:
+        raise fail(str(exc), 2) from None
+    except (TwinMpcError, KeyFileError, OSError) as exc:  # certificates, key files, database, occupied port
         raise fail(f"aggregator could not start: {exc}") from None
+
+
+@agg_app.command("init-config")
+def aggregator_init_config(
+    identity: Annotated[str, typer.Option(help="the aggregator's identity (its certificate: twinmpc pki issue --identity)")],
+    listen: Annotated[str, typer.Option(help="HOST:PORT the gRPC server binds")],
+    out: Annotated[Path, typer.Option(help="the TOML file to write (refused if it exists)")],
+    pki_dir: Annotated[str, typer.Option("--pki-dir", help="folder with ca.crt and <identity>.crt/.key, relative to --out's folder")] = "pki",
+    data_dir: Annotated[Optional[str], typer.Option(help="store folder, relative to --out's folder (default: <identity>-data)")] = None,
+    metrics_listen: Annotated[Optional[str], typer.Option(help="HOST:PORT for Prometheus GET /metrics")] = None,
+    database_url: Annotated[Optional[str], typer.Option(help="postgresql://user@host:port/db shared by replicas (default: SQLite)")] = None,
+    database_password_env: Annotated[Optional[str], typer.Option(help="environment variable holding the database password")] = None,
+) -> None:
+    """Write a ready-to-serve aggregator config (one per operator; see examples/aggregator.toml for every key)."""
+    from twinmpc.services.aggregator.config import ConfigError, render_aggregator_config
+
+    try:
+        text = render_aggregator_config(identity=identity, listen=listen, pki_dir=pki_dir, data_dir=data_dir or f"{identity}-data",
+                                        metrics_listen=metrics_listen, database_url=database_url,
+                                        database_password_env=database_password_env)
+        with open(out, "x") as f:
+            f.write(text)
+    except ConfigError as exc:
+        raise fail(str(exc), 2) from None
+    except OSError as exc:
+        raise fail(f"{out}: {exc.strerror}", 2) from None
+    typer.echo(str(out))
+
+
+def _own_name_override(cert_path: Path, host: str) -> str | None:
+    """The TLS name to expect when checking our own server at `host` (its cert may not name loopback)."""
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, x509.ExtensionNotFound) as exc:
+        raise fail(f"{cert_path}: {exc}", 2) from None
+    dns = names.get_values_for_type(x509.DNSName)
+    ips = [str(ip) for ip in names.get_values_for_type(x509.IPAddress)]
+    return None if host in dns or host in ips or not dns else dns[0]
+
+
+@agg_app.command("health")
+def aggregator_health(
+    config: Annotated[Path, typer.Option(help="the aggregator's TOML: its certificate authenticates the check")],
+    endpoint: Annotated[Optional[str], typer.Option(help="HOST:PORT to check (default: the config's listen address, on this host)")] = None,
+    wait: Annotated[float, typer.Option(help="keep trying this many seconds until it serves")] = 0.0,
+    timeout: Annotated[float, typer.Option(help="seconds allowed per check")] = 5.0,
+) -> None:
+    """Exit 0 once the aggregator answers grpc.health.v1 with SERVING: for scripts and container probes."""
+    from twinmpc.services.aggregator.config import ConfigError, load_aggregator_config
+
+    try:
+        cfg = load_aggregator_config(config)
+    except ConfigError as exc:
+        raise fail(str(exc), 2) from None
+    if endpoint is None:
+        host, _, port = cfg.listen.rpartition(":")
+        endpoint = f"{'127.0.0.1' if host.strip('[]') in ('0.0.0.0', '::', '') else host}:{port}"
+    override = _own_name_override(cfg.tls.cert, endpoint.rpartition(":")[0].strip("[]"))
+    try:
+        creds = _creds_from(cfg.tls.cert, cfg.tls.key, cfg.tls.ca)
+    except TwinMpcError as exc:
+        raise fail(str(exc), 2) from None
+    status = asyncio.run(_check_health(endpoint, creds, override, wait, timeout))
+    if status != "SERVING":
+        raise fail(f"{endpoint}: {status}")
+    typer.echo(f"{endpoint}: SERVING")
+
+
+async def _check_health(endpoint: str, creds: grpc.ChannelCredentials, name_override: str | None, wait: float, timeout: float) -> str:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    options = [("grpc.ssl_target_name_override", name_override)] if name_override else []
+    async with grpc.aio.secure_channel(endpoint, creds, options=options) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=max(0.1, min(timeout, remaining) if wait else timeout),
+                                         wait_for_ready=wait > 0)
+                status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.aio.AioRpcError as exc:
+                status = f"{exc.code().name}: {exc.details()}"
+            if status == "SERVING" or loop.time() >= deadline:
+                return status
+            await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
 
 
 # --------------------------------------------------------------- keys ---
@@ -190,10 +304,11 @@ def task_create(
     pki_dir: PkiDir,
     collector_key: Annotated[Optional[Path], typer.Option(help="collector HPKE key file (mode 'shares': its public config goes into the task)")] = None,
     mode: Annotated[str, typer.Option(help="shares | paillier | ckks")] = "shares",
-    he_public_key: Annotated[Optional[str], typer.Option(help="base64url public key from `twinmpc he-key generate` (paillier, ckks)")] = None,
+    he_public_key: Annotated[Optional[str], typer.Option(help="base64url public key from `twinmpc he-key generate` (paillier)")] = None,
+    he_public_key_file: Annotated[Optional[Path], typer.Option(help="file holding that public key (ckks keys are ~0.5 MB: too long for an argument)")] = None,
     identity: str = "admin",
-    window_seconds: int = 60,
-    min_batch_size: int = 100,
+    window_seconds: Annotated[int, typer.Option(help="window length in seconds: reports are summed per window")] = 60,
+    min_batch_size: Annotated[int, typer.Option(help="a window is released only with at least this many reports")] = 100,
     vdaf: Annotated[Optional[str], typer.Option(help="prio3 (validity proofs, the default) or twinring64")] = None,
     dp: Annotated[str, typer.Option(help='JSON DP block, e.g. {"algo": "discrete-gaussian", "epsilon": 1.0, "delta": 1e-9}')] = '{"algo": "none"}',
     out: Annotated[Optional[Path], typer.Option(help="write the task document here")] = None,
@@ -214,9 +329,15 @@ def task_create(
         }
         if collector_key is not None:
             doc["collector_hpke_config"] = b64encode(load_hpke_key(collector_key).config.encode())
+        if he_public_key is not None and he_public_key_file is not None:
+            raise ValueError("give --he-public-key or --he-public-key-file, not both")
+        if he_public_key_file is not None:
+            he_public_key = he_public_key_file.read_text().strip()
         if he_public_key is not None:
             doc["he_public_key"] = he_public_key
-    except (json.JSONDecodeError, ValueError, OSError, KeyFileError) as exc:
+    except OSError as exc:
+        raise fail(f"{exc.filename}: {exc.strerror}", 2) from None
+    except (json.JSONDecodeError, ValueError, KeyFileError) as exc:
         raise fail(str(exc), 2) from None
     task = _run(TaskAdminClient(_creds(pki_dir, identity)).provision_task(endpoint, doc))
     text = json.dumps(task.to_dict(), indent=2, sort_keys=True)
@@ -300,7 +421,14 @@ def edge_run(config: Annotated[Path, typer.Option(help="edge.toml (see examples/
     from twinmpc.services.logs import configure_json_logging
 
     configure_json_logging("INFO")
-    asyncio.run(run_edge_agent(str(config)))
+    from twinmpc.services.edge.config import EdgeConfigError
+
+    try:
+        asyncio.run(run_edge_agent(str(config)))
+    except EdgeConfigError as exc:  # e.g. a task file the config names is missing or invalid
+        raise fail(str(exc), 2) from None
+    except (TwinMpcError, OSError) as exc:  # certificates, outbox
+        raise fail(f"edge agent could not start: {exc}") from None
 
 
 # -------------------------------------------------------------- upload ---
@@ -312,7 +440,12 @@ def upload(
     source: Annotated[Optional[Path], typer.Option("--file", help="JSON lines of measurements (default: stdin)")] = None,
     time_: Annotated[Optional[int], typer.Option("--time", help="report timestamp (default: now)")] = None,
 ) -> None:
-    """Shard, seal and upload one report per JSON line of measurements."""
+    """Shard, seal and upload one report per JSON line of measurements.
+
+    Prints the start of each window the accepted reports went into, one per
+    line on stdout (what `twinmpc collect --window` takes); the summary goes
+    to stderr.
+    """
     from twinmpc.mpc.client import shard_report, shard_reports
     from twinmpc.mpc.he_mode import encrypt_he_report
     from twinmpc.services.client import UploadClient
@@ -345,31 +478,56 @@ def upload(
             return await client.upload_batch(task.task_id, reports)
 
     outcomes = _run(go())
-    accepted = sum(o.accepted for o in outcomes)
+    times = {r.report_id: r.time for r in reports}
+    windows: dict[int, int] = {}
     for o in outcomes:
-        if not o.accepted:
+        if o.accepted:
+            start = task.window_start(times[o.report_id])
+            windows[start] = windows.get(start, 0) + 1
+        else:
             typer.echo(f"rejected {o.report_id.hex()}: {o.status}: {o.message}", err=True)
-    typer.echo(f"{accepted}/{len(outcomes)} reports accepted")
+    accepted = sum(windows.values())
+    typer.echo(f"{accepted}/{len(outcomes)} reports accepted", err=True)
+    for start, count in sorted(windows.items()):
+        closes = start + task.window_seconds
+        typer.echo(f"  window {start}: {count} report(s); collectable from {_utc(closes)} ({closes})", err=True)
+        typer.echo(str(start))
     if accepted != len(outcomes):
         raise typer.Exit(1)
+
+
+def _utc(unix: int) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ------------------------------------------------------------- collect ---
 @app.command("collect")
 def collect(
     task_file: Annotated[Path, typer.Option("--task")],
-    window: Annotated[int, typer.Option(help="window start (unix seconds)")],
+    window: Annotated[str, typer.Option(help="window start in unix seconds, as `twinmpc upload` prints it; or 'latest': the last window closed by now")],
     pki_dir: PkiDir,
+    wait: Annotated[bool, typer.Option("--wait", help="if the window is still open, sleep until it closes, then collect")] = False,
     collector_key: Annotated[Optional[Path], typer.Option(help="collector HPKE key (mode 'shares')")] = None,
     he_key: Annotated[Optional[Path], typer.Option(help="collector secret key (modes 'paillier', 'ckks')")] = None,
     passphrase_env: str = "TWINMPC_HE_PASSPHRASE",
     identity: str = "controller-1",
 ) -> None:
     """Collect a closed window's result and print it as JSON."""
+    import time
+
     from twinmpc.services.client import Collector
     from twinmpc.services.keyfiles import KeyFileError, load_hpke_key
 
     task = _load_task(task_file)
+    if window == "latest":
+        window_start = task.window_start(int(time.time())) - task.window_seconds
+    else:
+        try:
+            window_start = int(window)
+        except ValueError:
+            raise fail(f"--window must be a window start (unix seconds) or 'latest', got {window!r}", 2) from None
     key = he_secret = None
     if task.mode == "shares":
         if collector_key is None:
@@ -383,9 +541,13 @@ def collect(
             raise fail(f"mode {task.mode!r} needs --he-key", 2)
         he_secret = _load_he_secret(task.mode, he_key, passphrase_env)
 
+    closes = window_start + task.window_seconds
+    if wait and time.time() < closes:
+        time.sleep(closes - time.time() + 0.2)  # a little past the close: the aggregators' clocks decide
+
     async def go():
         async with Collector(task.aggregators[0].endpoint, _creds(pki_dir, identity), key, he_secret_key=he_secret) as c:
-            return await c.collect(task, window)
+            return await c.collect(task, window_start)
 
     r = _run(go())
     typer.echo(json.dumps({"task_id": task.task_id_b64, "window_start": r.window_start, "window_seconds": r.window_seconds,

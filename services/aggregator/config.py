@@ -24,6 +24,7 @@ Example (``aggregator.toml``)::
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -32,6 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from twinmpc.mpc.errors import InvalidTask
+from twinmpc.services.listen import split_listen
 
 
 class TlsConfig(BaseModel):
@@ -64,6 +66,13 @@ class AggregatorConfig(BaseModel):
     metrics_listen: str | None = None  # e.g. "127.0.0.1:9464": Prometheus GET /metrics
     database_url: str | None = None  # postgresql://user@host:port/db (docs/storage.md); None: SQLite in data_dir
     database_password_env: str | None = None  # name of the environment variable holding the database password
+
+    @field_validator("listen", "metrics_listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_listen(value)
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -108,5 +117,68 @@ def load_aggregator_config(path: str | Path) -> AggregatorConfig:
     try:
         return AggregatorConfig.model_validate(doc)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"{path}: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from exc
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from None
+
+
+def render_aggregator_config(
+    *,
+    identity: str,
+    listen: str,
+    pki_dir: str,
+    data_dir: str,
+    metrics_listen: str | None = None,
+    database_url: str | None = None,
+    database_password_env: str | None = None,
+) -> str:
+    """A commented aggregator TOML for `twinmpc aggregator init-config`.
+
+    Paths are written as given (relative ones resolve against the file's
+    folder when it is loaded).  The text is validated by parsing it back, so
+    a file this writes always starts an aggregator as far as config goes.
+    """
+
+    def q(value: str) -> str:
+        return json.dumps(value)  # a TOML basic string is a JSON string for these values
+
+    pki = pki_dir.rstrip("/") or "."
+    lines = [
+        f"# Aggregator {identity}: written by `twinmpc aggregator init-config`; all keys: examples/aggregator.toml.",
+        "# Run with:  twinmpc aggregator serve --config <this file>",
+        "# Relative paths resolve against this file's folder.",
+        "",
+        f"listen = {q(listen)}",
+        f"data_dir = {q(data_dir)}    # SQLite store, HPKE key, datastore key, audit log (created 0600/0700)",
+        f"identity = {q(identity)}",
+        'hpke_suite = "x25519-hkdf-sha256-aes128gcm"   # or "mlkem768x25519-hkdf-sha256-aes128gcm" (post-quantum hybrid)',
+        'log_level = "INFO"',
+    ]
+    if metrics_listen:
+        lines.append(f"metrics_listen = {q(metrics_listen)}   # Prometheus GET /metrics (plain HTTP: loopback or a monitoring network)")
+    else:
+        lines.append('# metrics_listen = "127.0.0.1:9464"   # Prometheus GET /metrics (plain HTTP: loopback or a monitoring network)')
+    if database_url:
+        lines.append(f"database_url = {q(database_url)}   # replicas share it (docs/storage.md)")
+        if database_password_env:
+            lines.append(f"database_password_env = {q(database_password_env)}   # the password only ever from the environment")
+    else:
+        lines.append('# database_url = "postgresql://twinmpc@db.internal:5432/twinmpc"   # replicas share one database (docs/storage.md)')
+        lines.append('# database_password_env = "TWINMPC_DB_PASSWORD"')
+    lines += [
+        "",
+        f"[tls]                               # twinmpc pki issue --dir {pki} --role aggregator --identity {identity}",
+        f"cert = {q(f'{pki}/{identity}.crt')}",
+        f"key = {q(f'{pki}/{identity}.key')}",
+        f"ca = {q(f'{pki}/ca.crt')}",
+        "",
+        "[limits]                            # defaults shown; see examples/aggregator.toml",
+        "# upload_rate_per_second = 50000    # per edge certificate",
+        "# collect_rate_per_second = 20      # per controller certificate",
+        "",
+    ]
+    text = "\n".join(lines)
+    try:
+        AggregatorConfig.model_validate({**tomllib.loads(text), "data_dir": data_dir})
+    except (tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise ConfigError(f"the values given do not make a valid config: {exc}") from None
+    return text

@@ -1,42 +1,116 @@
-"""Counters and latency summaries in Prometheus text format (no extra dependency)."""
+"""Aggregator metrics in Prometheus form (prometheus-client), and the INFO log of its events.
+
+Callers count events with ``inc(name, n=1, **labels)`` and time stages with
+``observe(stage, seconds)``; nothing else of the library leaks to them.
+Counters carry HELP text from `COUNTERS` and are exposed as
+``twinmpc_<name>``; stages feed one histogram, ``twinmpc_stage_seconds``
+(label ``stage``), whose buckets span the stage budgets (docs/bench.md), so a
+scraper computes quantiles over the window it chooses (``histogram_quantile``
+over a ``rate``) instead of a lifetime-wide figure.
+
+The operator-visible events (reports acknowledged at upload, an aggregation
+job counted, a window released) are logged at INFO here, where they are
+counted, so every call site logs them the same way.  Upload lines are
+summarised (at most one per second per label set, with the count since the
+previous line): an upload RPC per edge node must not turn into a log line per
+node.  Nothing secret is ever a label or in a line: only counts, statuses and
+task id prefixes.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections import defaultdict
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+log = logging.getLogger("twinmpc.aggregator")
+
+PREFIX = "twinmpc_"
+
+#: HELP text per counter name (a name not listed still works, with a generic HELP line).
+COUNTERS: dict[str, str] = {
+    "reports_uploaded_total": "Reports the leader stored durably and acknowledged to edge nodes.",
+    "reports_refused_total": "Reports refused at upload (replayed, stale, invalid), by status.",
+    "reports_aggregated_total": "Reports an aggregation job counted into window accumulators (leader and helpers).",
+    "reports_invalid_total": "Reports the aggregators' joint validity check rejected.",
+    "collections_total": "Windows released: aggregate shares sealed to a collector.",
+}
+
+#: Histogram buckets in seconds: from sub-millisecond uploads to a 30 s peer timeout.
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+_SUMMARISED = {"reports_uploaded_total": "upload: %d report(s) acknowledged%s"}
+_LOGGED = {
+    "reports_aggregated_total": "job: %d report(s) counted into window accumulators%s",
+    "collections_total": "release: %d window(s) released to the collector%s",
+}
+_SUMMARY_SECONDS = 1.0
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """One aggregator's metrics, in a registry of its own (several aggregators may share a process)."""
+
+    def __init__(self, *, clock=time.monotonic) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._counters: dict[str, tuple[Counter, tuple[str, ...]]] = {}
         self._lock = threading.Lock()
-        self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
-        self.latencies: dict[str, list[float]] = defaultdict(list)
+        self._stages = Histogram(
+            PREFIX + "stage_seconds",
+            "Time per stage: upload RPC, aggregation job, collection (seconds).",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        self._clock = clock
+        self._pending: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, float]] = {}  # -> (count, last line)
+
+    def _counter(self, name: str, labelnames: tuple[str, ...]) -> Counter:
+        with self._lock:
+            hit = self._counters.get(name)
+            if hit is None:
+                help_text = COUNTERS.get(name, f"twinmpc event count: {name.removesuffix('_total').replace('_', ' ')}.")
+                hit = (Counter(PREFIX + name, help_text, labelnames, registry=self.registry), labelnames)
+                self._counters[name] = hit
+        counter, expected = hit
+        if labelnames != expected:
+            raise ValueError(f"metric {name} is labelled by {list(expected)}, got {list(labelnames)}")
+        return counter
 
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
-        with self._lock:
-            self.counters[(name, tuple(sorted(labels.items())))] += amount
+        """Count `amount` events of `name` (a Prometheus counter, so never negative)."""
+        names = tuple(sorted(labels))
+        counter = self._counter(name, names)
+        (counter.labels(**labels) if names else counter).inc(amount)
+        if amount:
+            self._log(name, amount, labels)
 
     def observe(self, stage: str, seconds: float) -> None:
-        with self._lock:
-            samples = self.latencies[stage]
-            samples.append(seconds)
-            if len(samples) > 10_000:
-                del samples[: len(samples) - 10_000]
+        """Record how long one `stage` took."""
+        self._stages.labels(stage=stage).observe(seconds)
 
     def get(self, name: str, **labels: str) -> float:
-        with self._lock:
-            return self.counters.get((name, tuple(sorted(labels.items()))), 0)
+        """Current value of a counter (0 if never incremented)."""
+        return self.registry.get_sample_value(PREFIX + name, labels) or 0.0
 
-    def render(self) -> str:
-        """Prometheus exposition text (counters + latency quantiles per stage)."""
-        lines = []
+    def render(self) -> bytes:
+        """Prometheus text exposition (HELP/TYPE lines, counters, histogram buckets)."""
+        return generate_latest(self.registry)
+
+    def _log(self, name: str, amount: float, labels: dict[str, str]) -> None:
+        where = "".join(f" {k}={v}" for k, v in sorted(labels.items()))
+        if name in _LOGGED:
+            log.info(_LOGGED[name], amount, where)
+            return
+        if name not in _SUMMARISED:
+            return
+        key = (name, tuple(sorted(labels.items())))
+        now = self._clock()
         with self._lock:
-            for (name, labels), value in sorted(self.counters.items()):
-                label_text = ",".join(f'{k}="{v}"' for k, v in labels)
-                lines.append(f"twinmpc_{name}{{{label_text}}} {value:g}")
-            for stage, samples in sorted(self.latencies.items()):
-                ordered = sorted(samples)
-                for q in (0.5, 0.99):
-                    value = ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
-                    lines.append(f'twinmpc_stage_seconds{{stage="{stage}",quantile="{q}"}} {value:.6f}')
-        return "\n".join(lines) + "\n"
+            count, last = self._pending.get(key, (0.0, -_SUMMARY_SECONDS))
+            count += amount
+            due = now - last >= _SUMMARY_SECONDS
+            self._pending[key] = (0.0, now) if due else (count, last)
+        if due:
+            log.info(_SUMMARISED[name], count, where)

@@ -11,6 +11,9 @@ under the node's deterministic report id, stores it in the durable
 Bad input never stops the agent: every rejected message is counted by reason
 in :class:`EdgeMetrics` and logged with the stream name and the reason only
 (never the payload, never the concrete topic, which may carry a device id).
+Each report stored and each upload's outcome are logged at INFO; with
+``metrics_listen`` set the counters and stage histograms are served for
+Prometheus (`services.edge.metrics`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,10 @@ from twinmpc.mpc.task import Task
 from twinmpc.services.client import UploadClient
 from twinmpc.services.pki import channel_credentials
 
+from twinmpc.services.metrics_http import start_metrics_server
+
 from .config import EdgeConfig, EdgeConfigError, StreamConfig, load_edge_config
+from .metrics import EdgePrometheus
 from .mqtt_source import MqttSource
 from .outbox import Outbox, OutboxFull, Uploader, WindowAlreadyReported, drain_once
 from .pipeline import Pipeline, RejectedReading, WindowAccumulator, window_start
@@ -76,6 +82,7 @@ class EdgeMetrics:
     dead_letters: int = 0
     upload_retries: int = 0
     outbox_full: bool = False
+    outbox_pending: int = 0
 
     def snapshot(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "rejected"}
@@ -191,6 +198,7 @@ class EdgeAgent:
         self._jitter = jitter
         self._rand = rand
         self.metrics = EdgeMetrics()
+        self.prometheus = EdgePrometheus(self.metrics)
         self.outbox = Outbox(config.path(config.outbox.dir), max_reports=config.outbox.max_reports, clock=clock, rand=rand)
         key = self.outbox.derive_key(_PSEUDONYM_PURPOSE)
         tasks = tasks or {}
@@ -325,9 +333,11 @@ class EdgeAgent:
         noisy = stream.pipeline.add_noise(result.value, self._noise_rng)
         measurement, clamped = to_measurement(task.measurement, noisy)
         m.windows_clamped += int(clamped)
+        started = time.perf_counter()
         report = shard_report(
             task, measurement, time=report_time(task, ws), report_id=self.outbox.report_id(task.task_id, ws), rand=self._rand
         )
+        self.prometheus.observe("seal", time.perf_counter() - started)
         try:
             self.outbox.put(task.task_id, ws, report, stream=stream.cfg.name, readings=result.readings)
         except OutboxFull as exc:
@@ -347,12 +357,14 @@ class EdgeAgent:
         m.outbox_full = False
         m.windows_reported += 1
         m.readings_reported += result.readings
+        log.info("window %d of stream %s closed: report stored in the outbox (%d readings)", ws, stream.cfg.name, result.readings)
         return 1
 
     # -- upload -----------------------------------------------------------
     async def drain(self) -> int:
         """Upload every due report once; returns how many were settled as delivered."""
         ob = self.config.outbox
+        started = time.perf_counter()
         res = await drain_once(
             self.outbox,
             self.uploader,
@@ -362,6 +374,11 @@ class EdgeAgent:
             retry_max=ob.retry_max_seconds,
             jitter=self._jitter,
         )
+        if res.accepted or res.replayed or res.dead or res.retried:
+            self.prometheus.observe("upload", time.perf_counter() - started)
+        if res.accepted or res.replayed or res.dead:
+            log.info("upload: %d report(s) acknowledged (%d readings), %d already held by the leader, %d dead-lettered, %d to retry",
+                     res.accepted, res.readings_acked, res.replayed, res.dead, res.retried)
         m = self.metrics
         m.reports_acked += res.accepted
         m.reports_replayed += res.replayed
@@ -377,6 +394,7 @@ class EdgeAgent:
         self.close_due_windows()
         while await self.drain() >= self.config.outbox.batch_size:
             pass  # a full batch went through: more may be due right now
+        self.metrics.outbox_pending = self.outbox.pending()
         self.outbox.prune(self.clock() - self.config.outbox.ledger_retention_seconds)
 
     async def _tick_loop(self) -> None:
@@ -441,6 +459,14 @@ async def run_edge_agent(config_path: str) -> None:
     cfg = load_edge_config(config_path)
     client = upload_client(cfg)
     agent = EdgeAgent(cfg, uploader=client)
+    endpoint = None
+    if cfg.metrics_listen:
+        try:
+            endpoint = start_metrics_server(agent.prometheus.registry, cfg.metrics_listen)
+        except OSError as exc:
+            agent.outbox.close()
+            raise EdgeConfigError(f"metrics_listen {cfg.metrics_listen}: {exc.strerror or exc}") from None
+        log.info("metrics on port %d (GET /metrics)", endpoint.port)
     loop = asyncio.get_running_loop()
     handled = []
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -455,3 +481,5 @@ async def run_edge_agent(config_path: str) -> None:
         for sig in handled:
             loop.remove_signal_handler(sig)
         await client.close()
+        if endpoint is not None:
+            await asyncio.to_thread(endpoint.close)

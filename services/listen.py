@@ -1,0 +1,11 @@
+"""HOST:PORT listen addresses: one parser for every config that binds a socket."""
+
+from __future__ import annotations
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """Split "host:port" ("[::1]:7000" for IPv6; port 0 = any free port); ValueError names the value."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT (e.g. 0.0.0.0:7000), got {value!r}")
+    return host.strip("[]"), int(port)
