@@ -9,7 +9,7 @@ scraper computes quantiles over the window it chooses (``histogram_quantile``
 over a ``rate``) instead of a lifetime-wide figure.
 
 The operator-visible events (reports acknowledged at upload, an aggregation
-job counted, a window released) are logged at INFO here, where they are
+job counted, a collection answered) are logged at INFO here, where they are
 counted, so every call site logs them the same way.  Upload lines are
 summarised (at most one per second per label set, with the count since the
 previous line): an upload RPC per edge node must not turn into a log line per
@@ -35,7 +35,9 @@ COUNTERS: dict[str, str] = {
     "reports_refused_total": "Reports refused at upload (replayed, stale, invalid), by status.",
     "reports_aggregated_total": "Reports an aggregation job counted into window accumulators (leader and helpers).",
     "reports_invalid_total": "Reports the aggregators' joint validity check rejected.",
-    "collections_total": "Windows released: aggregate shares sealed to a collector.",
+    "collections_total": "Collections the leader answered: every aggregator's share sealed to the collector.",
+    "collections_released_total": "Windows this aggregator released: its noised aggregate share, charged to the privacy ledger.",
+    "collections_refused_total": "Collections this aggregator refused (window open, batch too small, budget spent ...), by reason.",
 }
 
 #: Histogram buckets in seconds: from sub-millisecond uploads to a 30 s peer timeout.
@@ -44,7 +46,7 @@ STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 _SUMMARISED = {"reports_uploaded_total": "upload: %d report(s) acknowledged%s"}
 _LOGGED = {
     "reports_aggregated_total": "job: %d report(s) counted into window accumulators%s",
-    "collections_total": "release: %d window(s) released to the collector%s",
+    "collections_total": "collection: %d window(s) returned to the collector%s",
 }
 _SUMMARY_SECONDS = 1.0
 

@@ -46,7 +46,7 @@ def test_scrape_after_upload_and_collection(loop_thread, cluster2, caplog):
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert any(m.startswith("upload: 4 report(s) acknowledged") and task.task_id_b64[:8] in m for m in messages), messages
     assert any(m.startswith("job: ") for m in messages), messages
-    assert any(m.startswith("release: 1 window(s)") for m in messages), messages
+    assert any(m.startswith("collection: 1 window(s) returned") for m in messages), messages
 
 
 def test_upload_log_lines_are_summarised_per_second():
