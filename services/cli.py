@@ -12,14 +12,16 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import grpc
 import typer
 
 from twinmpc.mpc.errors import TwinMpcError
+from twinmpc.services.cli_aggregator import agg_app
+from twinmpc.services.cli_base import creds as _creds
+from twinmpc.services.cli_base import fail
+from twinmpc.services.cli_base import run_rpc as _run
 
 app = typer.Typer(help="twinmpc: secure multi-party aggregation for smart-city digital twins.", no_args_is_help=True, add_completion=False)
 pki_app = typer.Typer(help="Create a CA and issue role certificates for mTLS.", no_args_is_help=True)
-agg_app = typer.Typer(help="Run an aggregator server.", no_args_is_help=True)
 task_app = typer.Typer(help="Create and list tasks on aggregators.", no_args_is_help=True)
 key_app = typer.Typer(help="Collector HPKE keys.", no_args_is_help=True)
 he_key_app = typer.Typer(help="Collector keys for the homomorphic modes (paillier, ckks).", no_args_is_help=True)
@@ -51,34 +53,6 @@ def _root(
     """twinmpc: secure multi-party aggregation for smart-city digital twins."""
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
-def _creds(pki_dir: Path, identity: str) -> grpc.ChannelCredentials:
-    return _creds_from(pki_dir / f"{identity}.crt", pki_dir / f"{identity}.key", pki_dir / "ca.crt")
-
-
-def _creds_from(cert: Path, key: Path, ca: Path) -> grpc.ChannelCredentials:
-    from twinmpc.services import pki
-
-    try:
-        return pki.channel_credentials(cert, key, ca)
-    except pki.PkiError as exc:
-        raise fail(str(exc), 2) from None
-
-
-def _run(coro):
-    """Run a coroutine, turning RPC and domain errors into exit code 1 with a message."""
-    try:
-        return asyncio.run(coro)
-    except grpc.aio.AioRpcError as exc:
-        raise fail(f"{exc.code().name}: {exc.details()}") from None
-    except TwinMpcError as exc:
-        raise fail(str(exc)) from None
-
-
 # ------------------------------------------------------------------ pki ---
 @pki_app.command("init")
 def pki_init(directory: Annotated[Path, typer.Option("--dir")], name: str = "twinmpc CA") -> None:
@@ -108,124 +82,6 @@ def pki_issue(
     except (pki.PkiError, ValueError) as exc:
         raise fail(str(exc), 2) from None
     typer.echo(f"{paths.cert}\n{paths.key}")
-
-
-# ------------------------------------------------------------ aggregator ---
-@agg_app.command("serve")
-def aggregator_serve(
-    config: Annotated[Path, typer.Option(help="aggregator TOML")],
-    port_file: Annotated[Optional[str], typer.Option(help="write the bound port here once listening")] = None,
-) -> None:
-    """Serve until SIGTERM/SIGINT."""
-    from twinmpc.services.aggregator.config import ConfigError, load_aggregator_config
-    from twinmpc.services.aggregator.server import serve
-
-    try:
-        cfg = load_aggregator_config(config)
-        cfg.database_password()  # an unset password variable is a config mistake: say so before anything starts
-    except ConfigError as exc:
-        raise fail(str(exc), 2) from None
-    from twinmpc.services.logs import configure_json_logging
-
-    configure_json_logging(cfg.log_level)
-    from twinmpc.services.keyfiles import KeyFileError
-
-    try:
-        asyncio.run(serve(cfg, port_file=port_file))
-    except ConfigError as exc:
-        raise fail(str(exc), 2) from None
-    except (TwinMpcError, KeyFileError, OSError) as exc:  # certificates, key files, database, occupied port
-        raise fail(f"aggregator could not start: {exc}") from None
-
-
-@agg_app.command("init-config")
-def aggregator_init_config(
-    identity: Annotated[str, typer.Option(help="the aggregator's identity (its certificate: twinmpc pki issue --identity)")],
-    listen: Annotated[str, typer.Option(help="HOST:PORT the gRPC server binds")],
-    out: Annotated[Path, typer.Option(help="the TOML file to write (refused if it exists)")],
-    pki_dir: Annotated[str, typer.Option("--pki-dir", help="folder with ca.crt and <identity>.crt/.key, relative to --out's folder")] = "pki",
-    data_dir: Annotated[Optional[str], typer.Option(help="store folder, relative to --out's folder (default: <identity>-data)")] = None,
-    metrics_listen: Annotated[Optional[str], typer.Option(help="HOST:PORT for Prometheus GET /metrics")] = None,
-    database_url: Annotated[Optional[str], typer.Option(help="postgresql://user@host:port/db shared by replicas (default: SQLite)")] = None,
-    database_password_env: Annotated[Optional[str], typer.Option(help="environment variable holding the database password")] = None,
-) -> None:
-    """Write a ready-to-serve aggregator config (one per operator; see examples/aggregator.toml for every key)."""
-    from twinmpc.services.aggregator.config import ConfigError, render_aggregator_config
-
-    try:
-        text = render_aggregator_config(identity=identity, listen=listen, pki_dir=pki_dir, data_dir=data_dir or f"{identity}-data",
-                                        metrics_listen=metrics_listen, database_url=database_url,
-                                        database_password_env=database_password_env)
-        with open(out, "x") as f:
-            f.write(text)
-    except ConfigError as exc:
-        raise fail(str(exc), 2) from None
-    except OSError as exc:
-        raise fail(f"{out}: {exc.strerror}", 2) from None
-    typer.echo(str(out))
-
-
-def _own_name_override(cert_path: Path, host: str) -> str | None:
-    """The TLS name to expect when checking our own server at `host` (its cert may not name loopback)."""
-    from cryptography import x509
-
-    try:
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (OSError, ValueError, x509.ExtensionNotFound) as exc:
-        raise fail(f"{cert_path}: {exc}", 2) from None
-    dns = names.get_values_for_type(x509.DNSName)
-    ips = [str(ip) for ip in names.get_values_for_type(x509.IPAddress)]
-    return None if host in dns or host in ips or not dns else dns[0]
-
-
-@agg_app.command("health")
-def aggregator_health(
-    config: Annotated[Path, typer.Option(help="the aggregator's TOML: its certificate authenticates the check")],
-    endpoint: Annotated[Optional[str], typer.Option(help="HOST:PORT to check (default: the config's listen address, on this host)")] = None,
-    wait: Annotated[float, typer.Option(help="keep trying this many seconds until it serves")] = 0.0,
-    timeout: Annotated[float, typer.Option(help="seconds allowed per check")] = 5.0,
-) -> None:
-    """Exit 0 once the aggregator answers grpc.health.v1 with SERVING: for scripts and container probes."""
-    from twinmpc.services.aggregator.config import ConfigError, load_aggregator_config
-
-    try:
-        cfg = load_aggregator_config(config)
-    except ConfigError as exc:
-        raise fail(str(exc), 2) from None
-    if endpoint is None:
-        host, _, port = cfg.listen.rpartition(":")
-        endpoint = f"{'127.0.0.1' if host.strip('[]') in ('0.0.0.0', '::', '') else host}:{port}"
-    override = _own_name_override(cfg.tls.cert, endpoint.rpartition(":")[0].strip("[]"))
-    try:
-        creds = _creds_from(cfg.tls.cert, cfg.tls.key, cfg.tls.ca)
-    except TwinMpcError as exc:
-        raise fail(str(exc), 2) from None
-    status = asyncio.run(_check_health(endpoint, creds, override, wait, timeout))
-    if status != "SERVING":
-        raise fail(f"{endpoint}: {status}")
-    typer.echo(f"{endpoint}: SERVING")
-
-
-async def _check_health(endpoint: str, creds: grpc.ChannelCredentials, name_override: str | None, wait: float, timeout: float) -> str:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    options = [("grpc.ssl_target_name_override", name_override)] if name_override else []
-    async with grpc.aio.secure_channel(endpoint, creds, options=options) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            remaining = deadline - loop.time()
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=max(0.1, min(timeout, remaining) if wait else timeout),
-                                         wait_for_ready=wait > 0)
-                status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-            except grpc.aio.AioRpcError as exc:
-                status = f"{exc.code().name}: {exc.details()}"
-            if status == "SERVING" or loop.time() >= deadline:
-                return status
-            await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
 
 
 # --------------------------------------------------------------- keys ---
@@ -583,6 +439,14 @@ def fedavg(ctx: typer.Context) -> None:
     from twinmpc.services.twin.fedavg_runner import fedavg_main
 
     raise typer.Exit(fedavg_main(ctx.args))
+
+
+@app.command("twin", context_settings=_PASSTHROUGH, add_help_option=False)
+def twin(ctx: typer.Context) -> None:
+    """The traffic twin: `twin run` (closed signal-control loop, `--dashboard`), `twin verify` (`twinmpc twin --help`)."""
+    from twinmpc.services.twin.cli import twin_main
+
+    raise typer.Exit(twin_main(ctx.args))
 
 
 @app.command("bench", context_settings=_PASSTHROUGH, add_help_option=False)

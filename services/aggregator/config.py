@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from twinmpc.mpc.errors import InvalidTask
-from twinmpc.services.listen import split_listen
+from twinmpc.services.listen import ListenAddress
 
 
 class TlsConfig(BaseModel):
@@ -56,23 +56,16 @@ class Limits(BaseModel):
 
 class AggregatorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    listen: str = "127.0.0.1:0"
+    listen: ListenAddress = "127.0.0.1:0"
     data_dir: Path
     identity: str = "aggregator"
     tls: TlsConfig
     limits: Limits = Limits()
     hpke_suite: str = "x25519-hkdf-sha256-aes128gcm"
     log_level: str = "INFO"
-    metrics_listen: str | None = None  # e.g. "127.0.0.1:9464": Prometheus GET /metrics
+    metrics_listen: ListenAddress | None = None  # e.g. "127.0.0.1:9464": Prometheus GET /metrics
     database_url: str | None = None  # postgresql://user@host:port/db (docs/storage.md); None: SQLite in data_dir
     database_password_env: str | None = None  # name of the environment variable holding the database password
-
-    @field_validator("listen", "metrics_listen")
-    @classmethod
-    def _host_port(cls, value: str | None) -> str | None:
-        if value is not None:
-            split_listen(value)
-        return value
 
     @field_validator("database_url")
     @classmethod

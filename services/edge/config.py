@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from twinmpc.mpc.errors import TwinMpcError
-from twinmpc.services.listen import split_listen
+from twinmpc.services.listen import ListenAddress
 
 __all__ = [
     "BucketRule",
@@ -426,16 +426,9 @@ class EdgeConfig(_Model):
     mqtt: MqttConfig
     outbox: OutboxConfig
     upload: UploadConfig | None = None
-    metrics_listen: str | None = None  # "127.0.0.1:9465": Prometheus GET /metrics (plain HTTP: loopback or monitoring network)
+    metrics_listen: ListenAddress | None = None  # "127.0.0.1:9465": Prometheus GET /metrics (plain HTTP: loopback or monitoring network)
     streams: list[StreamConfig] = Field(min_length=1)
     base_dir: str = Field(default=".", exclude=True)
-
-    @field_validator("metrics_listen")
-    @classmethod
-    def _listen(cls, value: str | None) -> str | None:
-        if value is not None:
-            split_listen(value)
-        return value
 
     @model_validator(mode="after")
     def _unique_streams(self) -> "EdgeConfig":
