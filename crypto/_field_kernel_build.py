@@ -19,13 +19,23 @@ ffibuilder.cdef(
         for field in ("f64", "f128")
         for op in ("add", "sub", "mul", "mul_sum")
     )
-    + "\nvoid f64_ntt(uint64_t *x, int64_t rows, int64_t n, const uint64_t *tw, const uint64_t *scale);"
-    + "\nvoid f128_ntt(uint64_t *x, int64_t rows, int64_t n, const uint64_t *tw, const uint64_t *scale);"
+    + "".join(
+        f"""
+void {f}_ntt(uint64_t *x, int64_t rows, int64_t n, const uint64_t *tw, const uint64_t *scale);
+int {f}_pmul_extend(uint64_t *out, const uint64_t *wires, int64_t rows, int64_t pairs, int64_t p,
+                    const uint64_t *tw_inv, const uint64_t *twist_br, const uint64_t *tw_fwd, int threads);
+void {f}_range_wires(uint64_t *wires, const uint64_t *x, int64_t rows, int64_t n, const uint64_t *r,
+                     int64_t chunk, int64_t calls, const uint64_t *c);
+int {f}_range_evals(uint64_t *out, const uint64_t *x, int64_t rows, int64_t n, const uint64_t *r,
+                    const uint64_t *lam, int64_t chunk, int64_t calls);"""
+        for f in ("f64", "f128")
+    )
 )
 ffibuilder.set_source(
     "twinmpc.crypto._field_kernel",
     _SOURCE.read_text(),
-    extra_compile_args=["-O3", "-std=c11"],
+    extra_compile_args=["-O3", "-std=c11", "-pthread"],
+    extra_link_args=["-pthread"],
 )
 
 if __name__ == "__main__":

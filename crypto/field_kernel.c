@@ -9,12 +9,15 @@
  * elements, so results are the same residues, byte for byte, as the numpy
  * reference path.  Binary operations walk a 3-D strided iteration space
  * (strides in elements, 0 = broadcast) and write a contiguous output; the
- * Python side folds numpy broadcasting into it.  Nothing here allocates,
- * and nothing calls back into Python, so the bindings release the GIL.
+ * Python side folds numpy broadcasting into it.  Only the fused FLP kernels
+ * allocate (row-sized scratch); nothing calls back into Python, so the
+ * bindings release the GIL.
  *
  * Not constant time (branches on rare carries): not for long-term secrets.
  */
 #include <stdint.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef unsigned __int128 u128;
@@ -41,14 +44,12 @@ static inline u64 f64_reduce(u128 x) {
 
 static inline u64 f64_add1(u64 a, u64 b) {
     u64 s = a + b;
-    if (s < a || s >= P64) s -= P64;
-    return s;
+    return s - (P64 & -(u64)((s < a) | (s >= P64)));
 }
 
 static inline u64 f64_sub1(u64 a, u64 b) {
     u64 d = a - b;
-    if (a < b) d += P64;
-    return d;
+    return d + (P64 & -(u64)(a < b));
 }
 
 static inline u64 f64_mul1(u64 a, u64 b) { return f64_reduce((u128)a * b); }
@@ -136,22 +137,31 @@ static inline void acc_done(const acc256 *acc, u64 *out) {
     f128_reduce5(x0, x1, x2, (u64)t, (u64)(t >> 64), out);
 }
 
+/* Branch-free: in transforms the "s >= p" outcome is a coin flip, and a
+ * mispredicted branch costs more than computing both candidates. */
 static inline void f128_add1(const u64 *a, const u64 *b, u64 *out) {
-    u128 x = (u128)a[0] | ((u128)a[1] << 64), y = (u128)b[0] | ((u128)b[1] << 64);
-    u128 s = x + y;
-    const u128 p = ((u128)PHI << 64) | 1;
-    if (s < x || s >= p) s -= p;
-    out[0] = (u64)s;
-    out[1] = (u64)(s >> 64);
+    u64 s0, s1, s1a, t0, t1, t1a;
+    unsigned c0 = __builtin_add_overflow(a[0], b[0], &s0);
+    unsigned c1 = __builtin_add_overflow(a[1], b[1], &s1a);
+    unsigned c2 = __builtin_add_overflow(s1a, (u64)c0, &s1);
+    unsigned b0 = __builtin_sub_overflow(s0, (u64)1, &t0); /* t = s - p */
+    unsigned b1 = __builtin_sub_overflow(s1, PHI, &t1a);
+    unsigned b2 = __builtin_sub_overflow(t1a, (u64)b0, &t1);
+    u64 m = -(u64)((c1 | c2) | !(b1 | b2)); /* overflowed 2^128, or s >= p: take t */
+    out[0] = (t0 & m) | (s0 & ~m);
+    out[1] = (t1 & m) | (s1 & ~m);
 }
 
 static inline void f128_sub1(const u64 *a, const u64 *b, u64 *out) {
-    u128 x = (u128)a[0] | ((u128)a[1] << 64), y = (u128)b[0] | ((u128)b[1] << 64);
-    u128 d = x - y;
-    const u128 p = ((u128)PHI << 64) | 1;
-    if (x < y) d += p;
-    out[0] = (u64)d;
-    out[1] = (u64)(d >> 64);
+    u64 d0, d1, d1a, e0, e1;
+    unsigned b0 = __builtin_sub_overflow(a[0], b[0], &d0);
+    unsigned b1 = __builtin_sub_overflow(a[1], b[1], &d1a);
+    unsigned b2 = __builtin_sub_overflow(d1a, (u64)b0, &d1);
+    u64 m = -(u64)(b1 | b2); /* negative: add p back */
+    unsigned c = __builtin_add_overflow(d0, (u64)1 & m, &e0);
+    e1 = d1 + (PHI & m) + c;
+    out[0] = e0;
+    out[1] = e1;
 }
 
 /* ------------------------------------------------- strided element-wise ops */
@@ -225,10 +235,9 @@ void f128_mul_sum(u64 *out, const u64 *a, const u64 *b, i64 n_outer, i64 n_red, 
 }
 
 /* ------------------------------------------------------------------- NTT */
-/* In place, rows of length n (a power of two), natural order in and out:
- * out[k] = sum_j x[j] * w^(j*k), tw[j] = w^j for j < n/2.  Radix-2
- * decimation in frequency, then the bit-reversal permutation.  When scale
- * is not NULL every output is multiplied by it (1/n of the inverse). */
+/* Radix-2 passes on one row of n elements (a power of two), tw[j] = w^j for
+ * j < n/2.  DIF: natural order in, bit-reversed out; DIT: bit-reversed in,
+ * natural out; both compute out[k] = sum_j x[j] w^(jk) up to that order. */
 static void bitrev_perm(u64 *x, i64 n, int w) {
     for (i64 i = 1, j = 0; i < n; i++) {
         i64 bit = n >> 1;
@@ -244,21 +253,75 @@ static void bitrev_perm(u64 *x, i64 n, int w) {
     }
 }
 
-void f64_ntt(u64 *x, i64 rows, i64 n, const u64 *tw, const u64 *scale) {
-    for (i64 r = 0; r < rows; r++, x += n) {
-        for (i64 h = n >> 1, step = 1; h >= 1; h >>= 1, step <<= 1) {
-            for (i64 s = 0; s < n; s += 2 * h) {
-                u64 *u = x + s, *v = x + s + h;
-                u64 a0 = u[0], b0 = v[0];
-                u[0] = f64_add1(a0, b0);
-                v[0] = f64_sub1(a0, b0);
-                for (i64 j = 1; j < h; j++) {
-                    u64 a = u[j], b = v[j];
-                    u[j] = f64_add1(a, b);
-                    v[j] = f64_mul1(f64_sub1(a, b), tw[j * step]);
-                }
+static void f64_dif(u64 *x, i64 n, const u64 *tw) {
+    for (i64 h = n >> 1, step = 1; h >= 1; h >>= 1, step <<= 1)
+        for (i64 s = 0; s < n; s += 2 * h) {
+            u64 *u = x + s, *v = x + s + h;
+            u64 a0 = u[0], b0 = v[0];
+            u[0] = f64_add1(a0, b0);
+            v[0] = f64_sub1(a0, b0);
+            for (i64 j = 1; j < h; j++) {
+                u64 a = u[j], b = v[j];
+                u[j] = f64_add1(a, b);
+                v[j] = f64_mul1(f64_sub1(a, b), tw[j * step]);
             }
         }
+}
+
+static void f64_dit(u64 *x, i64 n, const u64 *tw) {
+    for (i64 h = 1, step = n >> 1; h < n; h <<= 1, step >>= 1)
+        for (i64 s = 0; s < n; s += 2 * h) {
+            u64 *u = x + s, *v = x + s + h;
+            u64 a0 = u[0], b0 = v[0];
+            u[0] = f64_add1(a0, b0);
+            v[0] = f64_sub1(a0, b0);
+            for (i64 j = 1; j < h; j++) {
+                u64 a = u[j], b = f64_mul1(v[j], tw[j * step]);
+                u[j] = f64_add1(a, b);
+                v[j] = f64_sub1(a, b);
+            }
+        }
+}
+
+static void f128_dif(u64 *x, i64 n, const u64 *tw) {
+    u64 d[2];
+    for (i64 h = n >> 1, step = 1; h >= 1; h >>= 1, step <<= 1)
+        for (i64 s = 0; s < n; s += 2 * h) {
+            u64 *u = x + 2 * s, *v = x + 2 * (s + h);
+            f128_sub1(u, v, d);
+            f128_add1(u, v, u);
+            v[0] = d[0];
+            v[1] = d[1];
+            for (i64 j = 1; j < h; j++) {
+                f128_sub1(u + 2 * j, v + 2 * j, d);
+                f128_add1(u + 2 * j, v + 2 * j, u + 2 * j);
+                f128_mul1(d, tw + 2 * j * step, v + 2 * j);
+            }
+        }
+}
+
+static void f128_dit(u64 *x, i64 n, const u64 *tw) {
+    u64 b[2];
+    for (i64 h = 1, step = n >> 1; h < n; h <<= 1, step >>= 1)
+        for (i64 s = 0; s < n; s += 2 * h) {
+            u64 *u = x + 2 * s, *v = x + 2 * (s + h);
+            b[0] = v[0];
+            b[1] = v[1];
+            f128_sub1(u, b, v);
+            f128_add1(u, b, u);
+            for (i64 j = 1; j < h; j++) {
+                f128_mul1(v + 2 * j, tw + 2 * j * step, b);
+                f128_sub1(u + 2 * j, b, v + 2 * j);
+                f128_add1(u + 2 * j, b, u + 2 * j);
+            }
+        }
+}
+
+/* In place on `rows` rows, natural order in and out; every output times
+ * scale[0] when scale is not NULL (the 1/n of an inverse transform). */
+void f64_ntt(u64 *x, i64 rows, i64 n, const u64 *tw, const u64 *scale) {
+    for (i64 r = 0; r < rows; r++, x += n) {
+        f64_dif(x, n, tw);
         bitrev_perm(x, n, 1);
         if (scale)
             for (i64 k = 0; k < n; k++) x[k] = f64_mul1(x[k], scale[0]);
@@ -267,23 +330,249 @@ void f64_ntt(u64 *x, i64 rows, i64 n, const u64 *tw, const u64 *scale) {
 
 void f128_ntt(u64 *x, i64 rows, i64 n, const u64 *tw, const u64 *scale) {
     for (i64 r = 0; r < rows; r++, x += 2 * n) {
-        for (i64 h = n >> 1, step = 1; h >= 1; h >>= 1, step <<= 1) {
-            for (i64 s = 0; s < n; s += 2 * h) {
-                u64 *u = x + 2 * s, *v = x + 2 * (s + h);
-                u64 d[2];
-                f128_sub1(u, v, d);
-                f128_add1(u, v, u);
-                v[0] = d[0];
-                v[1] = d[1];
-                for (i64 j = 1; j < h; j++) {
-                    f128_sub1(u + 2 * j, v + 2 * j, d);
-                    f128_add1(u + 2 * j, v + 2 * j, u + 2 * j);
-                    f128_mul1(d, tw + 2 * j * step, v + 2 * j);
-                }
-            }
-        }
+        f128_dif(x, n, tw);
         bitrev_perm(x, n, 2);
         if (scale)
             for (i64 k = 0; k < n; k++) f128_mul1(x + 2 * k, scale, x + 2 * k);
     }
+}
+
+/* ------------------------------------------- FLP prover: ParallelSum(Mul) */
+/* wires (rows, 2*pairs, p): rows 2j and 2j+1 are the values of the two input
+ * wires of slot j at the p-th roots.  out (rows, 2p) gets the values at all
+ * 2p-th roots of sum_j L_j * R_j: index 2k the p-th root alpha^k, index 2k+1
+ * the odd coset w_2p * alpha^k, where each wire is extended by an inverse
+ * transform (DIF, unscaled), the twist [w_2p^i / p] (given in bit-reversed
+ * order) and a forward transform (DIT).  Products are summed lazily, one
+ * reduction per output; nothing of size (pairs, 2p) is ever stored.
+ * Returns -1 if scratch memory cannot be allocated. */
+int f64_pmul_extend(u64 *out, const u64 *wires, i64 rows, i64 pairs, i64 p, const u64 *tw_inv,
+                    const u64 *twist_br, const u64 *tw_fwd, int threads) {
+    (void)threads; /* Field64 products are cheap enough on one thread */
+    u64 *tmp = malloc(2 * p * sizeof(u64));
+    u128 *acc = malloc(2 * p * sizeof(u128));
+    u64 *over = malloc(2 * p * sizeof(u64));
+    if (!tmp || !acc || !over) {
+        free(tmp), free(acc), free(over);
+        return -1;
+    }
+    for (i64 r = 0; r < rows; r++) {
+        memset(acc, 0, 2 * p * sizeof(u128));
+        memset(over, 0, 2 * p * sizeof(u64));
+        for (i64 j = 0; j < pairs; j++) {
+            const u64 *lw = wires + (r * 2 * pairs + 2 * j) * p, *rw = lw + p;
+            for (i64 k = 0; k < p; k++) {
+                u128 prod = (u128)lw[k] * rw[k];
+                acc[2 * k] += prod;
+                over[2 * k] += acc[2 * k] < prod;
+            }
+            u64 *tl = tmp, *tr = tmp + p;
+            memcpy(tl, lw, p * sizeof(u64));
+            memcpy(tr, rw, p * sizeof(u64));
+            f64_dif(tl, p, tw_inv);
+            f64_dif(tr, p, tw_inv);
+            for (i64 k = 0; k < p; k++) {
+                tl[k] = f64_mul1(tl[k], twist_br[k]);
+                tr[k] = f64_mul1(tr[k], twist_br[k]);
+            }
+            f64_dit(tl, p, tw_fwd);
+            f64_dit(tr, p, tw_fwd);
+            for (i64 k = 0; k < p; k++) {
+                u128 prod = (u128)tl[k] * tr[k];
+                acc[2 * k + 1] += prod;
+                over[2 * k + 1] += acc[2 * k + 1] < prod;
+            }
+        }
+        u64 *o = out + r * 2 * p;
+        for (i64 k = 0; k < 2 * p; k++) {
+            u64 v = f64_reduce(acc[k]);
+            if (over[k]) v = f64_sub1(v, f64_mul1(over[k] % P64, 1ULL << 32)); /* 2^128 = -2^32 */
+            o[k] = v;
+        }
+    }
+    free(tmp), free(acc), free(over);
+    return 0;
+}
+
+typedef struct {
+    const u64 *wires;
+    i64 r, j0, j1, pairs, p;
+    const u64 *tw_inv, *twist_br, *tw_fwd;
+    acc256 *acc; /* 2p accumulators, zeroed by the caller */
+    u64 *tmp;    /* 4p words */
+} pmul_job;
+
+static void *f128_pmul_part(void *arg) {
+    pmul_job *jb = arg;
+    i64 p = jb->p;
+    acc256 *acc = jb->acc;
+    for (i64 j = jb->j0; j < jb->j1; j++) {
+        const u64 *lw = jb->wires + 2 * (jb->r * 2 * jb->pairs + 2 * j) * p, *rw = lw + 2 * p;
+        for (i64 k = 0; k < p; k++) acc_mul(&acc[2 * k], lw + 2 * k, rw + 2 * k);
+        u64 *tl = jb->tmp, *tr = jb->tmp + 2 * p;
+        memcpy(tl, lw, 2 * p * sizeof(u64));
+        memcpy(tr, rw, 2 * p * sizeof(u64));
+        f128_dif(tl, p, jb->tw_inv);
+        f128_dif(tr, p, jb->tw_inv);
+        for (i64 k = 0; k < p; k++) {
+            f128_mul1(tl + 2 * k, jb->twist_br + 2 * k, tl + 2 * k);
+            f128_mul1(tr + 2 * k, jb->twist_br + 2 * k, tr + 2 * k);
+        }
+        f128_dit(tl, p, jb->tw_fwd);
+        f128_dit(tr, p, jb->tw_fwd);
+        for (i64 k = 0; k < p; k++) acc_mul(&acc[2 * k + 1], tl + 2 * k, tr + 2 * k);
+    }
+    return NULL;
+}
+
+/* threads > 1 splits the wire pairs of each row between that many threads
+ * (each with its own accumulators, added at the end: the same sums). */
+int f128_pmul_extend(u64 *out, const u64 *wires, i64 rows, i64 pairs, i64 p, const u64 *tw_inv,
+                     const u64 *twist_br, const u64 *tw_fwd, int threads) {
+    if (threads < 1) threads = 1;
+    if (threads > 8) threads = 8;
+    if (pairs < 2 * threads) threads = 1;
+    pmul_job jobs[8];
+    pthread_t tids[8];
+    u64 *tmp = malloc((size_t)threads * 4 * p * sizeof(u64));
+    acc256 *acc = malloc((size_t)threads * 2 * p * sizeof(acc256));
+    if (!tmp || !acc) {
+        free(tmp), free(acc);
+        return -1;
+    }
+    for (i64 r = 0; r < rows; r++) {
+        memset(acc, 0, (size_t)threads * 2 * p * sizeof(acc256));
+        int started = 0;
+        for (int t = 0; t < threads; t++) {
+            jobs[t] = (pmul_job){wires, r, pairs * t / threads, pairs * (t + 1) / threads, pairs, p,
+                                 tw_inv, twist_br, tw_fwd, acc + t * 2 * p, tmp + t * 4 * p};
+            if (t == 0) continue;
+            if (pthread_create(&tids[t], NULL, f128_pmul_part, &jobs[t]))
+                f128_pmul_part(&jobs[t]); /* no thread: do its share here (same sums) */
+            else
+                started |= 1 << t;
+        }
+        f128_pmul_part(&jobs[0]);
+        for (int t = 1; t < threads; t++) {
+            if (started & (1 << t)) pthread_join(tids[t], NULL);
+            for (i64 k = 0; k < 2 * p; k++) {
+                acc256 *a = &acc[k], *b = &acc[t * 2 * p + k];
+                a->c0 += b->c0, a->c1 += b->c1, a->c2 += b->c2, a->c3 += b->c3;
+            }
+        }
+        u64 *o = out + r * 4 * p;
+        for (i64 k = 0; k < 2 * p; k++) acc_done(&acc[k], o + 2 * k);
+    }
+    free(tmp), free(acc);
+    return 0;
+}
+
+/* ------------------------------------------------ range-check wires (FLP) */
+/* The draft's bit check ParallelSum(Mul, chunk) over x (rows, n), zero-padded
+ * to calls*chunk, with joint randomness r (rows, calls):
+ *   range_wires: wires (rows, 2*chunk, calls): slot j of call i gets
+ *     (r_i^(j+1) * x[i*chunk+j], x[i*chunk+j] - c), c = 1/num_shares;
+ *   range_evals: the verifier's weighted sums over the calls with weights
+ *     lam (rows, calls), out (rows, 2*chunk) interleaved:
+ *     left_j = sum_i lam_i r_i^(j+1) x[i*chunk+j], right_j = sum_i lam_i x[i*chunk+j]
+ *     (the caller subtracts (sum_i lam_i) * c from right_j). */
+void f128_range_wires(u64 *wires, const u64 *x, i64 rows, i64 n, const u64 *r, i64 chunk, i64 calls,
+                      const u64 *c) {
+    static const u64 zero[2] = {0, 0};
+    for (i64 b = 0; b < rows; b++) {
+        const u64 *xb = x + 2 * b * n, *rb = r + 2 * b * calls;
+        u64 *wb = wires + 2 * b * 2 * chunk * calls;
+        for (i64 i0 = 0; i0 < calls; i0 += 4) { /* four calls at once: independent power chains */
+            i64 m = calls - i0 < 4 ? calls - i0 : 4;
+            u64 w[4][2];
+            for (i64 t = 0; t < m; t++) w[t][0] = rb[2 * (i0 + t)], w[t][1] = rb[2 * (i0 + t) + 1];
+            for (i64 j = 0; j < chunk; j++)
+                for (i64 t = 0; t < m; t++) {
+                    i64 i = i0 + t, at = i * chunk + j;
+                    const u64 *xv = at < n ? xb + 2 * at : zero;
+                    f128_mul1(w[t], xv, wb + 2 * ((2 * j) * calls + i));
+                    f128_sub1(xv, c, wb + 2 * ((2 * j + 1) * calls + i));
+                    f128_mul1(w[t], rb + 2 * i, w[t]);
+                }
+        }
+    }
+}
+
+void f64_range_wires(u64 *wires, const u64 *x, i64 rows, i64 n, const u64 *r, i64 chunk, i64 calls,
+                     const u64 *c) {
+    for (i64 b = 0; b < rows; b++) {
+        const u64 *xb = x + b * n, *rb = r + b * calls;
+        u64 *wb = wires + b * 2 * chunk * calls;
+        for (i64 i = 0; i < calls; i++) {
+            u64 w = rb[i];
+            for (i64 j = 0; j < chunk; j++) {
+                i64 at = i * chunk + j;
+                u64 xv = at < n ? xb[at] : 0;
+                wb[(2 * j) * calls + i] = f64_mul1(w, xv);
+                wb[(2 * j + 1) * calls + i] = f64_sub1(xv, c[0]);
+                w = f64_mul1(w, rb[i]);
+            }
+        }
+    }
+}
+
+int f128_range_evals(u64 *out, const u64 *x, i64 rows, i64 n, const u64 *r, const u64 *lam, i64 chunk,
+                     i64 calls) {
+    acc256 *acc = malloc(2 * chunk * sizeof(acc256));
+    if (!acc) return -1;
+    for (i64 b = 0; b < rows; b++) {
+        const u64 *xb = x + 2 * b * n, *rb = r + 2 * b * calls, *lb = lam + 2 * b * calls;
+        memset(acc, 0, 2 * chunk * sizeof(acc256));
+        for (i64 i0 = 0; i0 < calls; i0 += 4) { /* four calls at once: independent power chains */
+            i64 m = calls - i0 < 4 ? calls - i0 : 4;
+            u64 w[4][2];
+            for (i64 t = 0; t < m; t++) f128_mul1(lb + 2 * (i0 + t), rb + 2 * (i0 + t), w[t]);
+            for (i64 j = 0; j < chunk; j++)
+                for (i64 t = 0; t < m; t++) {
+                    i64 i = i0 + t, at = i * chunk + j;
+                    if (at >= n) continue;
+                    const u64 *xv = xb + 2 * at;
+                    acc_mul(&acc[2 * j], w[t], xv);
+                    acc_mul(&acc[2 * j + 1], lb + 2 * i, xv);
+                    f128_mul1(w[t], rb + 2 * i, w[t]);
+                }
+        }
+        for (i64 k = 0; k < 2 * chunk; k++) acc_done(&acc[k], out + 2 * (b * 2 * chunk + k));
+    }
+    free(acc);
+    return 0;
+}
+
+int f64_range_evals(u64 *out, const u64 *x, i64 rows, i64 n, const u64 *r, const u64 *lam, i64 chunk,
+                    i64 calls) {
+    u128 *acc = malloc(2 * chunk * sizeof(u128));
+    u64 *over = malloc(2 * chunk * sizeof(u64));
+    if (!acc || !over) {
+        free(acc), free(over);
+        return -1;
+    }
+    for (i64 b = 0; b < rows; b++) {
+        const u64 *xb = x + b * n, *rb = r + b * calls, *lb = lam + b * calls;
+        memset(acc, 0, 2 * chunk * sizeof(u128));
+        memset(over, 0, 2 * chunk * sizeof(u64));
+        for (i64 i = 0; i < calls; i++) {
+            u64 w = f64_mul1(lb[i], rb[i]);
+            for (i64 j = 0; j < chunk && i * chunk + j < n; j++) {
+                u64 xv = xb[i * chunk + j];
+                u128 p1 = (u128)w * xv, p2 = (u128)lb[i] * xv;
+                acc[2 * j] += p1;
+                over[2 * j] += acc[2 * j] < p1;
+                acc[2 * j + 1] += p2;
+                over[2 * j + 1] += acc[2 * j + 1] < p2;
+                w = f64_mul1(w, rb[i]);
+            }
+        }
+        for (i64 k = 0; k < 2 * chunk; k++) {
+            u64 v = f64_reduce(acc[k]);
+            if (over[k]) v = f64_sub1(v, f64_mul1(over[k] % P64, 1ULL << 32));
+            out[b * 2 * chunk + k] = v;
+        }
+    }
+    free(acc), free(over);
+    return 0;
 }

@@ -41,6 +41,19 @@ except ImportError:  # not compiled (a source tree used without `pip install`)
     _ffi = _lib = None
 
 KERNEL_ENV = "TWINMPC_FIELD_KERNEL"
+THREADS_ENV = "TWINMPC_KERNEL_THREADS"
+
+
+def prover_threads() -> int:
+    """Threads of the FLP prover's fused Field128 kernel (``TWINMPC_KERNEL_THREADS``, default:
+    min(2, cores)); only long circuits use more than one, and the proof is the same either way."""
+    value = os.environ.get(THREADS_ENV, "")
+    if value:
+        threads = int(value)
+        if not 1 <= threads <= 8:
+            raise ValueError(f"{THREADS_ENV} must be in [1, 8]")
+        return threads
+    return min(2, os.cpu_count() or 1)
 
 
 def native_built() -> bool:
@@ -58,6 +71,11 @@ def kernel_enabled() -> bool:
     if choice not in ("", "native"):
         raise ValueError(f"{KERNEL_ENV} must be 'native' or 'numpy', not {choice!r}")
     return _lib is not None
+
+
+# From this many wire values per report (ARITY * P) the prover's fused kernel uses
+# prover_threads(): below it a thread start (~20-50 us) costs more than it saves.
+PMUL_THREADS_MIN = 1 << 16
 
 
 def _ptr(arr: np.ndarray) -> Any:
@@ -96,6 +114,9 @@ class _NativeOps:
     _MUL: str
     _MUL_SUM: str
     _NTT: str
+    _PMUL: str
+    _RANGE_WIRES: str
+    _RANGE_EVALS: str
 
     @classmethod
     def _binary(cls, fname: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -198,12 +219,51 @@ class _NativeOps:
         return out
 
 
+    # ---- fused FLP steps (called by crypto.poly and the range-check circuits) ----
+    @classmethod
+    def pmul_extend(cls, wires: np.ndarray, tw_inv: np.ndarray, twist_br: np.ndarray, tw_fwd: np.ndarray) -> np.ndarray:
+        """wires (B, 2*pairs, p) -> (B, 2p): sum_j L_j * R_j at all 2p-th roots (see field_kernel.c)."""
+        wires = np.ascontiguousarray(wires, dtype=cls._DTYPE)
+        b, arity, p = wires.shape
+        out = np.empty((b, 2 * p), dtype=cls._DTYPE)
+        threads = prover_threads() if arity * p >= PMUL_THREADS_MIN else 1
+        if b and getattr(_lib, cls._PMUL)(
+            _ptr(out), _ptr(wires), b, arity // 2, p, _ptr(tw_inv), _ptr(twist_br), _ptr(tw_fwd), threads
+        ):
+            raise MemoryError("field kernel scratch")
+        return out
+
+    @classmethod
+    def range_wires(cls, x: np.ndarray, r: np.ndarray, chunk: int, calls: int, c: np.ndarray) -> np.ndarray:
+        """Range-check wires (B, 2*chunk, calls) of x (B, n) with joint randomness r (B, calls)."""
+        x = np.ascontiguousarray(x, dtype=cls._DTYPE)
+        r = np.ascontiguousarray(r, dtype=cls._DTYPE)
+        out = np.empty((x.shape[0], 2 * chunk, calls), dtype=cls._DTYPE)
+        if out.size:
+            getattr(_lib, cls._RANGE_WIRES)(_ptr(out), _ptr(x), x.shape[0], x.shape[1], _ptr(r), chunk, calls, _ptr(c))
+        return out
+
+    @classmethod
+    def range_evals(cls, x: np.ndarray, r: np.ndarray, lam: np.ndarray, chunk: int, calls: int) -> np.ndarray:
+        """(B, 2*chunk) interleaved: sum_i lam_i r_i^(j+1) x[i*chunk+j] and sum_i lam_i x[i*chunk+j]."""
+        x = np.ascontiguousarray(x, dtype=cls._DTYPE)
+        r = np.ascontiguousarray(r, dtype=cls._DTYPE)
+        lam = np.ascontiguousarray(lam, dtype=cls._DTYPE)
+        out = np.empty((x.shape[0], 2 * chunk), dtype=cls._DTYPE)
+        if x.shape[0] and getattr(_lib, cls._RANGE_EVALS)(
+            _ptr(out), _ptr(x), x.shape[0], x.shape[1], _ptr(r), _ptr(lam), chunk, calls
+        ):
+            raise MemoryError("field kernel scratch")
+        return out
+
+
 class Field64Native(_NativeOps, Field64):
     """`Field64` (same uint64 vectors, same bytes) with compiled arithmetic."""
 
     _WIDTH = 1
     _DTYPE = np.dtype(np.uint64)
     _ADD, _SUB, _MUL, _MUL_SUM, _NTT = "f64_add", "f64_sub", "f64_mul", "f64_mul_sum", "f64_ntt"
+    _PMUL, _RANGE_WIRES, _RANGE_EVALS = "f64_pmul_extend", "f64_range_wires", "f64_range_evals"
 
 
 class Field128Native(_NativeOps, Field128Limbs):
@@ -212,6 +272,7 @@ class Field128Native(_NativeOps, Field128Limbs):
     _WIDTH = 2
     _DTYPE = F128_DTYPE
     _ADD, _SUB, _MUL, _MUL_SUM, _NTT = "f128_add", "f128_sub", "f128_mul", "f128_mul_sum", "f128_ntt"
+    _PMUL, _RANGE_WIRES, _RANGE_EVALS = "f128_pmul_extend", "f128_range_wires", "f128_range_evals"
 
 
 for _cls in (Field64Native, Field128Native):
@@ -224,4 +285,4 @@ def native_field(field: type[_PrimeField]) -> type[_PrimeField]:
     return Field64Native if field.ENCODED_SIZE == 8 else Field128Native
 
 
-__all__ = ["KERNEL_ENV", "Field64Native", "Field128Native", "kernel_enabled", "native_built", "native_field"]
+__all__ = ["KERNEL_ENV", "THREADS_ENV", "prover_threads", "Field64Native", "Field128Native", "kernel_enabled", "native_built", "native_field"]

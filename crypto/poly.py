@@ -165,6 +165,32 @@ def extend_values(field: type[_PrimeField], values: np.ndarray, n: int, length: 
     return np.stack(cosets, axis=-1).reshape(values.shape[:-1] + (n,))
 
 
+def parallel_mul_extend(field: type[_PrimeField], wires: np.ndarray, n: int, length: int | None = None) -> np.ndarray:
+    """Values at all n-th roots of sum_j L_j * R_j, for wires (B, 2*pairs, p): rows 2j and 2j+1
+    hold the values of L_j and R_j at the p-th roots (the FLP's ParallelSum(Mul) gadget).
+
+    Result (B, n).  On native fields with n = 2p this is one fused kernel that
+    extends each wire pair in cache and sums the products lazily, so the
+    (B, 2*pairs, n) extension is never stored; otherwise `extend_values` then
+    one sum of products.  ``length`` as in `extend_values`.
+    """
+    b, arity, p = wires.shape
+    if field.NATIVE and n == 2 * p:
+        return field.pmul_extend(wires, *_native_extend_plan(field, p))  # type: ignore[attr-defined]
+    values = extend_values(field, wires, n, length=length)  # (B, 2*pairs, n)
+    return field.mul_sum(values[:, 0::2], values[:, 1::2], axis=1).reshape(b, n)
+
+
+@cache
+def _native_extend_plan(field: type[_PrimeField], p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(inverse twiddles, twist [w_2p^i / p] in bit-reversed order, forward twiddles) for pmul_extend."""
+    bits = p.bit_length() - 1
+    rev = np.array([int(format(i, f"0{bits}b")[::-1], 2) if bits else 0 for i in range(p)])
+    tw_inv, _ = _native_plan(field, p, True, False)
+    tw_fwd, _ = _native_plan(field, p, False, False)
+    return tw_inv, np.ascontiguousarray(_twist(field, 2 * p, 1, p)[rev]), tw_fwd
+
+
 def _coset_values_ntt(field: type[_PrimeField], values: np.ndarray, n: int) -> list[np.ndarray]:
     """[values, values on coset 1, ..., coset r-1], each coset one twisted NTT."""
     p = values.shape[-1]
@@ -408,6 +434,7 @@ __all__ = [
     "next_power_of_2",
     "ntt",
     "pad",
+    "parallel_mul_extend",
     "poly_eval",
     "poly_mul",
     "power_rows",

@@ -84,6 +84,8 @@ def range_check_wires_rows(
 
     The powers r_i^1 .. r_i^chunk grow by doubling the width, each step vectorised over all calls.
     """
+    if field.NATIVE:  # one compiled pass, no padded copy or power table
+        return field.range_wires(x, joint_rand, chunk, calls, shares_inv)  # type: ignore[attr-defined]
     b = x.shape[0]
     padded = field.zeros_shape((b, calls * chunk))
     padded[:, : x.shape[1]] = x
@@ -130,6 +132,10 @@ def range_check_wire_evals_rows(
 ) -> np.ndarray:
     """`range_check_wire_evals` for B reports (x (B, n), joint_rand and lam (B, calls)) -> (B, 2*chunk)."""
     b = x.shape[0]
+    if field.NATIVE:  # one compiled pass over x with lazily reduced sums, no temporaries of x's size
+        sums = field.range_evals(x, joint_rand, lam, chunk, calls)  # type: ignore[attr-defined]
+        sums[:, 1::2] = field.sub(sums[:, 1::2], field.mul(field.sum(lam, axis=-1).reshape(b, 1), shares_inv))
+        return sums
     padded = field.zeros_shape((b, calls * chunk))
     padded[:, : x.shape[1]] = x
     xs = padded.reshape(b, calls, chunk)

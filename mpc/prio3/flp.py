@@ -42,6 +42,7 @@ from twinmpc.crypto.poly import (
     lagrange_weights,
     lagrange_weights_rows,
     next_power_of_2,
+    parallel_mul_extend,
     subsample_lagrange_weights,
     subsample_lagrange_weights_rows,
 )
@@ -289,10 +290,16 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
             wire_matrix = big.zeros_shape((b, g.ARITY, p))
             wire_matrix[:, :, 0] = big.from_backend(field, seeds)
             wire_matrix[:, :, 1 : 1 + calls] = big.from_backend(field, w_in)
-            values = extend_values(big, wire_matrix, max(n, p), length=1 + calls)  # (B, ARITY, n')
-            width = values.shape[-1]
-            flat = np.ascontiguousarray(values.transpose(1, 0, 2)).reshape(g.ARITY, b * width)
-            gadget_values = field.from_backend(big, g.eval_vec(big, flat).reshape(b, width)[:, :poly_len])
+            del w_in
+            if isinstance(g, ParallelSum) and isinstance(g.subcircuit, Mul):  # sum of products of wire pairs
+                gadget = parallel_mul_extend(big, wire_matrix, max(n, p), length=1 + calls)
+            else:
+                values = extend_values(big, wire_matrix, max(n, p), length=1 + calls)  # (B, ARITY, n')
+                width = values.shape[-1]
+                flat = np.ascontiguousarray(values.transpose(1, 0, 2)).reshape(g.ARITY, b * width)
+                gadget = g.eval_vec(big, flat).reshape(b, width)
+            del wire_matrix
+            gadget_values = field.from_backend(big, gadget[:, :poly_len])
             parts.append(seeds)
             parts.append(gadget_values)
         return np.concatenate(parts, axis=1)

@@ -114,3 +114,36 @@ def test_native_twins_share_the_reference_layout() -> None:
     y = Field64.from_ints([5, Field64.MODULUS - 1])
     assert Field64Native.from_backend(Field64, y) is y and Field64.from_backend(Field64Native, y) is y
     assert Field128Native.encode_vec(x) == Field128Limbs.encode_vec(x)
+
+
+def test_fused_prover_kernel_gives_the_same_values_on_any_thread_count(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """parallel_mul_extend: the fused kernel (1 or 2 threads) equals extend_values + sum of products."""
+    from twinmpc.crypto import field_native
+
+    monkeypatch.setattr(field_native, "PMUL_THREADS_MIN", 0)
+    rng = np.random.default_rng(5)
+    for ref, nat in PAIRS:
+        vals = [int(x) for x in rng.integers(0, 2**62, size=2 * 10 * 16)]
+        vals[:3] = [ref.MODULUS - 1] * 3
+        wires = ref.from_ints(vals).reshape(2, 10, 16)
+        want = poly.parallel_mul_extend(ref, wires, 32)
+        for threads in ("1", "2", "3"):
+            monkeypatch.setenv(field_native.THREADS_ENV, threads)
+            assert np.array_equal(poly.parallel_mul_extend(nat, wires, 32), want), threads
+
+
+def test_range_check_kernels_match_the_reference() -> None:
+    """The compiled range-check wires and weighted sums equal the numpy formulas (ragged last call)."""
+    from twinmpc.mpc.prio3.circuits import range_check_wire_evals_rows, range_check_wires_rows
+
+    rng = np.random.default_rng(9)
+    for ref, nat in PAIRS:
+        rand = lambda *shape: ref.from_ints([int(x) for x in rng.integers(0, 2**62, size=int(np.prod(shape)))]).reshape(shape)
+        for n, chunk in ((23, 5), (8, 8), (9, 1), (30, 7)):
+            calls = -(-n // chunk)
+            x, r, lam, c = rand(3, n), rand(3, calls), rand(3, calls), ref.const(ref.s_inv(2))
+            assert np.array_equal(range_check_wires_rows(nat, x, r, chunk, calls, c), range_check_wires_rows(ref, x, r, chunk, calls, c))
+            assert np.array_equal(
+                range_check_wire_evals_rows(nat, x, r, chunk, calls, c, lam),
+                range_check_wire_evals_rows(ref, x, r, chunk, calls, c, lam),
+            )
