@@ -110,8 +110,12 @@ def load_aggregator_config(path: str | Path) -> AggregatorConfig:
     try:
         return AggregatorConfig.model_validate(doc)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+        raise ConfigError(f"{path}: {_problems(exc)}") from None
+
+
+def _problems(exc: ValidationError) -> str:
+    """Every validation error on one line, each naming its key."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
 
 
 def render_aggregator_config(
@@ -172,6 +176,8 @@ def render_aggregator_config(
     text = "\n".join(lines)
     try:
         AggregatorConfig.model_validate({**tomllib.loads(text), "data_dir": data_dir})
-    except (tomllib.TOMLDecodeError, ValidationError) as exc:
+    except ValidationError as exc:
+        raise ConfigError(f"the values given do not make a valid config: {_problems(exc)}") from None
+    except tomllib.TOMLDecodeError as exc:  # e.g. a line break in a value that is also written in a comment
         raise ConfigError(f"the values given do not make a valid config: {exc}") from None
     return text
