@@ -21,12 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from twinmpc.crypto.seal import HpkeConfig
+from twinmpc.mpc.dp import DpParams
 from twinmpc.mpc.errors import DecodeError, InvalidTask
 from twinmpc.mpc.measurements import MeasurementType, measurement_from_params
+from twinmpc.mpc.masks.noise import check_dp
+from twinmpc.mpc.masks.params import MasksParams
 from twinmpc.mpc.output_policy import OutputPolicy
 
 TASK_ID_SIZE = 32
-MODES = ("shares", "paillier", "ckks")
+MODES = ("shares", "paillier", "ckks", "masks")
 SCHEMES = ("twinring64", "prio3")
 _KEYS = {
     "task_id",
@@ -45,6 +48,7 @@ _KEYS = {
     "output",
     "he_max_reports",
     "he_retired_keys",
+    "masks",
     "report_expiry_seconds",
 }
 _REQUIRED = {"task_id", "measurement", "aggregators", "window_seconds", "min_batch_size"}
@@ -116,6 +120,7 @@ class Task:
     output: OutputPolicy = field(default_factory=OutputPolicy)
     he_max_reports: int = 100_000
     he_retired_keys: tuple[bytes, ...] = ()
+    masks: MasksParams | None = None  # mode "masks" only: dropout tolerance, neighbours, deadlines
 
     def __post_init__(self) -> None:
         if len(self.task_id) != TASK_ID_SIZE:
@@ -131,6 +136,8 @@ class Task:
                 raise InvalidTask("mode 'shares' needs an hpke_config for every aggregator")
             if self.collector_hpke_config is None:
                 raise InvalidTask("mode 'shares' needs 'collector_hpke_config'")
+        elif self.mode == "masks":
+            _check_masks(self)
         elif self.he_public_key is None:
             raise InvalidTask(f"mode {self.mode!r} needs 'he_public_key'")
         if not self.aggregators:
@@ -187,6 +194,7 @@ class Task:
             output=OutputPolicy.from_dict(doc.get("output", {})),
             he_max_reports=_int_field(doc, "he_max_reports", 1, 1 << 32, 100_000),
             he_retired_keys=_retired_keys(doc.get("he_retired_keys", [])),
+            masks=MasksParams.from_dict(doc.get("masks", {})) if doc.get("mode") == "masks" else _no_masks(doc),
         )
 
     @classmethod
@@ -226,6 +234,8 @@ class Task:
         out["output"] = self.output.to_dict()
         if self.mode != "shares":
             out["he_max_reports"] = self.he_max_reports
+        if self.masks is not None:
+            out["masks"] = self.masks.to_dict()
         if self.he_retired_keys:
             out["he_retired_keys"] = [b64encode(k) for k in self.he_retired_keys]
         return out
@@ -256,6 +266,25 @@ class Task:
         from twinmpc.mpc.schemes import scheme_for_task
 
         return scheme_for_task(self)
+
+
+def _check_masks(task: Task) -> None:
+    """One aggregator sums masked inputs; the collector's HPKE key receives the window's sum."""
+    if len(task.aggregators) != 1:
+        raise InvalidTask("mode 'masks' runs on exactly one aggregator")
+    if task.collector_hpke_config is None:
+        raise InvalidTask("mode 'masks' needs 'collector_hpke_config'")
+    if task.he_public_key is not None or task.he_retired_keys:
+        raise InvalidTask("mode 'masks' takes no 'he_public_key'")
+    if task.masks is None:
+        object.__setattr__(task, "masks", MasksParams())
+    check_dp(DpParams.from_dict(task.dp))
+
+
+def _no_masks(doc: dict[str, Any]) -> None:
+    if "masks" in doc:
+        raise InvalidTask("'masks' parameters need mode 'masks'")
+    return None
 
 
 def _retired_keys(value: Any) -> tuple[bytes, ...]:
