@@ -27,7 +27,8 @@ int {f}_pmul_extend(uint64_t *out, const uint64_t *wires, int64_t rows, int64_t 
 void {f}_range_wires(uint64_t *wires, const uint64_t *x, int64_t rows, int64_t n, const uint64_t *r,
                      int64_t chunk, int64_t calls, const uint64_t *c);
 int {f}_range_evals(uint64_t *out, const uint64_t *x, int64_t rows, int64_t n, const uint64_t *r,
-                    const uint64_t *lam, int64_t chunk, int64_t calls);"""
+                    const uint64_t *lam, int64_t chunk, int64_t calls);
+int {f}_lagrange(uint64_t *out, const uint64_t *t, int64_t n, const uint64_t *roots, const uint64_t *n_inv);"""
         for f in ("f64", "f128")
     )
 )

@@ -657,9 +657,9 @@ class Field128Limbs(_Field128Params, _PrimeField):
 
     @classmethod
     def decode_unchecked(cls, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-        vec = np.frombuffer(data, dtype=F128_DTYPE).copy()
-        hi = vec["hi"]
-        return vec, (hi < _P_HI) | ((hi == _P_HI) & (vec["lo"] == 0))
+        words = np.frombuffer(data, dtype="<u8")  # plain words: cheaper than the structured fields
+        hi = words[1::2]
+        return words.view(F128_DTYPE).copy(), (hi < _P_HI) | ((hi == _P_HI) & (words[0::2] == 0))
 
     @classmethod
     def encode_vec(cls, vec: np.ndarray) -> bytes:

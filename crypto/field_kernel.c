@@ -576,3 +576,68 @@ int f64_range_evals(u64 *out, const u64 *x, i64 rows, i64 n, const u64 *r, const
     free(acc), free(over);
     return 0;
 }
+
+/* ------------------------------------------------ barycentric weights (FLP) */
+/* lam[k] = (t^n - 1)/n * w^k / (t - w^k) for the n-th roots roots[k] = w^k, with
+ * one inversion for all k (Montgomery's batch trick; the inverse by Fermat).
+ * Returns 1 without writing when t is itself an n-th root (the caller then
+ * uses the indicator of that root). */
+static void f128_pow1(const u64 *x, u64 ehi, u64 elo, u64 *out) {
+    u64 acc[2] = {1, 0}, base[2] = {x[0], x[1]};
+    for (int i = 0; i < 128; i++) {
+        u64 bit = i < 64 ? (elo >> i) & 1 : (ehi >> (i - 64)) & 1;
+        if (bit) f128_mul1(acc, base, acc);
+        f128_mul1(base, base, base);
+    }
+    out[0] = acc[0], out[1] = acc[1];
+}
+
+int f128_lagrange(u64 *out, const u64 *t, i64 n, const u64 *roots, const u64 *n_inv) {
+    static const u64 one[2] = {1, 0};
+    u64 tn[2] = {t[0], t[1]}, scale[2], acc[2] = {1, 0}, inv[2], d[2];
+    for (i64 m = n; m > 1; m >>= 1) f128_mul1(tn, tn, tn);
+    f128_sub1(tn, one, scale);
+    if (!scale[0] && !scale[1]) return 1;
+    f128_mul1(scale, n_inv, scale);
+    for (i64 k = 0; k < n; k++) { /* out[k] = prod_{i<k} (t - w^i) */
+        out[2 * k] = acc[0], out[2 * k + 1] = acc[1];
+        f128_sub1(t, roots + 2 * k, d);
+        f128_mul1(acc, d, acc);
+    }
+    f128_pow1(acc, PHI - 1, ~0ULL, inv); /* 1 / prod (t - w^i), exponent p - 2 */
+    for (i64 k = n - 1; k >= 0; k--) {
+        u64 lam[2];
+        f128_sub1(t, roots + 2 * k, d);
+        f128_mul1(inv, out + 2 * k, lam);
+        f128_mul1(inv, d, inv);
+        f128_mul1(lam, roots + 2 * k, lam);
+        f128_mul1(lam, scale, out + 2 * k);
+    }
+    return 0;
+}
+
+static u64 f64_pow1(u64 x, u64 e) {
+    u64 acc = 1;
+    for (; e; e >>= 1, x = f64_mul1(x, x))
+        if (e & 1) acc = f64_mul1(acc, x);
+    return acc;
+}
+
+int f64_lagrange(u64 *out, const u64 *t, i64 n, const u64 *roots, const u64 *n_inv) {
+    u64 tn = t[0], acc = 1;
+    for (i64 m = n; m > 1; m >>= 1) tn = f64_mul1(tn, tn);
+    u64 scale = f64_sub1(tn, 1);
+    if (!scale) return 1;
+    scale = f64_mul1(scale, n_inv[0]);
+    for (i64 k = 0; k < n; k++) {
+        out[k] = acc;
+        acc = f64_mul1(acc, f64_sub1(t[0], roots[k]));
+    }
+    u64 inv = f64_pow1(acc, P64 - 2);
+    for (i64 k = n - 1; k >= 0; k--) {
+        u64 lam = f64_mul1(inv, out[k]);
+        inv = f64_mul1(inv, f64_sub1(t[0], roots[k]));
+        out[k] = f64_mul1(f64_mul1(lam, roots[k]), scale);
+    }
+    return 0;
+}

@@ -28,6 +28,7 @@ code branches on rare carries), or for any other modulus.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,11 @@ def kernel_enabled() -> bool:
 PMUL_THREADS_MIN = 1 << 16
 
 
+# Non-contiguous operands up to this many elements are copied before a call:
+# cheaper than looking up a strided view's address through numpy.
+SMALL_COPY = 1 << 14
+
+
 def _ptr(arr: np.ndarray) -> Any:
     """uint64_t* to arr's first element (any strides; arr must outlive the call)."""
     if arr.flags.c_contiguous and arr.size:
@@ -85,7 +91,32 @@ def _ptr(arr: np.ndarray) -> Any:
     return _ffi.cast("uint64_t *", arr.__array_interface__["data"][0])
 
 
-def _coalesce(shape: tuple[int, ...], strides: list[tuple[int, ...]]) -> tuple[list[int], list[list[int]]]:
+def _prep(x: np.ndarray) -> np.ndarray:
+    return x if x.flags.c_contiguous or x.size > SMALL_COPY else np.ascontiguousarray(x)
+
+
+def _broadcast(ops: list[np.ndarray], itemsize: int) -> tuple[tuple[int, ...], list[list[int]]]:
+    """numpy broadcasting without views: the result shape and each operand's element
+    strides over it (0 along broadcast axes)."""
+    nd = max(x.ndim for x in ops)
+    shape = [1] * nd
+    strides = []
+    for x in ops:
+        pad = nd - x.ndim
+        st = [0] * pad
+        for i, (d, s) in enumerate(zip(x.shape, x.strides)):
+            if d != 1:
+                if shape[pad + i] not in (1, d):
+                    raise ValueError(f"operands could not be broadcast together: {[o.shape for o in ops]}")
+                shape[pad + i] = d
+                st.append(s // itemsize)
+            else:
+                st.append(0)
+        strides.append(st)
+    return tuple(shape), strides
+
+
+def _coalesce(shape: tuple[int, ...], strides: list[list[int]]) -> tuple[list[int], list[list[int]]]:
     """Drop size-1 axes and merge neighbours that every operand walks as one (numpy-style)."""
     dims: list[int] = []
     st: list[list[int]] = [[] for _ in strides]
@@ -117,6 +148,7 @@ class _NativeOps:
     _PMUL: str
     _RANGE_WIRES: str
     _RANGE_EVALS: str
+    _LAGRANGE: str
 
     @classmethod
     def _binary(cls, fname: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -126,55 +158,67 @@ class _NativeOps:
             if a.size:
                 fn(_ptr(out), _ptr(a), _ptr(b), 1, 1, a.size, 0, 0, 1, 0, 0, 1)
             return out
-        a, b = np.broadcast_arrays(np.asarray(a, dtype=cls._DTYPE), np.asarray(b, dtype=cls._DTYPE))
-        out = np.empty(a.shape, dtype=cls._DTYPE)
-        if not a.size:
+        if b.size == 1 and a.ndim >= b.ndim and a.flags.c_contiguous:  # times a constant
+            out = np.empty(a.shape, dtype=cls._DTYPE)
+            if a.size:
+                fn(_ptr(out), _ptr(a), _ptr(np.ascontiguousarray(b)), 1, 1, a.size, 0, 0, 1, 0, 0, 0)
             return out
-        size = cls._DTYPE.itemsize
-        dims, (sa, sb) = _coalesce(a.shape, [tuple(s // size for s in a.strides), tuple(s // size for s in b.strides)])
-        if len(dims) > 3:
-            a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-            dims, sa, sb = [a.size], [1], [1]
+        a, b = _prep(a), _prep(b)
+        shape, (sa, sb) = _broadcast([a, b], cls._DTYPE.itemsize)
+        out = np.empty(shape, dtype=cls._DTYPE)
+        if not out.size:
+            return out
+        if len(shape) > 3:
+            dims, (sa, sb) = _coalesce(shape, [sa, sb])
+            if len(dims) > 3:  # rare: materialise both operands
+                a = np.ascontiguousarray(np.broadcast_to(a, shape))
+                b = np.ascontiguousarray(np.broadcast_to(b, shape))
+                dims, sa, sb = [a.size], [1], [1]
+        else:
+            dims = list(shape)
         pad = 3 - len(dims)
-        dims, sa, sb = [1] * pad + dims, [0] * pad + sa, [0] * pad + sb
-        fn(_ptr(out), _ptr(a), _ptr(b), *dims, *sa, *sb)
+        fn(_ptr(out), _ptr(a), _ptr(b), *([1] * pad + dims), *([0] * pad + sa), *([0] * pad + sb))
         return out
 
     @classmethod
     def _reduce(cls, a: np.ndarray, b: np.ndarray | None, axis: int) -> np.ndarray:
         """sum(a * b) (or sum(a)) along axis, in one pass with one reduction per output."""
-        if b is not None:
-            a, b = np.broadcast_arrays(a, b)
-        nd = a.ndim
+        if a.flags.c_contiguous and (b is None or (b.shape == a.shape and b.flags.c_contiguous)):
+            shape = a.shape  # the common case: no broadcasting, plain strides
+            nd = len(shape)
+            ax = axis + nd if axis < 0 else axis
+            if 0 <= ax < nd and a.size:
+                inner = 1
+                for d in shape[ax + 1 :]:
+                    inner *= d
+                n_red = shape[ax]
+                out = np.empty(shape[:ax] + shape[ax + 1 :] or (1,), dtype=cls._DTYPE)
+                pb, sb = (_ffi.NULL, (0, 0, 0)) if b is None else (_ptr(b), (n_red * inner, inner, 1))
+                getattr(_lib, cls._MUL_SUM)(
+                    _ptr(out), _ptr(a), pb, a.size // (n_red * inner), n_red, inner, n_red * inner, inner, 1, *sb
+                )
+                return out
+        ops = [_prep(a)] if b is None else [_prep(a), _prep(b)]
+        shape, strides = _broadcast(ops, cls._DTYPE.itemsize)
+        nd = len(shape)
         axis = axis + nd if axis < 0 else axis
         if not 0 <= axis < nd:
             raise np.exceptions.AxisError(axis, nd)
-        shape = a.shape
-        out_shape = shape[:axis] + shape[axis + 1 :]
-        out = np.empty(out_shape or (1,), dtype=cls._DTYPE)
+        out = np.empty(shape[:axis] + shape[axis + 1 :] or (1,), dtype=cls._DTYPE)
         if not out.size:
             return out
-        ops = [a] if b is None else [a, b]
-        size = cls._DTYPE.itemsize
-        groups = []
-        for part in (range(axis), range(axis + 1, nd)):
-            dims, st = _coalesce(tuple(shape[i] for i in part), [tuple(x.strides[i] // size for i in part) for x in ops])
-            groups.append((dims, st))
-        if len(groups[0][0]) > 1 or len(groups[1][0]) > 1:  # not expressible as (outer, red, inner): copy
-            ops = [np.ascontiguousarray(x) for x in ops]
-            a = ops[0]
-            b = ops[1] if b is not None else None
-            return cls._reduce(a, b, axis)
-        n_outer = groups[0][0][0] if groups[0][0] else 1
-        n_inner = groups[1][0][0] if groups[1][0] else 1
-        strides = []
-        for k, x in enumerate(ops):
-            s_outer = groups[0][1][k][0] if groups[0][0] else 0
-            s_inner = groups[1][1][k][0] if groups[1][0] else 0
-            strides.append((s_outer, x.strides[axis] // size, s_inner))
-        sb = strides[1] if b is not None else (0, 0, 0)
+        outer, s_out = _coalesce(shape[:axis], [st[:axis] for st in strides])
+        inner, s_in = _coalesce(shape[axis + 1 :], [st[axis + 1 :] for st in strides])
+        if len(outer) > 1 or len(inner) > 1:  # not expressible as (outer, red, inner): copy
+            full = [np.ascontiguousarray(np.broadcast_to(x, shape)) for x in ops]
+            return cls._reduce(full[0], full[1] if b is not None else None, axis)
+        args = []
+        for k in range(len(ops)):
+            args.append((s_out[k][0] if outer else 0, strides[k][axis], s_in[k][0] if inner else 0))
         getattr(_lib, cls._MUL_SUM)(
-            _ptr(out), _ptr(a), _ptr(b) if b is not None else _ffi.NULL, n_outer, shape[axis], n_inner, *strides[0], *sb
+            _ptr(out), _ptr(ops[0]), _ptr(ops[1]) if b is not None else _ffi.NULL,
+            outer[0] if outer else 1, shape[axis], inner[0] if inner else 1,
+            *args[0], *(args[1] if b is not None else (0, 0, 0)),
         )
         return out
 
@@ -257,6 +301,29 @@ class _NativeOps:
         return out
 
 
+    @classmethod
+    def lagrange(cls, t: int, roots: np.ndarray, n_inv: np.ndarray) -> np.ndarray | None:
+        """Barycentric weights at t for the n-th roots (see crypto.poly.lagrange_weights),
+        or None when t is itself one of the roots."""
+        n = roots.shape[0]
+        out = np.empty(n, dtype=cls._DTYPE)
+        if getattr(_lib, cls._LAGRANGE)(_ptr(out), _ptr(cls.const(t)), n, _ptr(roots), _ptr(n_inv)):
+            return None
+        return out
+
+    @classmethod
+    def const(cls, x: int) -> np.ndarray:
+        """Shape-(1,) read-only vector holding x (cached: the same constants recur per report)."""
+        return _native_const(cls, x % cls.MODULUS)
+
+
+@lru_cache(maxsize=4096)
+def _native_const(field: type[_PrimeField], x: int) -> np.ndarray:
+    out = field.from_ints([x])
+    out.flags.writeable = False
+    return out
+
+
 class Field64Native(_NativeOps, Field64):
     """`Field64` (same uint64 vectors, same bytes) with compiled arithmetic."""
 
@@ -264,6 +331,7 @@ class Field64Native(_NativeOps, Field64):
     _DTYPE = np.dtype(np.uint64)
     _ADD, _SUB, _MUL, _MUL_SUM, _NTT = "f64_add", "f64_sub", "f64_mul", "f64_mul_sum", "f64_ntt"
     _PMUL, _RANGE_WIRES, _RANGE_EVALS = "f64_pmul_extend", "f64_range_wires", "f64_range_evals"
+    _LAGRANGE = "f64_lagrange"
 
 
 class Field128Native(_NativeOps, Field128Limbs):
@@ -273,6 +341,7 @@ class Field128Native(_NativeOps, Field128Limbs):
     _DTYPE = F128_DTYPE
     _ADD, _SUB, _MUL, _MUL_SUM, _NTT = "f128_add", "f128_sub", "f128_mul", "f128_mul_sum", "f128_ntt"
     _PMUL, _RANGE_WIRES, _RANGE_EVALS = "f128_pmul_extend", "f128_range_wires", "f128_range_evals"
+    _LAGRANGE = "f128_lagrange"
 
 
 for _cls in (Field64Native, Field128Native):

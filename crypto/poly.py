@@ -244,6 +244,10 @@ def lagrange_weights(field: type[_PrimeField], t: int, n: int) -> np.ndarray:
     use the inversion-free form: expanding 1/(t - w^k) as a geometric series
     gives lam[k] = (1/n) sum_j t^j w^(-jk), the inverse NTT of [1, t, ..., t^(n-1)].
     """
+    if field.NATIVE and n <= DIRECT_WEIGHTS_MAX_N:  # the same formula in one compiled call
+        lam = field.lagrange(t, _roots(field, n), field.const(field.s_inv(n)))  # type: ignore[attr-defined]
+        if lam is not None:
+            return lam
     small = field.SMALL  # n is at most a few thousand: use the low-overhead backend
     if n > DIRECT_WEIGHTS_MAX_N:
         return field.from_backend(small, ntt(small, small.powers(t, n), inverse=True))
@@ -311,8 +315,15 @@ def power_rows(field: type[_PrimeField], t: np.ndarray, n: int) -> np.ndarray:
 
 
 def lagrange_weights_rows(field: type[_PrimeField], t: np.ndarray, n: int) -> np.ndarray:
-    """`lagrange_weights` for a vector t of B points at once: shape (B, n), one batched inverse NTT."""
+    """`lagrange_weights` for a vector t of B points at once: shape (B, n), one batched inverse NTT
+    (a few points each get the direct formula instead: fewer, cheaper steps)."""
+    if t.shape[0] <= DIRECT_WEIGHTS_MAX_ROWS:
+        return np.stack([lagrange_weights(field, ti, n) for ti in field.to_ints(t)])
     return ntt(field, power_rows(field, t, n), inverse=True)
+
+
+# Up to this many points at once, Lagrange weights are computed point by point.
+DIRECT_WEIGHTS_MAX_ROWS = 4
 
 
 def subsample_lagrange_weights_rows(field: type[_PrimeField], lam_n: np.ndarray, t: np.ndarray, p: int) -> np.ndarray:
@@ -327,6 +338,8 @@ def subsample_lagrange_weights_rows(field: type[_PrimeField], lam_n: np.ndarray,
         raise ValueError("p must divide the number of weights")
     if r == 1:
         return lam_n
+    if t.shape[0] <= DIRECT_WEIGHTS_MAX_ROWS:  # point by point, as lagrange_weights_rows
+        return np.stack([subsample_lagrange_weights(field, lam, ti, p) for lam, ti in zip(lam_n, field.to_ints(t))])
     tp = t
     for _ in range(p.bit_length() - 1):  # p is a power of two: t^p by squaring
         tp = field.mul(tp, tp)

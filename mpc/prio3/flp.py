@@ -39,11 +39,9 @@ from twinmpc.crypto.field import _PrimeField
 from twinmpc.crypto.poly import (
     extend_lagrange,
     extend_values,
-    lagrange_weights,
     lagrange_weights_rows,
     next_power_of_2,
     parallel_mul_extend,
-    subsample_lagrange_weights,
     subsample_lagrange_weights_rows,
 )
 from twinmpc.mpc.errors import VerifyError
@@ -165,8 +163,27 @@ class Valid(Generic[Measurement, AggResult]):
         self, field: type[_PrimeField], meas: np.ndarray, joint_rand: np.ndarray, num_shares: int,
         weights: list[np.ndarray],
     ) -> list[np.ndarray]:
-        """`wire_evals` for B reports: meas (B, MEAS_LEN), weights[g] (B, calls_g) -> per gadget (B, ARITY)."""
-        raise NotImplementedError
+        """`wire_evals` for B reports: meas (B, MEAS_LEN), weights[g] (B, calls_g) -> per gadget (B, ARITY).
+
+        Default: report by report (see `_per_row`); the common circuits override it.
+        """
+        return self._per_row(
+            field, lambda m, jr, w: self.wire_evals(m, jr, num_shares, w), meas, joint_rand, weights
+        )
+
+    def _per_row(self, field: type[_PrimeField], fn, meas, joint_rand, per_gadget):  # type: ignore[no-untyped-def]
+        """Stack fn(meas[b], joint_rand[b], [x[b] for x in per_gadget]) over the rows, computed on the
+        circuit's own backend and returned on `field` (a list of arrays stays a list)."""
+        f = self.field
+        out = []
+        for b in range(meas.shape[0]):
+            res = fn(f.from_backend(field, meas[b]), f.from_backend(field, joint_rand[b]),
+                     [f.from_backend(field, x[b]) for x in per_gadget])
+            out.append(res)
+        conv = lambda rows: field.from_backend(f, np.stack(rows).reshape(-1)).reshape((len(rows),) + rows[0].shape)
+        if isinstance(out[0], list):
+            return [conv([row[g] for row in out]) for g in range(len(out[0]))]
+        return conv(out)
 
     def wire_inputs_rows(
         self, field: type[_PrimeField], meas: np.ndarray, joint_rand: np.ndarray, num_shares: int
@@ -192,12 +209,14 @@ class Valid(Generic[Measurement, AggResult]):
         self, field: type[_PrimeField], meas: np.ndarray, joint_rand: np.ndarray, num_shares: int,
         gadget_outputs: list[np.ndarray],
     ) -> np.ndarray:
-        """`combine` for B reports: gadget_outputs[g] (B, calls_g) -> (B, EVAL_OUTPUT_LEN)."""
-        raise NotImplementedError
+        """`combine` for B reports: gadget_outputs[g] (B, calls_g) -> (B, EVAL_OUTPUT_LEN) (default: row by row)."""
+        return self._per_row(
+            field, lambda m, jr, outs: self.combine(m, jr, num_shares, outs), meas, joint_rand, gadget_outputs
+        )
 
     def truncate_rows(self, field: type[_PrimeField], meas: np.ndarray) -> np.ndarray:
-        """`truncate` for B reports: (B, MEAS_LEN) -> (B, OUTPUT_LEN)."""
-        raise NotImplementedError
+        """`truncate` for B reports: (B, MEAS_LEN) -> (B, OUTPUT_LEN) (default: row by row)."""
+        return self._per_row(field, lambda m, jr, _: self.truncate(m), meas, meas, [])
 
     def encode(self, measurement: Measurement) -> np.ndarray:
         raise NotImplementedError
@@ -315,53 +334,17 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
         """Verifier share: reduced circuit output, then per gadget the wire and gadget checks.
 
         Wire and gadget polynomials stay in the Lagrange basis and are
-        evaluated at the test point t with the barycentric formula.
+        evaluated at the test point t with the barycentric formula.  One
+        report is the one-row case of `query_rows`; a test point among the
+        interpolation points would leak a gadget output, so it raises.
         """
-        f = self.field
-        valid = self.valid
-        seeds_list, polys, outputs = [], [], []
-        off = 0
-        for g, calls in zip(valid.GADGETS, valid.GADGET_CALLS):
-            p = next_power_of_2(1 + calls)
-            poly_len = g.DEGREE * (p - 1) + 1
-            n = next_power_of_2(poly_len)
-            seeds = proof[off : off + g.ARITY]
-            gadget_poly = proof[off + g.ARITY : off + g.ARITY + poly_len]
-            off += g.ARITY + poly_len
-            # Complete the values to all n-th roots; call k's output is the
-            # value at alpha_p^k = w_n^(k*n/p).
-            full = extend_lagrange(f, gadget_poly, n)
-            step = n // p
-            seeds_list.append(seeds)
-            polys.append(full)
-            outputs.append(full[step : (calls + 1) * step : step])
-        out = valid.combine(meas, joint_rand, num_shares, outputs)
-
-        if valid.EVAL_OUTPUT_LEN > 1:
-            reduce_rand = query_rand[: valid.EVAL_OUTPUT_LEN]
-            v = f.mul_sum(reduce_rand, out)
-            test_points = query_rand[valid.EVAL_OUTPUT_LEN :]
-        else:
-            v = out[:1]
-            test_points = query_rand
-        wire_weights, gadget_weights = [], []
-        for calls, full, t in zip(valid.GADGET_CALLS, polys, f.to_ints(test_points)):
-            p = next_power_of_2(1 + calls)
-            if pow(t, p, f.MODULUS) == 1:
-                # t among the interpolation points would leak a gadget output.
-                raise VerifyError("query randomness hit a root of unity")
-            # Only columns 0..calls of the wire matrix are non-zero; the wire
-            # weights (size p) are every (n/p)-th gadget weight, rescaled.
-            lam_n = lagrange_weights(f, t, full.shape[-1])
-            wire_weights.append(subsample_lagrange_weights(f, lam_n, t, p)[: calls + 1])
-            gadget_weights.append(lam_n)
-        # Wire polynomials at t: the seed (column 0) plus the circuit's wires.
-        wire_evals = valid.wire_evals(meas, joint_rand, num_shares, [lam[1:] for lam in wire_weights])
-        verifier = [v]
-        for seeds, lam, w_at_t, full, lam_n in zip(seeds_list, wire_weights, wire_evals, polys, gadget_weights):
-            verifier.append(f.add(f.mul(seeds, lam[:1]), w_at_t))
-            verifier.append(f.mul_sum(full, lam_n))
-        return np.concatenate(verifier)
+        verifier, hit = self.query_rows(
+            self.field, meas.reshape(1, -1), proof.reshape(1, -1), query_rand.reshape(1, -1),
+            joint_rand.reshape(1, -1), num_shares,
+        )
+        if hit[0]:
+            raise VerifyError("query randomness hit a root of unity")
+        return verifier[0]
 
     def query_rows(
         self,

@@ -147,3 +147,13 @@ def test_range_check_kernels_match_the_reference() -> None:
                 range_check_wire_evals_rows(nat, x, r, chunk, calls, c, lam),
                 range_check_wire_evals_rows(ref, x, r, chunk, calls, c, lam),
             )
+
+
+@pytest.mark.parametrize("ref, nat", PAIRS, ids=lambda f: f.__name__)
+def test_lagrange_kernel_matches_the_python_formula(ref, nat) -> None:  # type: ignore[no-untyped-def]
+    """The compiled barycentric weights equal the Python-int formula, and a root gives the indicator."""
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 16, 512):
+        for t in [int(x) for x in rng.integers(0, 2**62, size=3)] + [ref.root_of_unity(n) if n > 1 else 1]:
+            got, want = poly.lagrange_weights(nat, t, n), poly.lagrange_weights(ref, t, n)
+            assert np.array_equal(got, want), (n, t)
