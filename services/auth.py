@@ -48,6 +48,7 @@ from twinmpc.services.ratelimit import RateLimited, RateLimiter
 
 __all__ = [
     "DEFAULT_OPEN_SERVICES",
+    "PREDICTION_POLICY",
     "AuthError",
     "AuthInterceptor",
     "PrincipalCache",
@@ -65,6 +66,9 @@ DEFAULT_OPEN_SERVICES: frozenset[str] = frozenset(
         "grpc.reflection.v1alpha.ServerReflection",
     }
 )
+
+#: The twin's guarded prediction API (services/twin/prediction.py): controllers only.
+PREDICTION_POLICY: dict[str, frozenset[Role]] = {"/twinmpc.v1.Prediction/Forecast": frozenset({Role.CONTROLLER})}
 
 _METHOD_RE = re.compile(r"/([A-Za-z_][A-Za-z0-9_.]*)/[A-Za-z_][A-Za-z0-9_]*")
 _PEM_KEY = "x509_pem_cert"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,11 +29,19 @@ from twinmpc.services.aggregator.server import start_aggregator, stop_aggregator
 from twinmpc.services.client import Collector, TaskAdminClient, UploadClient
 
 
+def _free_port() -> int:
+    """A loopback port free right now: a child process must be told its metrics port up front."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @dataclass
 class _Node:
     index: int
     config_path: Path
     port: int = 0
+    metrics_port: int = 0
     server: Any = None
     core: AggregatorCore | None = None
     process: subprocess.Popen | None = None
@@ -45,7 +54,7 @@ class LocalCluster:
     processes: bool = False
     hpke_suite: str = "x25519-hkdf-sha256-aes128gcm"
     limits: dict[str, Any] = field(default_factory=dict)
-    metrics: bool = False  # expose Prometheus /metrics on an ephemeral loopback port
+    metrics: bool = False  # expose Prometheus /metrics on a free loopback port (`metrics_endpoints`)
     database_urls: dict[int, str] = field(default_factory=dict)  # aggregator index -> postgresql:// URL (else SQLite)
     database_password_env: str | None = None  # env var holding the database password, for those aggregators
     nodes: list[_Node] = field(default_factory=list)
@@ -63,16 +72,18 @@ class LocalCluster:
             if not (self.pki_dir / f"{ident}.crt").exists():
                 pki.issue(self.pki_dir, "aggregator", ident, self.pki_dir, passphrase_env=None)
             cfg = self.workdir / f"{ident}.toml"
+            node = _Node(i, cfg, metrics_port=_free_port() if self.metrics else 0)
+            self.nodes.append(node)
             self._write_config(cfg, ident, port=0)
-            self.nodes.append(_Node(i, cfg))
 
     def _write_config(self, path: Path, ident: str, port: int) -> None:
+        node = self.nodes[int(ident.removeprefix("agg"))]
         lines = [
             f'listen = "127.0.0.1:{port}"',
             f'data_dir = "{ident}-data"',
             f'identity = "{ident}"',
             f'hpke_suite = "{self.hpke_suite}"',
-            *(['metrics_listen = "127.0.0.1:0"'] if self.metrics else []),
+            *([f'metrics_listen = "127.0.0.1:{node.metrics_port}"'] if self.metrics else []),
             *self._database_lines(int(ident.removeprefix("agg"))),
             "[tls]",
             f'cert = "pki/{ident}.crt"',
@@ -100,6 +111,16 @@ class LocalCluster:
     def endpoints(self) -> list[str]:
         return [f"127.0.0.1:{n.port}" for n in self.nodes]
 
+    @property
+    def metrics_endpoints(self) -> list[str]:
+        """HOST:PORT of each aggregator's Prometheus endpoint (``metrics=True``), in- or out-of-process alike."""
+        return [f"127.0.0.1:{n.metrics_port}" for n in self.nodes] if self.metrics else []
+
+    def audit_logs(self) -> list[tuple[Path, Path]]:
+        """(audit.log, audit_signing.pub) of each aggregator, for offline verification."""
+        return [(self.workdir / f"agg{n.index}-data" / "audit.log", self.workdir / f"agg{n.index}-data" / "audit_signing.pub")
+                for n in self.nodes]
+
     # --- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
         for node in self.nodes:
@@ -115,7 +136,7 @@ class LocalCluster:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
-                env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))},
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]))},
             )
             deadline = time.monotonic() + 30
             while not port_file.exists():

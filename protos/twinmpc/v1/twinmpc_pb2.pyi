@@ -14,11 +14,22 @@ class ReportStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REPLAYED: _ClassVar[ReportStatus]
     INVALID: _ClassVar[ReportStatus]
     STALE: _ClassVar[ReportStatus]
+
+class CongestionLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONGESTION_LEVEL_UNSPECIFIED: _ClassVar[CongestionLevel]
+    CONGESTION_LEVEL_LOW: _ClassVar[CongestionLevel]
+    CONGESTION_LEVEL_MEDIUM: _ClassVar[CongestionLevel]
+    CONGESTION_LEVEL_HIGH: _ClassVar[CongestionLevel]
 REPORT_STATUS_UNSPECIFIED: ReportStatus
 ACCEPTED: ReportStatus
 REPLAYED: ReportStatus
 INVALID: ReportStatus
 STALE: ReportStatus
+CONGESTION_LEVEL_UNSPECIFIED: CongestionLevel
+CONGESTION_LEVEL_LOW: CongestionLevel
+CONGESTION_LEVEL_MEDIUM: CongestionLevel
+CONGESTION_LEVEL_HIGH: CongestionLevel
 
 class Report(_message.Message):
     __slots__ = ("report_id", "time", "public_share", "sealed_shares")
@@ -223,3 +234,27 @@ class GetHpkeConfigResponse(_message.Message):
     hpke_config: bytes
     identity: str
     def __init__(self, hpke_config: _Optional[bytes] = ..., identity: _Optional[str] = ...) -> None: ...
+
+class ForecastRequest(_message.Message):
+    __slots__ = ("hour", "weekend", "upstream_1", "upstream_2", "rain", "incident")
+    HOUR_FIELD_NUMBER: _ClassVar[int]
+    WEEKEND_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_1_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_2_FIELD_NUMBER: _ClassVar[int]
+    RAIN_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_FIELD_NUMBER: _ClassVar[int]
+    hour: float
+    weekend: bool
+    upstream_1: int
+    upstream_2: int
+    rain: bool
+    incident: bool
+    def __init__(self, hour: _Optional[float] = ..., weekend: _Optional[bool] = ..., upstream_1: _Optional[int] = ..., upstream_2: _Optional[int] = ..., rain: _Optional[bool] = ..., incident: _Optional[bool] = ...) -> None: ...
+
+class ForecastResponse(_message.Message):
+    __slots__ = ("level", "model_card_json")
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_CARD_JSON_FIELD_NUMBER: _ClassVar[int]
+    level: CongestionLevel
+    model_card_json: str
+    def __init__(self, level: _Optional[_Union[CongestionLevel, str]] = ..., model_card_json: _Optional[str] = ...) -> None: ...

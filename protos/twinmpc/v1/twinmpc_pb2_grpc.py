@@ -552,3 +552,87 @@ class TaskAdmin:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class PredictionStub:
+    """------------------------------------------------------------ prediction ---
+    Controllers -> the twin.  Role required: controller.  Guarded: rate-limited
+    per identity, answers are congestion levels (never the model's score), and a
+    client whose queries sweep the input space is throttled and audited.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Forecast = channel.unary_unary(
+                '/twinmpc.v1.Prediction/Forecast',
+                request_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.ForecastRequest.SerializeToString,
+                response_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.ForecastResponse.FromString,
+                _registered_method=True)
+
+
+class PredictionServicer:
+    """------------------------------------------------------------ prediction ---
+    Controllers -> the twin.  Role required: controller.  Guarded: rate-limited
+    per identity, answers are congestion levels (never the model's score), and a
+    client whose queries sweep the input space is throttled and audited.
+    """
+
+    def Forecast(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PredictionServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Forecast': grpc.unary_unary_rpc_method_handler(
+                    servicer.Forecast,
+                    request_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.ForecastRequest.FromString,
+                    response_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.ForecastResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'twinmpc.v1.Prediction', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('twinmpc.v1.Prediction', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Prediction:
+    """------------------------------------------------------------ prediction ---
+    Controllers -> the twin.  Role required: controller.  Guarded: rate-limited
+    per identity, answers are congestion levels (never the model's score), and a
+    client whose queries sweep the input space is throttled and audited.
+    """
+
+    @staticmethod
+    def Forecast(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twinmpc.v1.Prediction/Forecast',
+            protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.ForecastRequest.SerializeToString,
+            protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.ForecastResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
