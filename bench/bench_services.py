@@ -21,8 +21,9 @@ nodes reporting every 2 s need one process and larger cities add replicas
 reports per window, the collection's share of the 1 s in which a controller
 must hold a window's result (docs/bench.md "Budgets"). Both for scalar reports
 on the proof-less TwinRing64 scheme (the default here);
-`--vdaf prio3` measures the same with validity proofs.  Exits 1 when a budget
-is missed.
+`--vdaf prio3` measures the same with validity proofs, `--vdaf prio3-multiproof`
+with the Field64 multiproof SumVec variant (a one-entry vector).  Exits 1 when a
+budget is missed.
 """
 
 from __future__ import annotations
@@ -73,14 +74,18 @@ async def run(
         )
         await cluster.start()
         try:
-            doc = {"measurement": {"type": "sum", "bits": 16}, "vdaf": vdaf, "min_batch_size": 1, "max_skew_seconds": 3600}
+            vector = vdaf == "prio3-multiproof"  # that variant proves vectors: a one-entry vector here
+            measurement = {"type": "sumvec", "length": 1, "bits": 16} if vector else {"type": "sum", "bits": 16}
+            doc = {"measurement": measurement, "vdaf": vdaf, "min_batch_size": 1, "max_skew_seconds": 3600}
             burst_task = await cluster.provision({**doc, "window_seconds": 3600})
             task = await cluster.provision({**doc, "window_seconds": window_seconds})
+            value = (lambda i: [i % 1000]) if vector else (lambda i: i % 1000)
             expected = sum(i % 1000 for i in range(reports_per_window))
+            expected = [expected] if vector else expected
             ingest_rates, latencies = [], []
             async with cluster.upload_client(batch_size=batch) as uploader, cluster.collector() as collector:
                 for _ in range(windows):  # ingest: bursts as fast as the leader acknowledges
-                    reports = [shard_report(burst_task, i % 1000) for i in range(reports_per_window)]
+                    reports = [shard_report(burst_task, value(i)) for i in range(reports_per_window)]
                     t0 = time.perf_counter()
                     outcomes = await uploader.upload_batch(burst_task.task_id, reports)
                     ingest_rates.append(len(reports) / (time.perf_counter() - t0))
@@ -90,14 +95,14 @@ async def run(
                 for _ in range(windows):  # close -> result: paced arrivals, collect at the close
                     now = time.time()
                     window = int(now) - int(now) % window_seconds + window_seconds  # next full window
-                    reports = [shard_report(task, i % 1000, time=window + 1) for i in range(reports_per_window)]
+                    reports = [shard_report(task, value(i), time=window + 1) for i in range(reports_per_window)]
                     await asyncio.sleep(max(0.0, window - time.time()))
                     await _paced_upload(uploader, task, reports, batch, window + window_seconds)
                     await asyncio.sleep(max(0.0, window + window_seconds - time.time()))
                     t0 = time.perf_counter()
                     result = await collector.collect(task, window)
                     latencies.append(time.perf_counter() - t0)
-                    if result.result != expected or result.report_count != reports_per_window:
+                    if not np.array_equal(result.result, expected) or result.report_count != reports_per_window:
                         raise RuntimeError(f"wrong result {result.result} != {expected}")
         finally:
             await cluster.stop()
@@ -125,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aggregators", type=int, default=2)
     parser.add_argument("--batch", type=int, default=1000, help="reports per upload message")
     parser.add_argument("--window-seconds", type=int, default=4, help="real-time window length for the latency runs")
-    parser.add_argument("--vdaf", choices=["twinring64", "prio3"], default="twinring64",
-                        help="scheme of the Sum(16 bits) task (prio3 adds validity proofs to every report)")
+    parser.add_argument("--vdaf", choices=["twinring64", "prio3", "prio3-multiproof"], default="twinring64",
+                        help="scheme of the Sum(16 bits) task (prio3 adds validity proofs to every report; "
+                        "prio3-multiproof: Field64 SumVec with 3 proofs, as a one-entry vector)")
     parser.add_argument("--database-url", default=None,
                         help="run the leader on this (empty) PostgreSQL database instead of SQLite, e.g. postgresql://u@127.0.0.1:5432/bench")
     parser.add_argument("--database-password-env", default=None, help="name of the env var holding the database password")

@@ -30,7 +30,7 @@ from twinmpc.mpc.output_policy import OutputPolicy
 
 TASK_ID_SIZE = 32
 MODES = ("shares", "paillier", "ckks", "masks")
-SCHEMES = ("twinring64", "prio3")
+SCHEMES = ("twinring64", "prio3", "prio3-multiproof")  # multiproof: Field64 SumVec, 3 proofs (draft 7.4.3 + 9)
 _KEYS = {
     "task_id",
     "measurement",
