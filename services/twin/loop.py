@@ -158,6 +158,7 @@ class TwinLoop:
         self.controllers.append(ControllerRun(ORACLE, QueueSim(self.grid), fixed,
                                               estimator=FlowEstimator(self.grid.sizes(), config.period_seconds, surveyed)))
         self.window = -1
+        self.completed = -1  # the last window whose close has been re-planned (what the dashboard shows)
         self.truth: np.ndarray | None = None
         self.refused = 0
         self.last_error = ""
@@ -226,6 +227,7 @@ class TwinLoop:
         oracle = self.controllers[-1]
         flows = oracle.estimator.update(self.truth, 0.0)  # type: ignore[union-attr]
         self._apply(oracle, flows, self.truth, 0.0, close)
+        self.completed = self.window
 
     async def _replan(self, c: ControllerRun, window_start: int, close: float) -> None:
         try:
@@ -298,7 +300,7 @@ class TwinLoop:
             row["plans"] = {c.name: c.plan.describe(d) for c in self.controllers}
             districts.append(row)
         return {
-            "window": self.window, "windows": self.config.windows, "mode": self.config.mode,
+            "window": self.completed, "windows": self.config.windows, "mode": self.config.mode,
             "intersections": self.config.intersections, "beta": BETA,
             "districts": districts,
             "delay_series": {c.name: [round(s.mean_delay, 2) for s in c.stats] for c in self.controllers},
