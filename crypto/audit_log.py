@@ -17,7 +17,14 @@ spaces, UTF-8, no NaN)::
   the same signed line is written atomically to ``<log>.checkpoint``.  Deleting
   whole entries at the end of the log is invisible inside the log itself; the
   sidecar (or a copy of it kept elsewhere) lets `verify_log` detect a log cut
-  back past its last checkpoint.
+  back past its last checkpoint;
+* after every append the *signed head* ``<log>.head`` is rewritten atomically:
+  one canonical JSON line ``{"count", "head", "key_id", "v", "signature"}``
+  signed with tag ``b"twinmpc/v1/audit-head"``. `verify_log` requires it and
+  fails when the log ends before the entry it names or differs there, so
+  deleting trailing entries or emptying the file is detected at once. A head
+  copied elsewhere earlier (`twinmpc audit head`) proves later that the log
+  still extends what was seen then (``verify_log(..., head_path=copy)``).
 
 The log carries metadata only, never a reading or a share: field values are
 restricted to short strings, numbers, booleans, null and small lists/objects of
@@ -60,11 +67,15 @@ __all__ = [
     "canonical_json",
     "KINDS",
     "DST_AUDIT_ENTRY",
+    "DST_AUDIT_HEAD",
+    "read_signed_head",
     "FORMAT_VERSION",
 ]
 
 FORMAT_VERSION = 1
 DST_AUDIT_ENTRY = b"twinmpc/v1/audit-entry"
+DST_AUDIT_HEAD = b"twinmpc/v1/audit-head"
+_HEAD_KEYS = frozenset({"v", "count", "head", "key_id", "signature"})
 GENESIS_HASH = "0" * 64
 CHECKPOINT = "checkpoint"
 KINDS = frozenset(
@@ -166,6 +177,15 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".checkpoint")
 
 
+def _head_file(path: Path) -> Path:
+    return path.with_name(path.name + ".head")
+
+
+def _signed_head(key: SigningKey, count: int, head: str) -> bytes:
+    body = {"v": FORMAT_VERSION, "count": count, "head": head, "key_id": key.key_id}
+    return canonical_json({**body, "signature": key.sign(canonical_json(body), dst=DST_AUDIT_HEAD).hex()})
+
+
 # ----------------------------------------------------------------- writing
 class AuditLog:
     """Appender for one log file; use `AuditLog.open` (it locks the file and resumes the chain)."""
@@ -223,6 +243,7 @@ class AuditLog:
             raise
         log = cls(p, fd, signing_key, next_seq, head, checkpoint_interval, clock or _utc_now)
         log._checkpoint_if_due()
+        _write_sidecar(_head_file(p), _signed_head(signing_key, log._seq, log._head))  # also repairs a crash after an append
         return log
 
     @property
@@ -249,6 +270,7 @@ class AuditLog:
             self._write_line(kind, actor, fields)
             entry_id = self._head
             self._checkpoint_if_due()
+            _write_sidecar(_head_file(self._path), _signed_head(self._key, self._seq, self._head))
         return entry_id
 
     def _checkpoint_if_due(self) -> None:
@@ -425,10 +447,13 @@ def verify_log(
     public_key: VerifyKey,
     *,
     checkpoint_path: str | os.PathLike[str] | None = None,
+    head_path: str | os.PathLike[str] | None = None,
 ) -> VerifyResult:
     """Check the whole chain offline; the result names the first bad line (1-based) and why.
 
-    `checkpoint_path` defaults to ``<log>.checkpoint`` when that file exists.
+    `checkpoint_path` defaults to ``<log>.checkpoint`` when that file exists. The log's
+    own signed head ``<log>.head`` must exist and be matched; `head_path` is an extra
+    head kept elsewhere earlier, which the log must still extend.
     """
     p = Path(path)
     data = p.read_bytes()
@@ -473,7 +498,50 @@ def verify_log(
             return VerifyResult(
                 False, len(lines), head, last_cp, seq + 1, f"line {seq + 1} differs from the checkpoint in {side.name}"
             )
+    for where in (_head_file(p), *( [Path(head_path)] if head_path is not None else [])):
+        problem = _check_extends(where, lines, public_key)
+        if problem is not None:
+            return VerifyResult(False, len(lines), head, last_cp, None, problem)
     return VerifyResult(True, len(lines), head, last_cp)
+
+
+def read_signed_head(path: str | os.PathLike[str], public_key: VerifyKey) -> tuple[int, str]:
+    """(count, head hash) of a signed head file; `AuditLogCorrupt` if it is missing, altered or foreign."""
+    where = Path(path)
+    try:
+        raw = where.read_bytes()
+    except OSError as exc:
+        raise AuditLogCorrupt(f"signed head {where} cannot be read ({exc.strerror}): the log may have been truncated or replaced") from None
+    try:
+        if not raw.endswith(b"\n") or raw.count(b"\n") != 1:
+            raise ValueError("must hold exactly one line")
+        doc = json.loads(raw[:-1])
+        if not isinstance(doc, dict) or set(doc) != _HEAD_KEYS or canonical_json(doc) != raw[:-1]:
+            raise ValueError("not a canonical signed head")
+        if doc["key_id"] != public_key.key_id:
+            raise ValueError(f"signed by key {doc['key_id']!r}, expected {public_key.key_id}")
+        body = {k: v for k, v in doc.items() if k != "signature"}
+        public_key.verify(bytes.fromhex(doc["signature"]), canonical_json(body), dst=DST_AUDIT_HEAD)
+        count, head = doc["count"], doc["head"]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0 or not isinstance(head, str) or not _HEX64.match(head):
+            raise ValueError("count or head malformed")
+    except (ValueError, BadSignature, UnicodeDecodeError) as exc:
+        raise AuditLogCorrupt(f"signed head {where.name} does not verify: {exc}") from None
+    return count, head
+
+
+def _check_extends(where: Path, lines: list[bytes], public_key: VerifyKey) -> str | None:
+    """None if the log holds the entry the signed head names (it may hold more), else why not."""
+    try:
+        count, head = read_signed_head(where, public_key)
+    except AuditLogCorrupt as exc:
+        return str(exc)
+    if count > len(lines):
+        return f"log truncated: the signed head {where.name} records {count} entries but the log holds {len(lines)}"
+    at = GENESIS_HASH if count == 0 else _hash_line(lines[count - 1])
+    if at != head:
+        return f"the log does not extend the signed head {where.name}: entry {count} differs from the one it signed"
+    return None
 
 
 def _check_sidecar(side: Path, public_key: VerifyKey) -> tuple[int, bytes] | str:
@@ -492,14 +560,14 @@ def _check_sidecar(side: Path, public_key: VerifyKey) -> tuple[int, bytes] | str
     return entry["seq"], line
 
 
-def audit_verify_main(log_path: str, public_key_path: str) -> tuple[int, str]:
+def audit_verify_main(log_path: str, public_key_path: str, head_path: str | None = None) -> tuple[int, str]:
     """CLI body of ``twinmpc audit verify``: exit 0 if the log verifies, 1 if it does not, 2 on unusable input."""
     try:
         key = VerifyKey.load(public_key_path)
     except (OSError, ValueError) as exc:
         return 2, f"cannot read public key {public_key_path}: {exc}"
     try:
-        result = verify_log(log_path, key)
+        result = verify_log(log_path, key, head_path=head_path)
     except OSError as exc:
         return 2, f"cannot read audit log {log_path}: {exc.strerror or exc}"
     if result.ok:

@@ -70,6 +70,12 @@ DEFAULT_OPEN_SERVICES: frozenset[str] = frozenset(
 #: The twin's guarded prediction API (services/twin/prediction.py): controllers only.
 PREDICTION_POLICY: dict[str, frozenset[Role]] = {"/twinmpc.v1.Prediction/Forecast": frozenset({Role.CONTROLLER})}
 
+#: Masks mode's rounds (services/aggregator/masks_servicer.py): edge nodes only.
+MASKS_POLICY: dict[str, frozenset[Role]] = {
+    f"/twinmpc.v1.SecureAggregation/{m}": frozenset({Role.EDGE})
+    for m in ("Advertise", "ShareKeys", "MaskedInput", "ConfirmSurvivors", "Unmask")
+}
+
 _METHOD_RE = re.compile(r"/([A-Za-z_][A-Za-z0-9_.]*)/[A-Za-z_][A-Za-z0-9_]*")
 _PEM_KEY = "x509_pem_cert"
 
@@ -187,6 +193,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         *,
         open_services: Iterable[str] = DEFAULT_OPEN_SERVICES,
         rate_limiter: RateLimiter | None = None,
+        message_cost: Mapping[str, Callable[[Any], int]] | None = None,
         cache: PrincipalCache | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -203,6 +210,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._policy = table
         self._open = frozenset(open_services)
         self._limiter = rate_limiter
+        # Client-streaming methods charged per request message (e.g. one token per report in
+        # an upload batch) instead of once per call: a stream cannot carry more than the limit.
+        self._message_cost = dict(message_cost or {})
         self._cache = cache if cache is not None else PrincipalCache()
         self._log = logger if logger is not None else logging.getLogger("twinmpc.auth")
 
@@ -220,7 +230,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         return self._wrap(handler, method)
 
-    def _decide(self, method: str, context: grpc.aio.ServicerContext) -> Principal | _Refusal:
+    def _decide(self, method: str, context: grpc.aio.ServicerContext, charge: bool = True) -> Principal | _Refusal:
         """Authenticate, authorise, rate-limit: the admitted Principal or why not."""
         try:
             principal = principal_from_context(context, self._cache)
@@ -239,7 +249,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 grpc.StatusCode.PERMISSION_DENIED, principal,
                 f"method {method} requires {noun} {need}; caller has role {principal.role.value}",
             )
-        if self._limiter is not None:
+        if self._limiter is not None and charge:
             try:
                 self._limiter.acquire(principal, method)
             except RateLimited as exc:
@@ -250,12 +260,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 )
         return principal
 
-    async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> None:
-        """Publish the admitted Principal, or log the refusal and abort the RPC."""
-        decision = self._decide(method, context)
+    async def _admit(self, method: str, context: grpc.aio.ServicerContext, charge: bool = True) -> Principal:
+        """Publish and return the admitted Principal, or log the refusal and abort the RPC."""
+        decision = self._decide(method, context, charge)
         if isinstance(decision, Principal):
             _principal_var.set(decision)
-            return
+            return decision
         fields = {
             "event": "rpc_refused",
             "code": decision.code.name,
@@ -267,6 +277,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         }
         self._log.warning("rpc_refused %s", json.dumps(fields), extra={"twinmpc": fields})
         await context.abort(decision.code, decision.reason, trailing_metadata=decision.trailing)
+        raise AssertionError("unreachable: abort raises")
+
+    async def _metered(self, requests: AsyncIterator[Any], principal: Principal, method: str,
+                       cost: Callable[[Any], int]) -> AsyncIterator[Any]:
+        """Charge each request message before the servicer sees it; `RateLimited` ends the stream."""
+        async for message in requests:
+            if self._limiter is not None:
+                self._limiter.acquire(principal, method, max(1, cost(message)))
+            yield message
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         behavior = (
@@ -300,9 +319,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(unary_stream, **kw)
         if not handler.response_streaming:
             inner = handler.stream_unary
+            cost = self._message_cost.get(method)
+            metered = self._metered
 
             async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-                await admit(method, context)
+                principal = await admit(method, context, cost is None)
+                if cost is not None:
+                    requests = metered(requests, principal, method, cost)
                 return await inner(requests, context)
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, **kw)

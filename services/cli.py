@@ -217,7 +217,7 @@ def task_card(
     config: Annotated[Optional[Path], typer.Option(help="an aggregator's config (agg.toml), to show the budget spent there")] = None,
 ) -> None:
     """Print what a task computes, its privacy parameters, budget spent/remaining and its aggregators."""
-    from twinmpc.services.aggregator.privacy import noise_plan
+    from twinmpc.mpc.release import noise_plan
 
     task = _load_task(task_file)
     plan = noise_plan(task)
@@ -235,7 +235,7 @@ def task_card(
     }
     if config is not None:
         from twinmpc.services.aggregator.config import ConfigError, load_aggregator_config
-        from twinmpc.services.aggregator.core import open_datastore
+        from twinmpc.services.aggregator.state import open_datastore
         from twinmpc.services.aggregator.privacy import budget_report
 
         try:

@@ -119,8 +119,10 @@ class Collector(_LeaderChannel):
         self._key = collector_key
         self._he_key = he_secret_key
 
-    async def collect(self, task: Task, window_start: int) -> CollectionResult:
-        response = await self._stub.Collect(pb.CollectRequest(task_id=task.task_id, window_start=window_start), timeout=self.timeout)
+    async def collect(self, task: Task, window_start: int, index: int = 0) -> CollectionResult:
+        """Collection `index` of a closed window; repeating a call returns the same released result."""
+        request = pb.CollectRequest(task_id=task.task_id, window_start=window_start, collection_index=index)
+        response = await self._stub.Collect(request, timeout=self.timeout)
         if task.mode == "shares":
             if self._key is None:
                 raise ValueError("mode 'shares' needs the collector's HPKE key")
@@ -172,3 +174,9 @@ class TaskAdminClient:
             req = pb.PutTaskRequest(task_json=task.to_json(), aggregator_index=index, verify_key=key)
             await self._with(endpoint, lambda s, req=req: s.PutTask(req, timeout=self.timeout))
         return task
+
+    async def amend_task(self, endpoints: Sequence[str], task: Task, changes: dict[str, Any]) -> Task:
+        """Tighten a task on every aggregator (each one checks and audits the amendment itself)."""
+        req = pb.AmendTaskRequest(task_id=task.task_id, amendment_json=json.dumps(changes))
+        amended = [await self._with(e, lambda s: s.AmendTask(req, timeout=self.timeout)) for e in endpoints]
+        return Task.from_json(amended[-1].task_json)

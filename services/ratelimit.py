@@ -3,8 +3,9 @@
 One bucket per (principal, method class): methods are grouped into classes
 ("upload", "collect", ...) that share a budget, so a caller cannot multiply its
 allowance by spreading over sibling methods. A bucket holds at most `burst` tokens
-and refills at `rate` tokens per second; a call takes one token or is refused with
-the time until one is available.
+and refills at `rate` tokens per second; a call takes one token (uploads: one per
+report, however they are batched or streamed) or is refused with the time until
+enough are available.
 
 Arithmetic is exact: the rate is a `Fraction` p/q and a bucket counts in units of
 1/(q * 10^9) token against an integer nanosecond clock, so refill never drifts.
@@ -37,10 +38,9 @@ _NS_PER_S = 1_000_000_000
 class RateLimited(TwinMpcError):
     """The caller exceeded its allowance; `retry_after_ns` says when one token is back."""
 
-    def __init__(self, method_class: str, retry_after_ns: int) -> None:
+    def __init__(self, method_class: str, retry_after_ns: int, reason: str | None = None) -> None:
         super().__init__(
-            f"rate limit for method class {method_class!r} exceeded; "
-            f"retry after {retry_after_ns / _NS_PER_S:.3f} s"
+            reason or f"rate limit for method class {method_class!r} exceeded; retry after {retry_after_ns / _NS_PER_S:.3f} s"
         )
         self.method_class = method_class
         self.retry_after_ns = retry_after_ns
@@ -125,13 +125,21 @@ class RateLimiter:
         """The class whose bucket `method` draws from, or None if unlimited."""
         return self._classes.get(method, self._default)
 
-    def acquire(self, principal: Principal, method: str) -> None:
-        """Take one token for `principal` calling `method`, or raise `RateLimited`."""
+    def acquire(self, principal: Principal, method: str, tokens: int = 1) -> None:
+        """Take `tokens` tokens (e.g. one per uploaded report) for `principal` calling `method`, or raise `RateLimited`.
+
+        Nothing is taken when the bucket holds fewer than `tokens`; a request larger than
+        the burst can never pass and is refused with that reason.
+        """
         cls = self.method_class(method)
         if cls is None:
             return
         spec = self._limits[cls]
-        per_token = spec.rate.denominator * _NS_PER_S  # units in one token
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+            raise ValueError("tokens must be a positive integer")
+        if tokens > spec.burst:
+            raise RateLimited(cls, 0, f"{tokens} reports in one message exceed the burst of {spec.burst}; send smaller batches")
+        per_token = spec.rate.denominator * _NS_PER_S * tokens  # units in the requested tokens
         refill = spec.rate.numerator  # units gained per nanosecond
         capacity = spec.burst * per_token
         with self._lock:

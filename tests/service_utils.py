@@ -29,9 +29,9 @@ def upload(loop_thread: LoopThread, cluster: LocalCluster, task, reports, identi
     return loop_thread.run(go())
 
 
-def collect(loop_thread: LoopThread, cluster: LocalCluster, task, window: int):
+def collect(loop_thread: LoopThread, cluster: LocalCluster, task, window: int, index: int = 0):
     async def go():
         async with cluster.collector() as c:
-            return await c.collect(task, window)
+            return await c.collect(task, window, index)
 
     return loop_thread.run(go())

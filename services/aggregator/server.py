@@ -49,9 +49,14 @@ ROLE_POLICY: dict[str, set[str]] = {
     "/twinmpc.v1.Aggregation/GetAggregateShare": {"aggregator"},
     "/twinmpc.v1.Collection/Collect": {"controller"},
     "/twinmpc.v1.TaskAdmin/PutTask": {"admin"},
+    "/twinmpc.v1.TaskAdmin/AmendTask": {"admin"},
     "/twinmpc.v1.TaskAdmin/ListTasks": {"admin", "controller"},
     "/twinmpc.v1.TaskAdmin/GetHpkeConfig": {"admin", "edge", "controller", "aggregator"},
 }
+
+
+# Upload limits count reports, not calls: a streamed batch is charged one token per report.
+MESSAGE_COST = {"/twinmpc.v1.Upload/UploadReports": lambda batch: len(getattr(batch, "reports", ()))}
 
 
 def _rate_limiter(config: AggregatorConfig) -> RateLimiter:
@@ -123,7 +128,7 @@ async def start_aggregator(
     core = AggregatorCore(config, peer_credentials=peer_creds, **({"clock": clock} if clock else {}))
     size = config.limits.max_message_bytes
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(ROLE_POLICY, rate_limiter=_rate_limiter(config))],
+        interceptors=[AuthInterceptor(ROLE_POLICY, rate_limiter=_rate_limiter(config), message_cost=MESSAGE_COST)],
         options=[
             ("grpc.max_receive_message_length", size),
             ("grpc.max_send_message_length", size),

@@ -1,4 +1,4 @@
-"""Thin gRPC servicers: decode, call `AggregatorCore`, map errors in one place."""
+"""Thin gRPC servicers: decode, call the role, map domain errors to gRPC status codes in one place."""
 
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ from twinmpc.mpc.errors import (
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
 from twinmpc.services.aggregator.core import AggregatorCore
-from twinmpc.services.aggregator.roles import BatchMismatch, NotThisRole, PeerFailure, WrongPeer
+from twinmpc.services.aggregator.errors import BatchMismatch, NotThisRole, PeerFailure, WrongPeer
 from twinmpc.services.auth import current_principal
-from twinmpc.services.storage import NotFound
+from twinmpc.services.ratelimit import RateLimited
+from twinmpc.services.storage import AlreadyExists, NotFound, WindowClosed
 
 log = logging.getLogger("twinmpc.aggregator")
 
@@ -33,6 +34,9 @@ log = logging.getLogger("twinmpc.aggregator")
 STATUS_FOR_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (UnknownTask, grpc.StatusCode.NOT_FOUND),
     (NotFound, grpc.StatusCode.NOT_FOUND),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (WindowClosed, grpc.StatusCode.FAILED_PRECONDITION),
+    (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ReplayedReport, grpc.StatusCode.ALREADY_EXISTS),
     (StaleReport, grpc.StatusCode.FAILED_PRECONDITION),
     (SealError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -114,12 +118,15 @@ def mapped_errors(method):
                 request.check()
             return await method(self, request, context)
         except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise  # already answered
             code = status_for(exc)
             if code is None:
                 log.exception("internal error in %s", method.__name__)
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             log.warning("%s refused: %s: %s", method.__name__, code.name, exc)
-            await context.abort(code, str(exc))
+            trailer = (("retry-after-ms", str(-(-exc.retry_after_ns // 1_000_000))),) if isinstance(exc, RateLimited) else ()
+            await context.abort(code, str(exc), trailing_metadata=trailer)
 
     return wrapper
 
@@ -130,7 +137,7 @@ class UploadServicer(pb_grpc.UploadServicer):
 
     @mapped_errors
     async def UploadReport(self, request: pb.UploadReportRequest, context) -> pb.UploadReportResponse:
-        (outcome,) = self.core.ingest(request.task_id, [request.report])
+        (outcome,) = self.core.upload.ingest(request.task_id, [request.report])
         if outcome.status != pb.ACCEPTED:
             await context.abort(_OUTCOME_STATUS[outcome.status], outcome.message)
         return pb.UploadReportResponse()
@@ -141,7 +148,7 @@ class UploadServicer(pb_grpc.UploadServicer):
         async for batch in request_iterator:
             if isinstance(batch, MalformedMessage):
                 batch.check()
-            outcomes.extend(self.core.ingest(batch.task_id, list(batch.reports)))
+            outcomes.extend(self.core.upload.ingest(batch.task_id, list(batch.reports)))
         return pb.UploadBatchResponse(outcomes=outcomes)
 
 
@@ -169,7 +176,9 @@ class CollectionServicer(pb_grpc.CollectionServicer):
 
     @mapped_errors
     async def Collect(self, request: pb.CollectRequest, context) -> pb.CollectResponse:
-        return await self.core.collect(request.task_id, request.window_start, actor=current_principal().identity)
+        return await self.core.collection.collect(
+            request.task_id, request.window_start, request.collection_index, actor=current_principal().identity
+        )
 
 
 class TaskAdminServicer(pb_grpc.TaskAdminServicer):
@@ -178,12 +187,17 @@ class TaskAdminServicer(pb_grpc.TaskAdminServicer):
 
     @mapped_errors
     async def PutTask(self, request: pb.PutTaskRequest, context) -> pb.PutTaskResponse:
-        task = self.core.put_task(request.task_json, request.aggregator_index, request.verify_key, actor=current_principal().identity)
+        task = self.core.tasks.put(request.task_json, request.aggregator_index, request.verify_key, actor=current_principal().identity)
         return pb.PutTaskResponse(task_id=task.task_id)
 
     @mapped_errors
+    async def AmendTask(self, request: pb.AmendTaskRequest, context) -> pb.AmendTaskResponse:
+        task = self.core.tasks.amend(request.task_id, request.amendment_json, actor=current_principal().identity)
+        return pb.AmendTaskResponse(task_json=task.to_json())
+
+    @mapped_errors
     async def ListTasks(self, request, context) -> pb.ListTasksResponse:
-        return pb.ListTasksResponse(task_json=[t.to_json() for t in self.core.list_tasks()])
+        return pb.ListTasksResponse(task_json=[t.to_json() for t in self.core.tasks.list()])
 
     @mapped_errors
     async def GetHpkeConfig(self, request, context) -> pb.GetHpkeConfigResponse:

@@ -2,13 +2,16 @@
 
 from twinmpc.services.storage.base import (
     AlreadyExists,
+    CollectionRecord,
     Datastore,
     HelperReportRow,
     JobRecord,
     NotFound,
     PendingReport,
+    PutOutcome,
     StorageError,
     TaskRecord,
+    WindowBusy,
     WindowClosed,
     WindowRecord,
 )
@@ -16,14 +19,17 @@ from twinmpc.services.storage.sqlite import SqliteDatastore
 
 __all__ = [
     "AlreadyExists",
+    "CollectionRecord",
     "Datastore",
     "HelperReportRow",
     "JobRecord",
     "NotFound",
     "PendingReport",
+    "PutOutcome",
     "SqliteDatastore",
     "StorageError",
     "TaskRecord",
+    "WindowBusy",
     "WindowClosed",
     "WindowRecord",
 ]

@@ -5,24 +5,34 @@ and every multi-row change inside one transaction, so that a crash at any
 point leaves either the old or the new state: that is what makes "an
 acknowledged report is counted exactly once" hold across SIGKILL.
 
+A window's collections are durable jobs keyed by (task, window, collection
+index): `freeze_collection` fixes the report set (and closes the window to late
+reports) only once nothing of the window is still pending; `release_collection`
+stores the released bytes together with the privacy-ledger charge in one
+transaction and is idempotent, so a retried collection returns the same bytes
+and charges once.
+
 Errors::
 
     StorageError
     ├── NotFound
     ├── AlreadyExists
-    └── WindowClosed   the window was already collected: no late reports
+    ├── WindowClosed   the window was already collected: no late reports
+    └── WindowBusy     reports of the window are still pending, or its accumulator moved
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
-MergeFn = Callable[[bytes | None, bytes], bytes]
-
 from twinmpc.mpc.errors import TwinMpcError
+
+MergeFn = Callable[[bytes | None, bytes], bytes]
+BlobUpdate = Callable[[bytes | None], bytes]
 
 
 # Report states on the leader (both backends store them as integers).
@@ -62,6 +72,18 @@ class AlreadyExists(StorageError):
 
 class WindowClosed(StorageError):
     pass
+
+
+class WindowBusy(StorageError):
+    """The window cannot be frozen yet: flush its pending reports and try again."""
+
+
+class PutOutcome(enum.Enum):
+    """What storing one uploaded (or helper-side) report did."""
+
+    STORED = "stored"
+    REPLAYED = "replayed"  # the report id was stored before: not stored again
+    WINDOW_CLOSED = "window_closed"  # the window is frozen for a collection: no late reports
 
 
 @dataclass(frozen=True)
@@ -111,17 +133,39 @@ class WindowRecord:
     window_start: int
     state: str  # "open" | "collected"
     accumulator: bytes | None
-    collections: int
+
+
+FROZEN, RELEASED = "frozen", "released"
+
+
+@dataclass(frozen=True)
+class CollectionRecord:
+    """One collection of a window: frozen (report set fixed) then released (bytes stored)."""
+
+    task_id: bytes
+    window_start: int
+    index: int
+    collection_id: str
+    state: str  # FROZEN | RELEASED
+    report_count: int
+    checksum: bytes
+    accumulator: bytes | None  # the frozen batch
+    response: bytes | None  # what this aggregator released, byte for byte (once RELEASED)
+    audit_pending: bool  # released, but the audit entry may not be written yet
+
+    def __repr__(self) -> str:
+        return f"CollectionRecord({self.collection_id}, window={self.window_start}, index={self.index}, {self.state})"
 
 
 class Datastore(Protocol):
-    # tasks
+    # tasks (immutable: put_task raises AlreadyExists; update_task is for audited amendments)
     def put_task(self, task_id: bytes, record: TaskRecord) -> None: ...
+    def update_task(self, task_id: bytes, record: TaskRecord) -> None: ...
     def get_task(self, task_id: bytes) -> TaskRecord: ...
     def list_tasks(self) -> list[TaskRecord]: ...
 
     # leader: reports and jobs
-    def put_reports(self, task_id: bytes, rows: list[tuple[int, PendingReport]]) -> list[str]: ...
+    def put_reports(self, task_id: bytes, rows: list[tuple[int, PendingReport]]) -> list[PutOutcome]: ...
     def acquire_pending_reports(self, job_id: bytes, limit: int) -> tuple[bytes, list[PendingReport]] | None: ...
     def acquire_window_reports(self, job_id: bytes, task_id: bytes, window_start: int, limit: int) -> list[PendingReport]: ...
     def get_job_reports(self, job_id: bytes) -> list[PendingReport]: ...
@@ -132,15 +176,25 @@ class Datastore(Protocol):
     ) -> None: ...
 
     # helper: replay protection and idempotent jobs
-    def put_helper_job(self, job_id: bytes, task_id: bytes, rows: list[tuple[int, HelperReportRow]]) -> list[bool]: ...
+    def put_helper_job(self, job_id: bytes, task_id: bytes, rows: list[tuple[int, HelperReportRow]]) -> list[PutOutcome]: ...
     def get_helper_job_rows(self, job_id: bytes) -> list[tuple[int, HelperReportRow]]: ...
     def get_job_state(self, job_id: bytes) -> str | None: ...
     def finish_helper_job(self, job_id: bytes, task_id: bytes, deltas: dict[int, bytes], merge: MergeFn) -> bool: ...
 
     # windows
     def get_window(self, task_id: bytes, window_start: int) -> WindowRecord | None: ...
-    def update_window_collected(self, task_id: bytes, window_start: int) -> WindowRecord: ...
     def count_pending(self, task_id: bytes, window_start: int) -> int: ...
+
+    # collections
+    def get_collection(self, task_id: bytes, window_start: int, index: int) -> CollectionRecord | None: ...
+    def freeze_collection(
+        self, task_id: bytes, window_start: int, index: int, collection_id: str, expected_accumulator: bytes | None,
+        report_count: int, checksum: bytes,
+    ) -> CollectionRecord: ...
+    def release_collection(
+        self, task_id: bytes, window_start: int, index: int, response: bytes, ledger: str, charge: BlobUpdate | None,
+    ) -> tuple[CollectionRecord, bool]: ...
+    def update_collection_audited(self, task_id: bytes, window_start: int, index: int) -> None: ...
 
     # key/value for small durable state (privacy ledger, HPKE keys metadata)
     def get_blob(self, name: str) -> bytes | None: ...

@@ -23,7 +23,8 @@ method):
   lock per window while it checks the window state and inserts,
   `update_window_collected` takes it exclusively, so every report either
   lands before the window closes (and the collection's flush sees it) or is
-  refused as ``window_closed``.
+  refused as ``window_closed``; `freeze_collection` takes the same exclusive
+  lock, and the helper-side job insert and merge refuse a frozen window.
 
 Deadlocks the lock manager breaks (40P01), serialization failures (40001) and
 connections lost before COMMIT are retried by `_run`, which counts attempts
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import secrets
 import threading
 import time
@@ -44,33 +44,39 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import psycopg
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
 from twinmpc.services.storage.base import (
+    FROZEN,
+    RELEASED,
+    AlreadyExists,
+    BlobUpdate,
+    CollectionRecord,
     HelperReportRow,
     JobRecord,
     MergeFn,
     NotFound,
     PendingReport,
+    PutOutcome,
     StorageError,
     TaskRecord,
+    WindowBusy,
+    WindowClosed,
     WindowRecord,
     ACCEPTED,
     IN_JOB,
     PENDING,
     REJECTED,
-    pack_list,  # one sealing and list format for both backends: a sealed column can be copied between them
-    secret_column_ad,
-    unpack_list,
+    pack_list,
 )
+from twinmpc.services.storage.sealing import ColumnSealer  # one format for both backends
 
 log = logging.getLogger("twinmpc.storage.postgres")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA_LOCK = 0x74776E6D70630001  # advisory key: one replica creates the schema at a time
 
 _SCHEMA = """
@@ -96,8 +102,13 @@ CREATE TABLE IF NOT EXISTS helper_reports (
 CREATE INDEX IF NOT EXISTS helper_reports_job ON helper_reports (job_id);
 CREATE TABLE IF NOT EXISTS windows (
     task_id BYTEA NOT NULL, window_start BIGINT NOT NULL, state TEXT NOT NULL DEFAULT 'open',
-    accumulator BYTEA, collections INTEGER NOT NULL DEFAULT 0,
+    accumulator BYTEA,
     PRIMARY KEY (task_id, window_start));
+CREATE TABLE IF NOT EXISTS collections (
+    task_id BYTEA NOT NULL, window_start BIGINT NOT NULL, idx INTEGER NOT NULL, collection_id TEXT NOT NULL,
+    state TEXT NOT NULL, report_count BIGINT NOT NULL, checksum BYTEA NOT NULL, accumulator BYTEA,
+    response BYTEA, audit_pending BOOLEAN NOT NULL DEFAULT FALSE,
+    PRIMARY KEY (task_id, window_start, idx));
 CREATE TABLE IF NOT EXISTS blobs (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
 """
 
@@ -140,8 +151,7 @@ class PostgresDatastore:
         max_attempts: int = 8,
         connect_timeout: int = 10,
     ) -> None:
-        if len(datastore_key) != 32:
-            raise ValueError("datastore key must be 32 bytes")
+        self._sealer = ColumnSealer(datastore_key)
         if not 1 <= pool_size <= 64:
             raise ValueError("pool_size must be within 1..64")
         if not 1 <= max_attempts <= 100:
@@ -161,7 +171,6 @@ class PostgresDatastore:
         if password is not None:
             self._connect_kwargs["password"] = password
         self._url = url
-        self._aead = AESGCM(datastore_key)
         self._max_attempts = max_attempts
         self._slots = threading.BoundedSemaphore(pool_size)
         self._idle: list[psycopg.Connection] = []
@@ -267,43 +276,47 @@ class PostgresDatastore:
         elif row[0] != SCHEMA_VERSION:
             raise StorageError(f"database schema version {row[0]}, this build needs {SCHEMA_VERSION}")
 
-    # --- secret columns --------------------------------------------------------------
-    def _seal(self, table: str, row: bytes, column: str, value: bytes) -> bytes:
-        nonce = os.urandom(12)
-        return nonce + self._aead.encrypt(nonce, value, secret_column_ad(table, row, column))
-
-    def _open(self, table: str, row: bytes, column: str, value: bytes) -> bytes:
-        return self._aead.decrypt(value[:12], value[12:], secret_column_ad(table, row, column))
-
     # --- tasks -------------------------------------------------------------------------
     def put_task(self, task_id: bytes, record: TaskRecord) -> None:
-        key = self._seal("tasks", task_id, "verify_key", record.verify_key)
-        self._run("put_task", lambda cur: cur.execute(
-            "INSERT INTO tasks VALUES (%s,%s,%s,%s) ON CONFLICT (task_id) DO UPDATE SET "
-            "task_json=excluded.task_json, agg_index=excluded.agg_index, verify_key=excluded.verify_key",
+        """Store a new task; a task id that exists already raises AlreadyExists (tasks are immutable)."""
+        key = self._sealer.seal("tasks", task_id, "verify_key", record.verify_key)
+        inserted = self._run("put_task", lambda cur: cur.execute(
+            "INSERT INTO tasks VALUES (%s,%s,%s,%s) ON CONFLICT (task_id) DO NOTHING RETURNING task_id",
             (task_id, record.task_json, record.agg_index, key),
-        ))
+        ).fetchone())
+        if inserted is None:
+            raise AlreadyExists("task already exists")
+
+    def update_task(self, task_id: bytes, record: TaskRecord) -> None:
+        """Replace a task's document (for audited amendments that only tighten privacy)."""
+        key = self._sealer.seal("tasks", task_id, "verify_key", record.verify_key)
+        updated = self._run("update_task", lambda cur: cur.execute(
+            "UPDATE tasks SET task_json=%s, agg_index=%s, verify_key=%s WHERE task_id=%s RETURNING task_id",
+            (record.task_json, record.agg_index, key, task_id),
+        ).fetchone())
+        if updated is None:
+            raise NotFound("unknown task")
 
     def get_task(self, task_id: bytes) -> TaskRecord:
         row = self._run("get_task", lambda cur: cur.execute(
             "SELECT task_json, agg_index, verify_key FROM tasks WHERE task_id=%s", (task_id,)).fetchone())
         if row is None:
             raise NotFound("unknown task")
-        return TaskRecord(row[0], row[1], self._open("tasks", task_id, "verify_key", row[2]))
+        return TaskRecord(row[0], row[1], self._sealer.open("tasks", task_id, "verify_key", row[2]))
 
     def list_tasks(self) -> list[TaskRecord]:
         rows = self._run("list_tasks", lambda cur: cur.execute(
             "SELECT task_id, task_json, agg_index, verify_key FROM tasks ORDER BY task_id").fetchall())
-        return [TaskRecord(r[1], r[2], self._open("tasks", r[0], "verify_key", r[3])) for r in rows]
+        return [TaskRecord(r[1], r[2], self._sealer.open("tasks", r[0], "verify_key", r[3])) for r in rows]
 
     # --- leader: reports ------------------------------------------------------------------
-    def put_reports(self, task_id: bytes, rows: list[tuple[int, PendingReport]]) -> list[str]:
-        """Insert reports durably; per row 'ok', 'replay' or 'window_closed'.
+    def put_reports(self, task_id: bytes, rows: list[tuple[int, PendingReport]]) -> list[PutOutcome]:
+        """Insert reports durably; one outcome per row.
 
         Like the reference backend, a report id repeated within the batch is a replay of
         its first occurrence that lands in an open window.
         """
-        sealed = [self._seal("reports", task_id + r.report_id, "leader_share", r.leader_share) for _, r in rows]
+        sealed = [self._sealer.seal("reports", task_id + r.report_id, "leader_share", r.leader_share) for _, r in rows]
         windows = sorted({w for w, _ in rows})
 
         def body(cur: psycopg.Cursor) -> tuple[set[int], dict[bytes, int], set[bytes]]:
@@ -346,16 +359,10 @@ class PostgresDatastore:
         out = []
         for pos, (w, r) in enumerate(rows):
             if w in closed:
-                out.append("window_closed")
+                out.append(PutOutcome.WINDOW_CLOSED)
             else:
-                out.append("ok" if first[r.report_id] == pos and r.report_id in inserted else "replay")
+                out.append(PutOutcome.STORED if first[r.report_id] == pos and r.report_id in inserted else PutOutcome.REPLAYED)
         return out
-
-    def _rows_to_reports(self, task_id: bytes, rows) -> list[PendingReport]:
-        return [
-            PendingReport(rid, t, ps, self._open("reports", task_id + rid, "leader_share", ls), unpack_list(hs))
-            for rid, t, ps, ls, hs in rows
-        ]
 
     def _claim(self, cur: psycopg.Cursor, job_id: bytes, task_id: bytes, where: str, params: tuple, limit: int) -> list:
         """Lock up to `limit` pending rows nobody else holds and move them into `job_id`, in one statement."""
@@ -384,13 +391,13 @@ class PostgresDatastore:
         claimed = self._run("acquire_pending_reports", body)
         if claimed is None:
             return None
-        return claimed[0], self._rows_to_reports(claimed[0], claimed[1])
+        return claimed[0], self._sealer.pending_reports(claimed[0], claimed[1])
 
     def acquire_window_reports(self, job_id: bytes, task_id: bytes, window_start: int, limit: int) -> list[PendingReport]:
         """Claim pending reports of one window (used to flush before a collection)."""
         rows = self._run("acquire_window_reports",
                          lambda cur: self._claim(cur, job_id, task_id, "AND window_start=%s", (window_start,), limit))
-        return self._rows_to_reports(task_id, rows)
+        return self._sealer.pending_reports(task_id, rows)
 
     def get_job_reports(self, job_id: bytes) -> list[PendingReport]:
         def body(cur: psycopg.Cursor):
@@ -403,7 +410,7 @@ class PostgresDatastore:
         found = self._run("get_job_reports", body)
         if found is None:
             raise NotFound("unknown job")
-        return self._rows_to_reports(*found)
+        return self._sealer.pending_reports(*found)
 
     def update_job_verdicts(self, job_id: bytes, verdicts: bytes) -> None:
         """Persist the first verdicts of a job; a replica that lost the race leaves them (and 'done') alone."""
@@ -423,11 +430,13 @@ class PostgresDatastore:
     def _merge_windows(self, cur: psycopg.Cursor, task_id: bytes, deltas: dict[int, bytes], merge: MergeFn) -> None:
         for window_start in sorted(deltas):  # one lock order for every merger: no deadlock
             # the no-op DO UPDATE locks the row and returns the latest committed accumulator
-            (old,) = cur.execute(
+            (old, state) = cur.execute(
                 "INSERT INTO windows (task_id, window_start) VALUES (%s,%s) ON CONFLICT (task_id, window_start) "
-                "DO UPDATE SET accumulator = windows.accumulator RETURNING accumulator",
+                "DO UPDATE SET accumulator = windows.accumulator RETURNING accumulator, state",
                 (task_id, window_start),
             ).fetchone()
+            if state == "collected":
+                raise WindowClosed(f"window {window_start} is frozen for a collection; its accumulator cannot change")
             cur.execute(
                 "UPDATE windows SET accumulator=%s WHERE task_id=%s AND window_start=%s",
                 (merge(old, deltas[window_start]), task_id, window_start),
@@ -453,17 +462,29 @@ class PostgresDatastore:
         self._run("finish_leader_job", body)
 
     # --- helper --------------------------------------------------------------------------
-    def put_helper_job(self, job_id: bytes, task_id: bytes, rows: list[tuple[int, HelperReportRow]]) -> list[bool]:
-        """Record a job's reports; False for a report id already seen in another job (replay)."""
-        first: dict[bytes, tuple[int, HelperReportRow]] = {}
-        for window_start, r in rows:
-            first.setdefault(r.report_id, (window_start, r))
-        batch = list(first.values())
+    def put_helper_job(self, job_id: bytes, task_id: bytes, rows: list[tuple[int, HelperReportRow]]) -> list[PutOutcome]:
+        """Record a job's reports: REPLAYED for an id seen in another job, WINDOW_CLOSED for a frozen window."""
+        windows = sorted({w for w, _ in rows})
 
-        def body(cur: psycopg.Cursor) -> dict[bytes, bytes]:
+        def body(cur: psycopg.Cursor) -> tuple[set[int], dict[bytes, bytes]]:
             cur.execute("INSERT INTO jobs VALUES (%s,%s,'helper','init',NULL) ON CONFLICT (job_id) DO NOTHING", (job_id, task_id))
+            if not rows:
+                return set(), {}
+            cur.execute(
+                "SELECT pg_advisory_xact_lock_shared(k) FROM unnest(%s::bigint[]) AS k",
+                (sorted(_window_lock_key(task_id, w) for w in windows),),
+            )
+            closed = {w for (w,) in cur.execute(
+                "SELECT window_start FROM windows WHERE task_id=%s AND window_start = ANY(%s) AND state='collected'",
+                (task_id, windows),
+            )}
+            first: dict[bytes, tuple[int, HelperReportRow]] = {}
+            for window_start, r in rows:
+                if window_start not in closed:
+                    first.setdefault(r.report_id, (window_start, r))
+            batch = list(first.values())
             if not batch:
-                return {}
+                return closed, {}
             cur.execute(
                 "INSERT INTO helper_reports (task_id, job_id, report_id, window_start, time, public_share, sealed_share) "
                 "SELECT %s, %s, u.* FROM unnest(%s::bytea[], %s::bigint[], %s::bigint[], %s::bytea[], %s::bytea[]) "
@@ -482,10 +503,13 @@ class PostgresDatastore:
                 "SELECT report_id, job_id FROM helper_reports WHERE task_id=%s AND report_id = ANY(%s)",
                 (task_id, list(first)),
             ).fetchall()
-            return dict(owners)
+            return closed, dict(owners)
 
-        owner = self._run("put_helper_job", body)
-        return [owner.get(r.report_id) == job_id for _, r in rows]  # same job retried: not a replay
+        closed, owner = self._run("put_helper_job", body)
+        return [  # the same job retried is not a replay
+            PutOutcome.WINDOW_CLOSED if w in closed else PutOutcome.STORED if owner.get(r.report_id) == job_id else PutOutcome.REPLAYED
+            for w, r in rows
+        ]
 
     def get_helper_job_rows(self, job_id: bytes) -> list[tuple[int, HelperReportRow]]:
         rows = self._run("get_helper_job_rows", lambda cur: cur.execute(
@@ -520,28 +544,9 @@ class PostgresDatastore:
     # --- windows ---------------------------------------------------------------------------
     def get_window(self, task_id: bytes, window_start: int) -> WindowRecord | None:
         row = self._run("get_window", lambda cur: cur.execute(
-            "SELECT state, accumulator, collections FROM windows WHERE task_id=%s AND window_start=%s", (task_id, window_start)
+            "SELECT state, accumulator FROM windows WHERE task_id=%s AND window_start=%s", (task_id, window_start)
         ).fetchone())
-        return WindowRecord(task_id, window_start, row[0], row[1], row[2]) if row else None
-
-    def update_window_collected(self, task_id: bytes, window_start: int) -> WindowRecord:
-        """Close the window to late reports and count one more collection.
-
-        The exclusive window lock waits for uploads into this window still in flight,
-        so the flush that follows a collection sees every report acknowledged before it.
-        """
-
-        def body(cur: psycopg.Cursor):
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_window_lock_key(task_id, window_start),))
-            return cur.execute(
-                "INSERT INTO windows (task_id, window_start, state, collections) VALUES (%s,%s,'collected',1) "
-                "ON CONFLICT (task_id, window_start) DO UPDATE SET state='collected', collections=windows.collections+1 "
-                "RETURNING state, accumulator, collections",
-                (task_id, window_start),
-            ).fetchone()
-
-        row = self._run("update_window_collected", body)
-        return WindowRecord(task_id, window_start, row[0], row[1], row[2])
+        return WindowRecord(task_id, window_start, row[0], bytes(row[1]) if row[1] is not None else None) if row else None
 
     def count_pending(self, task_id: bytes, window_start: int) -> int:
         (n,) = self._run("count_pending", lambda cur: cur.execute(
@@ -549,6 +554,96 @@ class PostgresDatastore:
             (task_id, window_start),
         ).fetchone())
         return n
+
+    # --- collections -------------------------------------------------------------------------
+    _COLLECTION_COLUMNS = "collection_id, state, report_count, checksum, accumulator, response, audit_pending"
+
+    def _collection(self, cur: psycopg.Cursor, task_id: bytes, window_start: int, index: int, lock: bool = False) -> CollectionRecord | None:
+        row = cur.execute(
+            f"SELECT {self._COLLECTION_COLUMNS} FROM collections WHERE task_id=%s AND window_start=%s AND idx=%s"
+            + (" FOR UPDATE" if lock else ""),
+            (task_id, window_start, index),
+        ).fetchone()
+        if row is None:
+            return None
+        blob = lambda v: None if v is None else bytes(v)  # noqa: E731
+        return CollectionRecord(task_id, window_start, index, row[0], row[1], row[2], bytes(row[3]), blob(row[4]), blob(row[5]), row[6])
+
+    def get_collection(self, task_id: bytes, window_start: int, index: int) -> CollectionRecord | None:
+        return self._run("get_collection", lambda cur: self._collection(cur, task_id, window_start, index))
+
+    def freeze_collection(
+        self, task_id: bytes, window_start: int, index: int, collection_id: str, expected_accumulator: bytes | None,
+        report_count: int, checksum: bytes,
+    ) -> CollectionRecord:
+        """Fix the window's report set for this collection and close the window to late reports.
+
+        The exclusive window lock waits for uploads into the window still in flight; then a
+        report still pending or in a job, or an accumulator other than `expected_accumulator`,
+        raises WindowBusy (flush and retry). Idempotent: an existing collection is returned.
+        """
+
+        def body(cur: psycopg.Cursor) -> CollectionRecord | None:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_window_lock_key(task_id, window_start),))
+            existing = self._collection(cur, task_id, window_start, index, lock=True)
+            if existing is not None:
+                return existing
+            (busy,) = cur.execute(
+                f"SELECT COUNT(*) FROM reports WHERE task_id=%s AND window_start=%s AND state IN ({PENDING},{IN_JOB})",
+                (task_id, window_start),
+            ).fetchone()
+            row = cur.execute(
+                "SELECT accumulator FROM windows WHERE task_id=%s AND window_start=%s FOR UPDATE", (task_id, window_start)
+            ).fetchone()
+            current = None if row is None or row[0] is None else bytes(row[0])
+            if busy or current != expected_accumulator:
+                return None
+            cur.execute(
+                "INSERT INTO windows (task_id, window_start, state) VALUES (%s,%s,'collected') "
+                "ON CONFLICT (task_id, window_start) DO UPDATE SET state='collected'",
+                (task_id, window_start),
+            )
+            cur.execute(
+                "INSERT INTO collections (task_id, window_start, idx, collection_id, state, report_count, checksum, accumulator) "
+                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
+                (task_id, window_start, index, collection_id, FROZEN, report_count, checksum, current),
+            )
+            return self._collection(cur, task_id, window_start, index)
+
+        record = self._run("freeze_collection", body)
+        if record is None:
+            raise WindowBusy(f"window {window_start} changed while its collection was being prepared")
+        return record
+
+    def release_collection(
+        self, task_id: bytes, window_start: int, index: int, response: bytes, ledger: str, charge: BlobUpdate | None,
+    ) -> tuple[CollectionRecord, bool]:
+        """Store what this aggregator releases and charge its ledger, in one transaction (see SQLite)."""
+
+        def body(cur: psycopg.Cursor) -> tuple[CollectionRecord, bool] | None:
+            existing = self._collection(cur, task_id, window_start, index, lock=True)
+            if existing is None:
+                return None
+            if existing.state == RELEASED:
+                return existing, False
+            if charge is not None:
+                cur.execute("INSERT INTO blobs VALUES (%s, %s) ON CONFLICT (name) DO NOTHING", (ledger, b""))
+                (current,) = cur.execute("SELECT value FROM blobs WHERE name=%s FOR UPDATE", (ledger,)).fetchone()
+                cur.execute("UPDATE blobs SET value=%s WHERE name=%s", (charge(bytes(current) or None), ledger))
+            cur.execute(
+                "UPDATE collections SET state=%s, response=%s, audit_pending=TRUE WHERE task_id=%s AND window_start=%s AND idx=%s",
+                (RELEASED, response, task_id, window_start, index),
+            )
+            return self._collection(cur, task_id, window_start, index), True  # type: ignore[return-value]
+
+        result = self._run("release_collection", body)
+        if result is None:
+            raise NotFound("collection was never frozen")
+        return result
+
+    def update_collection_audited(self, task_id: bytes, window_start: int, index: int) -> None:
+        self._run("update_collection_audited", lambda cur: cur.execute(
+            "UPDATE collections SET audit_pending=FALSE WHERE task_id=%s AND window_start=%s AND idx=%s", (task_id, window_start, index)))
 
     # --- small durable state ---------------------------------------------------------------
     def get_blob(self, name: str) -> bytes | None:

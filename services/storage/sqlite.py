@@ -9,31 +9,35 @@ datastore key, with table, row and column bound as associated data.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from twinmpc.services.storage.base import (
+    FROZEN,
+    RELEASED,
+    AlreadyExists,
+    BlobUpdate,
+    CollectionRecord,
     HelperReportRow,
     JobRecord,
     MergeFn,
     NotFound,
     PendingReport,
+    PutOutcome,
     TaskRecord,
+    WindowBusy,
+    WindowClosed,
     WindowRecord,
     ACCEPTED,
     IN_JOB,
     PENDING,
     REJECTED,
     pack_list,
-    secret_column_ad,
-    unpack_list,
 )
+from twinmpc.services.storage.sealing import ColumnSealer
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -54,8 +58,13 @@ CREATE TABLE IF NOT EXISTS helper_reports (
 CREATE INDEX IF NOT EXISTS helper_reports_job ON helper_reports (job_id);
 CREATE TABLE IF NOT EXISTS windows (
     task_id BLOB NOT NULL, window_start INTEGER NOT NULL, state TEXT NOT NULL DEFAULT 'open',
-    accumulator BLOB, collections INTEGER NOT NULL DEFAULT 0,
+    accumulator BLOB,
     PRIMARY KEY (task_id, window_start));
+CREATE TABLE IF NOT EXISTS collections (
+    task_id BLOB NOT NULL, window_start INTEGER NOT NULL, idx INTEGER NOT NULL, collection_id TEXT NOT NULL,
+    state TEXT NOT NULL, report_count INTEGER NOT NULL, checksum BLOB NOT NULL, accumulator BLOB,
+    response BLOB, audit_pending INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (task_id, window_start, idx));
 CREATE TABLE IF NOT EXISTS blobs (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 
@@ -65,10 +74,8 @@ class SqliteDatastore:
     """Thread-safe (one lock) SQLite datastore; one file per aggregator."""
 
     def __init__(self, path: str | Path, datastore_key: bytes) -> None:
-        if len(datastore_key) != 32:
-            raise ValueError("datastore key must be 32 bytes")
+        self._sealer = ColumnSealer(datastore_key)
         self.path = str(path)
-        self._aead = AESGCM(datastore_key)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -94,42 +101,41 @@ class SqliteDatastore:
                 raise
             self._db.execute("COMMIT")
 
-    # --- secret columns --------------------------------------------------------
-    def _seal(self, table: str, row: bytes, column: str, value: bytes) -> bytes:
-        nonce = os.urandom(12)
-        return nonce + self._aead.encrypt(nonce, value, secret_column_ad(table, row, column))
-
-    def _open(self, table: str, row: bytes, column: str, value: bytes) -> bytes:
-        return self._aead.decrypt(value[:12], value[12:], secret_column_ad(table, row, column))
-
     # --- tasks -------------------------------------------------------------------
     def put_task(self, task_id: bytes, record: TaskRecord) -> None:
-        key = self._seal("tasks", task_id, "verify_key", record.verify_key)
+        """Store a new task; a task id that exists already raises AlreadyExists (tasks are immutable)."""
+        key = self._sealer.seal("tasks", task_id, "verify_key", record.verify_key)
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO tasks VALUES (?,?,?,?) ON CONFLICT(task_id) DO UPDATE SET "
-                "task_json=excluded.task_json, agg_index=excluded.agg_index, verify_key=excluded.verify_key",
-                (task_id, record.task_json, record.agg_index, key),
-            )
+            cur = db.execute("INSERT INTO tasks VALUES (?,?,?,?) ON CONFLICT(task_id) DO NOTHING", (task_id, record.task_json, record.agg_index, key))
+            if cur.rowcount != 1:
+                raise AlreadyExists("task already exists")
+
+    def update_task(self, task_id: bytes, record: TaskRecord) -> None:
+        """Replace a task's document (for audited amendments that only tighten privacy)."""
+        key = self._sealer.seal("tasks", task_id, "verify_key", record.verify_key)
+        with self._tx() as db:
+            cur = db.execute("UPDATE tasks SET task_json=?, agg_index=?, verify_key=? WHERE task_id=?", (record.task_json, record.agg_index, key, task_id))
+            if cur.rowcount != 1:
+                raise NotFound("unknown task")
 
     def get_task(self, task_id: bytes) -> TaskRecord:
         with self._lock:
             row = self._db.execute("SELECT task_json, agg_index, verify_key FROM tasks WHERE task_id=?", (task_id,)).fetchone()
         if row is None:
             raise NotFound("unknown task")
-        return TaskRecord(row[0], row[1], self._open("tasks", task_id, "verify_key", row[2]))
+        return TaskRecord(row[0], row[1], self._sealer.open("tasks", task_id, "verify_key", row[2]))
 
     def list_tasks(self) -> list[TaskRecord]:
         with self._lock:
             rows = self._db.execute("SELECT task_id, task_json, agg_index, verify_key FROM tasks ORDER BY task_id").fetchall()
-        return [TaskRecord(r[1], r[2], self._open("tasks", r[0], "verify_key", r[3])) for r in rows]
+        return [TaskRecord(r[1], r[2], self._sealer.open("tasks", r[0], "verify_key", r[3])) for r in rows]
 
     # --- leader: reports -----------------------------------------------------------
-    def put_reports(self, task_id: bytes, rows: list[tuple[int, PendingReport]]) -> list[str]:
-        """Insert reports durably; per row 'ok', 'replay' or 'window_closed'."""
-        results: list[str] = []
+    def put_reports(self, task_id: bytes, rows: list[tuple[int, PendingReport]]) -> list[PutOutcome]:
+        """Insert reports durably; one outcome per row."""
+        results: list[PutOutcome] = []
         sealed = [
-            self._seal("reports", task_id + r.report_id, "leader_share", r.leader_share) for _, r in rows
+            self._sealer.seal("reports", task_id + r.report_id, "leader_share", r.leader_share) for _, r in rows
         ]
         with self._tx() as db:
             closed = {
@@ -142,21 +148,15 @@ class SqliteDatastore:
             } if rows else set()
             for (window_start, r), share in zip(rows, sealed, strict=True):
                 if window_start in closed:
-                    results.append("window_closed")
+                    results.append(PutOutcome.WINDOW_CLOSED)
                     continue
                 cur = db.execute(
                     "INSERT OR IGNORE INTO reports (task_id, report_id, window_start, time, public_share, leader_share, helper_shares) "
                     "VALUES (?,?,?,?,?,?,?)",
                     (task_id, r.report_id, window_start, r.time, r.public_share, share, pack_list(r.helper_shares)),
                 )
-                results.append("ok" if cur.rowcount == 1 else "replay")
+                results.append(PutOutcome.STORED if cur.rowcount == 1 else PutOutcome.REPLAYED)
         return results
-
-    def _rows_to_reports(self, task_id: bytes, rows) -> list[PendingReport]:
-        return [
-            PendingReport(rid, t, ps, self._open("reports", task_id + rid, "leader_share", ls), unpack_list(hs))
-            for rid, t, ps, ls, hs in rows
-        ]
 
     def _claim(self, db: sqlite3.Connection, job_id: bytes, task_id: bytes, ids: list[bytes]) -> None:
         db.executemany("UPDATE reports SET state=?, job_id=? WHERE task_id=? AND report_id=?", [(IN_JOB, job_id, task_id, i) for i in ids])
@@ -175,7 +175,7 @@ class SqliteDatastore:
                 (PENDING, task_id, limit),
             ).fetchall()
             self._claim(db, job_id, task_id, [r[0] for r in rows])
-        return task_id, self._rows_to_reports(task_id, rows)
+        return task_id, self._sealer.pending_reports(task_id, rows)
 
     def acquire_window_reports(self, job_id: bytes, task_id: bytes, window_start: int, limit: int) -> list[PendingReport]:
         """Claim pending reports of one window (used to flush before a collection)."""
@@ -187,7 +187,7 @@ class SqliteDatastore:
             ).fetchall()
             if rows:
                 self._claim(db, job_id, task_id, [r[0] for r in rows])
-        return self._rows_to_reports(task_id, rows)
+        return self._sealer.pending_reports(task_id, rows)
 
     def get_job_reports(self, job_id: bytes) -> list[PendingReport]:
         with self._lock:
@@ -198,7 +198,7 @@ class SqliteDatastore:
                 "SELECT report_id, time, public_share, leader_share, helper_shares FROM reports WHERE job_id=? ORDER BY rowid",
                 (job_id,),
             ).fetchall()
-        return self._rows_to_reports(task[0], rows)
+        return self._sealer.pending_reports(task[0], rows)
 
     def update_job_verdicts(self, job_id: bytes, verdicts: bytes) -> None:
         with self._tx() as db:
@@ -215,7 +215,9 @@ class SqliteDatastore:
 
     def _merge_windows(self, db: sqlite3.Connection, task_id: bytes, deltas: dict[int, bytes], merge: MergeFn) -> None:
         for window_start, delta in deltas.items():
-            row = db.execute("SELECT accumulator FROM windows WHERE task_id=? AND window_start=?", (task_id, window_start)).fetchone()
+            row = db.execute("SELECT accumulator, state FROM windows WHERE task_id=? AND window_start=?", (task_id, window_start)).fetchone()
+            if row is not None and row[1] == "collected":
+                raise WindowClosed(f"window {window_start} is frozen for a collection; its accumulator cannot change")
             merged = merge(row[0] if row else None, delta)
             db.execute(
                 "INSERT INTO windows (task_id, window_start, accumulator) VALUES (?,?,?) "
@@ -240,23 +242,33 @@ class SqliteDatastore:
             db.execute("UPDATE jobs SET state='done', verdicts=NULL WHERE job_id=?", (job_id,))
 
     # --- helper ------------------------------------------------------------------------
-    def put_helper_job(self, job_id: bytes, task_id: bytes, rows: list[tuple[int, HelperReportRow]]) -> list[bool]:
-        """Record a job's reports; False for a report id already seen in another job (replay)."""
-        fresh: list[bool] = []
+    def put_helper_job(self, job_id: bytes, task_id: bytes, rows: list[tuple[int, HelperReportRow]]) -> list[PutOutcome]:
+        """Record a job's reports: REPLAYED for an id seen in another job, WINDOW_CLOSED for a frozen window."""
+        fresh: list[PutOutcome] = []
         with self._tx() as db:
             existing = db.execute("SELECT state FROM jobs WHERE job_id=?", (job_id,)).fetchone()
             if existing is None:
                 db.execute("INSERT INTO jobs VALUES (?,?,?,?,NULL)", (job_id, task_id, "helper", "init"))
+            windows = sorted({w for w, _ in rows})
+            closed = {
+                w for (w,) in db.execute(
+                    f"SELECT window_start FROM windows WHERE task_id=? AND state='collected' AND window_start IN ({','.join('?' * len(windows))})",
+                    (task_id, *windows),
+                )
+            } if rows else set()
             for window_start, r in rows:
+                if window_start in closed:
+                    fresh.append(PutOutcome.WINDOW_CLOSED)
+                    continue
                 prior = db.execute("SELECT job_id FROM helper_reports WHERE task_id=? AND report_id=?", (task_id, r.report_id)).fetchone()
                 if prior is None:
                     db.execute(
                         "INSERT INTO helper_reports VALUES (?,?,?,?,?,?,?)",
                         (task_id, r.report_id, job_id, window_start, r.time, r.public_share, r.sealed_share),
                     )
-                    fresh.append(True)
-                else:
-                    fresh.append(prior[0] == job_id)  # same job retried: not a replay
+                    fresh.append(PutOutcome.STORED)
+                else:  # the same job retried is not a replay
+                    fresh.append(PutOutcome.STORED if prior[0] == job_id else PutOutcome.REPLAYED)
         return fresh
 
     def get_helper_job_rows(self, job_id: bytes) -> list[tuple[int, HelperReportRow]]:
@@ -288,22 +300,9 @@ class SqliteDatastore:
     def get_window(self, task_id: bytes, window_start: int) -> WindowRecord | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT state, accumulator, collections FROM windows WHERE task_id=? AND window_start=?", (task_id, window_start)
+                "SELECT state, accumulator FROM windows WHERE task_id=? AND window_start=?", (task_id, window_start)
             ).fetchone()
-        return WindowRecord(task_id, window_start, row[0], row[1], row[2]) if row else None
-
-    def update_window_collected(self, task_id: bytes, window_start: int) -> WindowRecord:
-        """Close the window to late reports and count one more collection."""
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO windows (task_id, window_start, state, collections) VALUES (?,?,'collected',1) "
-                "ON CONFLICT(task_id, window_start) DO UPDATE SET state='collected', collections=collections+1",
-                (task_id, window_start),
-            )
-            row = db.execute(
-                "SELECT state, accumulator, collections FROM windows WHERE task_id=? AND window_start=?", (task_id, window_start)
-            ).fetchone()
-        return WindowRecord(task_id, window_start, row[0], row[1], row[2])
+        return WindowRecord(task_id, window_start, row[0], row[1]) if row else None
 
     def count_pending(self, task_id: bytes, window_start: int) -> int:
         with self._lock:
@@ -312,6 +311,81 @@ class SqliteDatastore:
                 (task_id, window_start, PENDING, IN_JOB),
             ).fetchone()
         return n
+
+    # --- collections ---------------------------------------------------------------------
+    _COLLECTION_COLUMNS = "collection_id, state, report_count, checksum, accumulator, response, audit_pending"
+
+    def _collection(self, db: sqlite3.Connection, task_id: bytes, window_start: int, index: int) -> CollectionRecord | None:
+        row = db.execute(
+            f"SELECT {self._COLLECTION_COLUMNS} FROM collections WHERE task_id=? AND window_start=? AND idx=?", (task_id, window_start, index)
+        ).fetchone()
+        return None if row is None else CollectionRecord(task_id, window_start, index, row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]))
+
+    def get_collection(self, task_id: bytes, window_start: int, index: int) -> CollectionRecord | None:
+        with self._lock:
+            return self._collection(self._db, task_id, window_start, index)
+
+    def freeze_collection(
+        self, task_id: bytes, window_start: int, index: int, collection_id: str, expected_accumulator: bytes | None,
+        report_count: int, checksum: bytes,
+    ) -> CollectionRecord:
+        """Fix the window's report set for this collection and close the window to late reports.
+
+        Idempotent (an existing collection is returned as it is). Raises WindowBusy while a
+        report of the window is pending or in a job, or when the accumulator is no longer
+        `expected_accumulator` (the batch that passed the caller's checks).
+        """
+        with self._tx() as db:
+            existing = self._collection(db, task_id, window_start, index)
+            if existing is not None:
+                return existing
+            (busy,) = db.execute(
+                "SELECT COUNT(*) FROM reports WHERE task_id=? AND window_start=? AND state IN (?,?)", (task_id, window_start, PENDING, IN_JOB)
+            ).fetchone()
+            row = db.execute("SELECT accumulator FROM windows WHERE task_id=? AND window_start=?", (task_id, window_start)).fetchone()
+            current = row[0] if row else None
+            if busy or current != expected_accumulator:
+                raise WindowBusy(f"window {window_start} changed while its collection was being prepared")
+            db.execute(
+                "INSERT INTO windows (task_id, window_start, state) VALUES (?,?,'collected') "
+                "ON CONFLICT(task_id, window_start) DO UPDATE SET state='collected'",
+                (task_id, window_start),
+            )
+            db.execute(
+                "INSERT INTO collections (task_id, window_start, idx, collection_id, state, report_count, checksum, accumulator) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (task_id, window_start, index, collection_id, FROZEN, report_count, checksum, current),
+            )
+            return self._collection(db, task_id, window_start, index)  # type: ignore[return-value]
+
+    def release_collection(
+        self, task_id: bytes, window_start: int, index: int, response: bytes, ledger: str, charge: BlobUpdate | None,
+    ) -> tuple[CollectionRecord, bool]:
+        """Store what this aggregator releases and charge its ledger, in one transaction.
+
+        Returns (record, True) when this call released it, (the stored record, False) when
+        it was released before: its bytes, not `response`, are the answer. An exception from
+        `charge` (budget exhausted) leaves everything unchanged.
+        """
+        with self._tx() as db:
+            existing = self._collection(db, task_id, window_start, index)
+            if existing is None:
+                raise NotFound("collection was never frozen")
+            if existing.state == RELEASED:
+                return existing, False
+            if charge is not None:
+                row = db.execute("SELECT value FROM blobs WHERE name=?", (ledger,)).fetchone()
+                value = charge(row[0] if row else None)
+                db.execute("INSERT INTO blobs VALUES (?,?) ON CONFLICT(name) DO UPDATE SET value=excluded.value", (ledger, value))
+            db.execute(
+                "UPDATE collections SET state=?, response=?, audit_pending=1 WHERE task_id=? AND window_start=? AND idx=?",
+                (RELEASED, response, task_id, window_start, index),
+            )
+            return self._collection(db, task_id, window_start, index), True  # type: ignore[return-value]
+
+    def update_collection_audited(self, task_id: bytes, window_start: int, index: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE collections SET audit_pending=0 WHERE task_id=? AND window_start=? AND idx=?", (task_id, window_start, index))
 
     # --- small durable state -------------------------------------------------------------
     def get_blob(self, name: str) -> bytes | None:

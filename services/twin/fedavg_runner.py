@@ -69,7 +69,7 @@ from twinmpc.mpc.fedavg import FedAvgConfig
 from twinmpc.mpc.measurements import FixedPointVec
 from twinmpc.mpc.task import Task
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
-from twinmpc.services.aggregator.privacy import noise_plan
+from twinmpc.mpc.release import noise_plan
 from twinmpc.services.client import Collector, UploadClient, report_to_proto
 from twinmpc.services.twin.city import CityDataset, generate_city
 from twinmpc.services.twin.fedavg_training import FedAvgHistory, run_fedavg

@@ -146,6 +146,7 @@ def _write_vector_log(vector: dict[str, Any], tmp_path: Path) -> Path:
     log = tmp_path / "audit.log"
     log.write_bytes("".join(line + "\n" for line in vector["log"]).encode("utf-8"))
     (tmp_path / "audit.log.checkpoint").write_bytes((vector["checkpoint_file"] + "\n").encode("utf-8"))
+    (tmp_path / "audit.log.head").write_bytes((vector["head_file"] + "\n").encode("utf-8"))
     return log
 
 
@@ -164,6 +165,17 @@ def test_known_answer_lines(vector: dict[str, Any], tmp_path: Path) -> None:
     assert path.read_bytes() == "".join(line + "\n" for line in vector["log"]).encode("utf-8")
     assert ids == [a["entry_id"] for a in vector["appends"]]
     assert (tmp_path / "kat.log.checkpoint").read_bytes() == (vector["checkpoint_file"] + "\n").encode("utf-8")
+    assert (tmp_path / "kat.log.head").read_bytes() == (vector["head_file"] + "\n").encode("utf-8")
+
+
+def test_signed_head_known_answer_independently(vector: dict[str, Any]) -> None:
+    """The head line re-derived with json + raw Ed25519 only: count, hash of the last line, signature."""
+    raw_key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(vector["signing_seed"]))
+    body = {"count": len(vector["log"]), "head": hashlib.sha256(vector["log"][-1].encode()).hexdigest(),
+            "key_id": vector["key_id"], "v": 1}
+    body_bytes = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    signature = raw_key.sign(vector["head_dst"].encode() + b"\x00" + body_bytes)
+    assert json.dumps({**body, "signature": signature.hex()}, sort_keys=True, separators=(",", ":")) == vector["head_file"]
 
 
 def test_known_answer_lines_independently(vector: dict[str, Any]) -> None:
@@ -440,7 +452,7 @@ def test_wrong_public_key_fails_on_line_one(tmp_path: Path, key: SigningKey, oth
 
 def test_empty_log_and_sidecar_problems(tmp_path: Path, key: SigningKey) -> None:
     path = tmp_path / "a.log"
-    path.write_bytes(b"")
+    AuditLog.open(path, key).close()  # a new log signs its empty head
     res = verify_log(path, key.public_key)
     assert res.ok and res.entries == 0 and res.head == "0" * 64
     res = verify_log(path, key.public_key, checkpoint_path=tmp_path / "missing.checkpoint")
@@ -493,3 +505,80 @@ def test_concurrent_appends_from_threads_keep_the_chain(tmp_path: Path, key: Sig
             ids = list(pool.map(lambda i: log.append("collection", "leader", window=i), range(60)))
     res = verify_log(path, key.public_key)
     assert res.ok and res.entries == 60 + 60 // 7 and len(set(ids)) == 60
+
+
+# ================================================================ signed head
+def _log_with(tmp_path: Path, key: SigningKey, n: int) -> Path:
+    path = tmp_path / "h.log"
+    with AuditLog.open(path, key) as log:
+        for i in range(n):
+            log.append("collection", "leader", window=i)
+    return path
+
+
+def test_deleting_trailing_entries_is_detected_before_any_checkpoint(tmp_path: Path, key: SigningKey) -> None:
+    path = _log_with(tmp_path, key, 5)
+    assert verify_log(path, key.public_key).ok
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:-2]))
+    res = verify_log(path, key.public_key)
+    assert not res.ok and "log truncated" in res.reason and "records 5 entries" in res.reason
+
+
+def test_emptying_the_log_is_detected(tmp_path: Path, key: SigningKey) -> None:
+    path = _log_with(tmp_path, key, 3)
+    path.write_bytes(b"")
+    res = verify_log(path, key.public_key)
+    assert not res.ok and "log truncated" in res.reason
+
+
+def test_missing_or_forged_head_fails(tmp_path: Path, key: SigningKey, other_key: SigningKey) -> None:
+    path = _log_with(tmp_path, key, 2)
+    head = tmp_path / "h.log.head"
+    good = head.read_bytes()
+    head.unlink()
+    assert "cannot be read" in verify_log(path, key.public_key).reason
+    head.write_bytes(good.replace(b'"count":2', b'"count":1'))
+    assert "does not verify" in verify_log(path, key.public_key).reason
+    with AuditLog.open(tmp_path / "o.log", other_key) as log:
+        log.append("collection", "leader", window=0)
+    head.write_bytes((tmp_path / "o.log.head").read_bytes())
+    assert "expected " + key.key_id in verify_log(path, key.public_key).reason
+
+
+def test_a_head_kept_elsewhere_proves_the_log_still_extends_it(tmp_path: Path, key: SigningKey) -> None:
+    path = _log_with(tmp_path, key, 3)
+    kept = tmp_path / "kept.head"
+    kept.write_bytes((tmp_path / "h.log.head").read_bytes())
+    with AuditLog.open(path, key) as log:
+        log.append("collection", "leader", window=9)
+    assert verify_log(path, key.public_key, head_path=kept).ok
+    # cut back to 2 entries and re-sign nothing: the kept head (3 entries) exposes it even if the
+    # attacker also restores an older own head
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:2]))
+    res = verify_log(path, key.public_key, head_path=kept)
+    assert not res.ok and "log truncated" in res.reason
+
+
+def test_reopening_after_a_crash_between_append_and_head_repairs_the_head(tmp_path: Path, key: SigningKey) -> None:
+    path = _log_with(tmp_path, key, 2)
+    stale = (tmp_path / "h.log.head").read_bytes()
+    with AuditLog.open(path, key) as log:
+        log.append("collection", "leader", window=2)
+    (tmp_path / "h.log.head").write_bytes(stale)  # as if the process died before rewriting the head
+    assert verify_log(path, key.public_key).ok  # the log extends its (older) head: nothing lost
+    AuditLog.open(path, key).close()
+    assert b'"count":3' in (tmp_path / "h.log.head").read_bytes()
+
+
+def test_audit_verify_main_with_kept_head(tmp_path: Path, key: SigningKey) -> None:
+    path = _log_with(tmp_path, key, 2)
+    pub = tmp_path / "pub.pem"
+    key.public_key.save(pub)
+    kept = tmp_path / "kept.head"
+    kept.write_bytes((tmp_path / "h.log.head").read_bytes())
+    assert audit_verify_main(str(path), str(pub), str(kept))[0] == 0
+    path.write_bytes(path.read_bytes().splitlines(keepends=True)[0])
+    code, msg = audit_verify_main(str(path), str(pub), str(kept))
+    assert code == 1 and "truncated" in msg

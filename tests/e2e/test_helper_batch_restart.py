@@ -8,7 +8,8 @@ import os
 from twinmpc.mpc import aggregator as agg
 from twinmpc.mpc.client import shard_report
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
-from twinmpc.services.aggregator.helper_role import HelperRole
+from twinmpc.mpc.release import batch_of
+from twinmpc.services.aggregator.helper import HelperRole
 from tests.service_utils import past_window, provision
 
 
@@ -25,7 +26,7 @@ def test_helper_continue_after_losing_its_states_recomputes_them(loop_thread, cl
 
     async def run():  # on the servers' loop: the cores' storage belongs to it
         results = helper.helper.init_job(task.task_id, job_id, shares)
-        loaded = leader.load_task(task.task_id)
+        loaded = leader.tasks.load(task.task_id)
         opened = [agg.open_input_share(task, leader.hpke, 0, r) for r in reports]
         inits = agg.verify_init_many(task, loaded.verify_key, 0, [r.report_id for r in reports],
                                      [r.public_share for r in reports], opened)
@@ -33,23 +34,22 @@ def test_helper_continue_after_losing_its_states_recomputes_them(loop_thread, cl
         for r, res, init in zip(reports, results, inits, strict=True):
             message = agg.verifier_message(task, [init[1], res.verifier_share]) if res.ok else None
             verdicts.append(pb.ReportVerdict(report_id=r.report_id, accept=message is not None, verifier_message=message or b""))
-        restarted = HelperRole(helper)  # a fresh role holds no verify states, as after a restart
+        restarted = HelperRole(helper.state, helper.tasks)  # a fresh role holds no verify states, as after a restart
         return results, restarted.continue_job(task.task_id, job_id, verdicts)
 
     results, (accepted, rejected) = loop_thread.run(run())
     assert [r.ok for r in results] == [True, True, True, False, True]
     assert results[3].error  # the SealError text, as before batching
     assert accepted == 4 and rejected == []
-    acc = helper.windows.accumulator(task, window)
-    assert acc.count == 4
+    assert batch_of(task, helper.store.get_window(task.task_id, window).accumulator).count == 4
 
 
 def test_cached_verify_states_are_bounded(monkeypatch):
     """The helper's in-memory states never exceed the cap; the oldest are dropped first."""
-    from twinmpc.services.aggregator import helper_role
+    from twinmpc.services.aggregator import helper
 
-    monkeypatch.setattr(helper_role, "MAX_CACHED_STATES", 3)
-    role = helper_role.HelperRole(core=None)
+    monkeypatch.setattr(helper, "MAX_CACHED_STATES", 3)
+    role = helper.HelperRole(state=None, tasks=None)
     for i in range(5):
         role._remember(b"job", bytes([i]), object())
     assert list(role._states) == [(b"job", bytes([i])) for i in (2, 3, 4)]

@@ -8,7 +8,7 @@ import pytest
 from twinmpc.crypto.audit_log import verify_log
 from twinmpc.crypto.signing import VerifyKey
 from twinmpc.mpc.client import shard_report
-from twinmpc.services.aggregator.privacy import noise_plan
+from twinmpc.mpc.release import noise_plan
 from tests.service_utils import collect, past_window, provision, upload
 
 
@@ -34,10 +34,11 @@ def test_budget_exhausted_is_refused_and_audited(loop_thread, cluster2):
                      dp={"algo": "discrete-laplace", "epsilon": 1, "budget": {"epsilon": 2, "delta": 0}})
     window = past_window(41)
     upload(loop_thread, cluster2, task, [shard_report(task, 1, time=window) for _ in range(5)])
-    collect(loop_thread, cluster2, task, window)
-    collect(loop_thread, cluster2, task, window)
+    first = collect(loop_thread, cluster2, task, window, 0)
+    collect(loop_thread, cluster2, task, window, 1)
+    assert collect(loop_thread, cluster2, task, window, 0) == first  # a repeat charges nothing
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        collect(loop_thread, cluster2, task, window)
+        collect(loop_thread, cluster2, task, window, 2)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     leader = cluster2.nodes[0].core
     from twinmpc.services.aggregator.privacy import budget_report
@@ -63,13 +64,14 @@ def test_recollection_beyond_policy_refused_and_audited(loop_thread, cluster2):
     assert task.max_collections_per_window == 1
     window = past_window(42)
     upload(loop_thread, cluster2, task, [shard_report(task, 1, time=window) for _ in range(3)])
-    collect(loop_thread, cluster2, task, window)
+    first = collect(loop_thread, cluster2, task, window)
+    assert collect(loop_thread, cluster2, task, window) == first  # the same collection again: same noisy result
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        collect(loop_thread, cluster2, task, window)
+        collect(loop_thread, cluster2, task, window, 1)
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "already collected" in info.value.details()
+    assert "outside the task's terms" in info.value.details()
     log = (cluster2.nodes[0].core.config.data_dir / "audit.log").read_text()
-    assert "already collected" in log
+    assert "outside the task's terms" in log
 
 
 def test_output_policy_clamps_and_rounds(loop_thread, cluster2):

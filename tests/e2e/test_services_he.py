@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import dataclasses
 
 import grpc
@@ -62,7 +64,7 @@ def test_paillier_exact(loop_thread, cluster2, paillier_keys, measurement, value
 
 
 def test_paillier_with_dp_noise_within_bound(loop_thread, cluster2, paillier_keys):
-    from twinmpc.services.aggregator.privacy import noise_plan
+    from twinmpc.mpc.release import noise_plan
 
     pub, sec = paillier_keys
     task = _provision(loop_thread, cluster2, {"type": "count"}, "paillier", _pub_json(pub), dp={"algo": "discrete-laplace", "epsilon": 1})
@@ -122,17 +124,17 @@ def test_key_rotation_keeps_old_reports_in_their_window(loop_thread, cluster2, p
     task = _provision(loop_thread, cluster2, {"type": "sum", "bits": 8}, "paillier", _pub_json(old_pub))
     window = past_window(54)
     upload(loop_thread, cluster2, task, [encrypt_he_report(task, 10, time=window) for _ in range(2)])
-    rotated_doc = {**task.to_dict(), "he_public_key": b64encode(_pub_json(new_pub)), "he_retired_keys": [b64encode(_pub_json(old_pub))]}
+    rotation = {"he_public_key": b64encode(_pub_json(new_pub)), "he_retired_keys": [b64encode(_pub_json(old_pub))]}
+
+    async def amend():
+        async with grpc.aio.secure_channel(cluster2.endpoints[0], cluster2.credentials("admin")) as ch:
+            req = pb.AmendTaskRequest(task_id=task.task_id, amendment_json=json.dumps(rotation))
+            return await pb_grpc.TaskAdminStub(ch).AmendTask(req, timeout=10)
+
     from twinmpc.mpc.task import Task
 
-    rotated = Task.from_dict(rotated_doc)
-
-    async def put():
-        async with grpc.aio.secure_channel(cluster2.endpoints[0], cluster2.credentials("admin")) as ch:
-            req = pb.PutTaskRequest(task_json=rotated.to_json(), aggregator_index=0, verify_key=b"")
-            return await pb_grpc.TaskAdminStub(ch).PutTask(req, timeout=10)
-
-    loop_thread.run(put())
+    rotated = Task.from_json(loop_thread.run(amend()).task_json)
+    assert rotated.he_retired_keys == (_pub_json(old_pub),)
     upload(loop_thread, cluster2, rotated, [encrypt_he_report(rotated, 1, time=window) for _ in range(3)])
     result = _collect(loop_thread, cluster2, rotated, window, [old_sec, new_sec])
     assert result.report_count == 5 and result.result == 23

@@ -182,13 +182,18 @@ def test_collect_misaligned_window_refused(loop_thread, cluster2, sum_task):
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "aligned" in details
 
 
-def test_batch_below_min_size_refused_and_late_reports_stale(loop_thread, cluster2, sum_task):
+def test_batch_below_min_size_refused_spends_nothing_and_window_stays_open(loop_thread, cluster2, sum_task):
     window = past_window(9)
     upload(loop_thread, cluster2, sum_task, [shard_report(sum_task, 1, time=window) for _ in range(2)])
     code, details = _status(loop_thread, lambda: collect(loop_thread, cluster2, sum_task, window))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "min_batch_size" in details
+    assert "2" not in details.replace(str(window), "")  # the count below the minimum is not disclosed
     late = upload(loop_thread, cluster2, sum_task, [shard_report(sum_task, 1, time=window)])
-    assert late[0].status == "STALE" and "collected" in late[0].message
+    assert late[0].status == "ACCEPTED"  # a refused collection froze nothing
+    result = collect(loop_thread, cluster2, sum_task, window)
+    assert (result.report_count, result.result) == (3, 3)
+    after = upload(loop_thread, cluster2, sum_task, [shard_report(sum_task, 1, time=window)])
+    assert after[0].status == "STALE" and "collected" in after[0].message  # released: the batch is frozen
 
 
 def test_unknown_task_collect_not_found(loop_thread, cluster2, sum_task):

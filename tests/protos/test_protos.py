@@ -21,4 +21,4 @@ def test_contract_is_versioned() -> None:
     from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
 
     assert pb.DESCRIPTOR.package == "twinmpc.v1"
-    assert set(pb.DESCRIPTOR.services_by_name) == {"Upload", "Aggregation", "Collection", "TaskAdmin", "Prediction"}
+    assert set(pb.DESCRIPTOR.services_by_name) == {"Upload", "Aggregation", "Collection", "TaskAdmin", "Prediction", "SecureAggregation"}

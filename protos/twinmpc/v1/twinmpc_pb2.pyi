@@ -148,18 +148,20 @@ class AggregationJobContinueResponse(_message.Message):
     def __init__(self, accepted: _Optional[int] = ..., rejected_report_ids: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class AggregateShareRequest(_message.Message):
-    __slots__ = ("task_id", "window_start", "report_count", "checksum", "collection_id")
+    __slots__ = ("task_id", "window_start", "report_count", "checksum", "collection_id", "collection_index")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     WINDOW_START_FIELD_NUMBER: _ClassVar[int]
     REPORT_COUNT_FIELD_NUMBER: _ClassVar[int]
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_INDEX_FIELD_NUMBER: _ClassVar[int]
     task_id: bytes
     window_start: int
     report_count: int
     checksum: bytes
     collection_id: str
-    def __init__(self, task_id: _Optional[bytes] = ..., window_start: _Optional[int] = ..., report_count: _Optional[int] = ..., checksum: _Optional[bytes] = ..., collection_id: _Optional[str] = ...) -> None: ...
+    collection_index: int
+    def __init__(self, task_id: _Optional[bytes] = ..., window_start: _Optional[int] = ..., report_count: _Optional[int] = ..., checksum: _Optional[bytes] = ..., collection_id: _Optional[str] = ..., collection_index: _Optional[int] = ...) -> None: ...
 
 class AggregateShareResponse(_message.Message):
     __slots__ = ("sealed_aggregate_share", "dp_applied_json")
@@ -170,15 +172,17 @@ class AggregateShareResponse(_message.Message):
     def __init__(self, sealed_aggregate_share: _Optional[bytes] = ..., dp_applied_json: _Optional[str] = ...) -> None: ...
 
 class CollectRequest(_message.Message):
-    __slots__ = ("task_id", "window_start")
+    __slots__ = ("task_id", "window_start", "collection_index")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     WINDOW_START_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_INDEX_FIELD_NUMBER: _ClassVar[int]
     task_id: bytes
     window_start: int
-    def __init__(self, task_id: _Optional[bytes] = ..., window_start: _Optional[int] = ...) -> None: ...
+    collection_index: int
+    def __init__(self, task_id: _Optional[bytes] = ..., window_start: _Optional[int] = ..., collection_index: _Optional[int] = ...) -> None: ...
 
 class CollectResponse(_message.Message):
-    __slots__ = ("task_id", "window_start", "window_seconds", "report_count", "checksum", "sealed_aggregate_shares", "dp_applied_json", "collection_id")
+    __slots__ = ("task_id", "window_start", "window_seconds", "report_count", "checksum", "sealed_aggregate_shares", "dp_applied_json", "collection_id", "collection_index")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     WINDOW_START_FIELD_NUMBER: _ClassVar[int]
     WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -187,6 +191,7 @@ class CollectResponse(_message.Message):
     SEALED_AGGREGATE_SHARES_FIELD_NUMBER: _ClassVar[int]
     DP_APPLIED_JSON_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_INDEX_FIELD_NUMBER: _ClassVar[int]
     task_id: bytes
     window_start: int
     window_seconds: int
@@ -195,7 +200,8 @@ class CollectResponse(_message.Message):
     sealed_aggregate_shares: _containers.RepeatedScalarFieldContainer[bytes]
     dp_applied_json: str
     collection_id: str
-    def __init__(self, task_id: _Optional[bytes] = ..., window_start: _Optional[int] = ..., window_seconds: _Optional[int] = ..., report_count: _Optional[int] = ..., checksum: _Optional[bytes] = ..., sealed_aggregate_shares: _Optional[_Iterable[bytes]] = ..., dp_applied_json: _Optional[str] = ..., collection_id: _Optional[str] = ...) -> None: ...
+    collection_index: int
+    def __init__(self, task_id: _Optional[bytes] = ..., window_start: _Optional[int] = ..., window_seconds: _Optional[int] = ..., report_count: _Optional[int] = ..., checksum: _Optional[bytes] = ..., sealed_aggregate_shares: _Optional[_Iterable[bytes]] = ..., dp_applied_json: _Optional[str] = ..., collection_id: _Optional[str] = ..., collection_index: _Optional[int] = ...) -> None: ...
 
 class PutTaskRequest(_message.Message):
     __slots__ = ("task_json", "aggregator_index", "verify_key")
@@ -212,6 +218,20 @@ class PutTaskResponse(_message.Message):
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     task_id: bytes
     def __init__(self, task_id: _Optional[bytes] = ...) -> None: ...
+
+class AmendTaskRequest(_message.Message):
+    __slots__ = ("task_id", "amendment_json")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    AMENDMENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    task_id: bytes
+    amendment_json: str
+    def __init__(self, task_id: _Optional[bytes] = ..., amendment_json: _Optional[str] = ...) -> None: ...
+
+class AmendTaskResponse(_message.Message):
+    __slots__ = ("task_json",)
+    TASK_JSON_FIELD_NUMBER: _ClassVar[int]
+    task_json: str
+    def __init__(self, task_json: _Optional[str] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
     __slots__ = ()
@@ -258,3 +278,21 @@ class ForecastResponse(_message.Message):
     level: CongestionLevel
     model_card_json: str
     def __init__(self, level: _Optional[_Union[CongestionLevel, str]] = ..., model_card_json: _Optional[str] = ...) -> None: ...
+
+class MasksRoundRequest(_message.Message):
+    __slots__ = ("task_id", "window_start", "attempt", "message")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_START_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    task_id: bytes
+    window_start: int
+    attempt: int
+    message: bytes
+    def __init__(self, task_id: _Optional[bytes] = ..., window_start: _Optional[int] = ..., attempt: _Optional[int] = ..., message: _Optional[bytes] = ...) -> None: ...
+
+class MasksRoundReply(_message.Message):
+    __slots__ = ("message",)
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    message: bytes
+    def __init__(self, message: _Optional[bytes] = ...) -> None: ...

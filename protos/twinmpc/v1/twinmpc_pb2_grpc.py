@@ -406,6 +406,11 @@ class TaskAdminStub:
                 request_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.PutTaskRequest.SerializeToString,
                 response_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.PutTaskResponse.FromString,
                 _registered_method=True)
+        self.AmendTask = channel.unary_unary(
+                '/twinmpc.v1.TaskAdmin/AmendTask',
+                request_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.AmendTaskRequest.SerializeToString,
+                response_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.AmendTaskResponse.FromString,
+                _registered_method=True)
         self.ListTasks = channel.unary_unary(
                 '/twinmpc.v1.TaskAdmin/ListTasks',
                 request_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.ListTasksRequest.SerializeToString,
@@ -424,7 +429,15 @@ class TaskAdminServicer:
     """
 
     def PutTask(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Creates a task; the identical document again is a no-op, a different one ALREADY_EXISTS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AmendTask(self, request, context):
+        """Tightens a task in place (raise min_batch_size, lower epsilon, ...); audited.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -448,6 +461,11 @@ def add_TaskAdminServicer_to_server(servicer, server):
                     servicer.PutTask,
                     request_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.PutTaskRequest.FromString,
                     response_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.PutTaskResponse.SerializeToString,
+            ),
+            'AmendTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.AmendTask,
+                    request_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.AmendTaskRequest.FromString,
+                    response_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.AmendTaskResponse.SerializeToString,
             ),
             'ListTasks': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTasks,
@@ -489,6 +507,33 @@ class TaskAdmin:
             '/twinmpc.v1.TaskAdmin/PutTask',
             protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.PutTaskRequest.SerializeToString,
             protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.PutTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AmendTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twinmpc.v1.TaskAdmin/AmendTask',
+            protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.AmendTaskRequest.SerializeToString,
+            protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.AmendTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -627,6 +672,279 @@ class Prediction:
             '/twinmpc.v1.Prediction/Forecast',
             protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.ForecastRequest.SerializeToString,
             protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.ForecastResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class SecureAggregationStub:
+    """---------------------------------------------------- secure aggregation ---
+    Edge nodes -> the aggregator of a masks-mode task.  Role required: edge.
+    One SecAgg+ round per (task, window, attempt).  `message` carries the
+    canonical encoding of mpc/masks/messages.py (gRPC only frames it).  Each
+    call submits the caller's message for one round and returns, once that round
+    has closed (everyone who could answer has, or its deadline passed), the
+    caller's input for the next round.  Repeating a call with the same message is
+    safe; a round that cannot continue answers ABORTED and releases nothing.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Advertise = channel.unary_unary(
+                '/twinmpc.v1.SecureAggregation/Advertise',
+                request_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundRequest.SerializeToString,
+                response_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundReply.FromString,
+                _registered_method=True)
+        self.ShareKeys = channel.unary_unary(
+                '/twinmpc.v1.SecureAggregation/ShareKeys',
+                request_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundRequest.SerializeToString,
+                response_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundReply.FromString,
+                _registered_method=True)
+        self.MaskedInput = channel.unary_unary(
+                '/twinmpc.v1.SecureAggregation/MaskedInput',
+                request_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundRequest.SerializeToString,
+                response_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundReply.FromString,
+                _registered_method=True)
+        self.ConfirmSurvivors = channel.unary_unary(
+                '/twinmpc.v1.SecureAggregation/ConfirmSurvivors',
+                request_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundRequest.SerializeToString,
+                response_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundReply.FromString,
+                _registered_method=True)
+        self.Unmask = channel.unary_unary(
+                '/twinmpc.v1.SecureAggregation/Unmask',
+                request_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundRequest.SerializeToString,
+                response_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundReply.FromString,
+                _registered_method=True)
+
+
+class SecureAggregationServicer:
+    """---------------------------------------------------- secure aggregation ---
+    Edge nodes -> the aggregator of a masks-mode task.  Role required: edge.
+    One SecAgg+ round per (task, window, attempt).  `message` carries the
+    canonical encoding of mpc/masks/messages.py (gRPC only frames it).  Each
+    call submits the caller's message for one round and returns, once that round
+    has closed (everyone who could answer has, or its deadline passed), the
+    caller's input for the next round.  Repeating a call with the same message is
+    safe; a round that cannot continue answers ABORTED and releases nothing.
+    """
+
+    def Advertise(self, request, context):
+        """round 0 -> roster
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShareKeys(self, request, context):
+        """round 1 -> forwarded shares
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MaskedInput(self, request, context):
+        """round 2 -> survivor set
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmSurvivors(self, request, context):
+        """round 3 -> unmask request
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unmask(self, request, context):
+        """round 4 -> empty: summed
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_SecureAggregationServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Advertise': grpc.unary_unary_rpc_method_handler(
+                    servicer.Advertise,
+                    request_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundRequest.FromString,
+                    response_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundReply.SerializeToString,
+            ),
+            'ShareKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShareKeys,
+                    request_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundRequest.FromString,
+                    response_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundReply.SerializeToString,
+            ),
+            'MaskedInput': grpc.unary_unary_rpc_method_handler(
+                    servicer.MaskedInput,
+                    request_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundRequest.FromString,
+                    response_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundReply.SerializeToString,
+            ),
+            'ConfirmSurvivors': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmSurvivors,
+                    request_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundRequest.FromString,
+                    response_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundReply.SerializeToString,
+            ),
+            'Unmask': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unmask,
+                    request_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundRequest.FromString,
+                    response_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'twinmpc.v1.SecureAggregation', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('twinmpc.v1.SecureAggregation', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class SecureAggregation:
+    """---------------------------------------------------- secure aggregation ---
+    Edge nodes -> the aggregator of a masks-mode task.  Role required: edge.
+    One SecAgg+ round per (task, window, attempt).  `message` carries the
+    canonical encoding of mpc/masks/messages.py (gRPC only frames it).  Each
+    call submits the caller's message for one round and returns, once that round
+    has closed (everyone who could answer has, or its deadline passed), the
+    caller's input for the next round.  Repeating a call with the same message is
+    safe; a round that cannot continue answers ABORTED and releases nothing.
+    """
+
+    @staticmethod
+    def Advertise(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twinmpc.v1.SecureAggregation/Advertise',
+            protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundRequest.SerializeToString,
+            protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShareKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twinmpc.v1.SecureAggregation/ShareKeys',
+            protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundRequest.SerializeToString,
+            protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MaskedInput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twinmpc.v1.SecureAggregation/MaskedInput',
+            protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundRequest.SerializeToString,
+            protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmSurvivors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twinmpc.v1.SecureAggregation/ConfirmSurvivors',
+            protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundRequest.SerializeToString,
+            protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unmask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twinmpc.v1.SecureAggregation/Unmask',
+            protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundRequest.SerializeToString,
+            protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.MasksRoundReply.FromString,
             options,
             channel_credentials,
             insecure,

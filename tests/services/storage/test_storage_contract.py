@@ -21,12 +21,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from twinmpc.services.storage import (
+    AlreadyExists,
     HelperReportRow,
     NotFound,
     PendingReport,
+    PutOutcome,
     SqliteDatastore,
     StorageError,
     TaskRecord,
+    WindowBusy,
+    WindowClosed,
 )
 
 pytest_plugins = ["tests.fixtures.postgres"]
@@ -34,6 +38,7 @@ pytest_plugins = ["tests.fixtures.postgres"]
 TASK = b"T" * 32
 OTHER_TASK = b"U" * 32
 W0, W1, W2 = 3600, 7200, 10800
+OK, REPLAY, CLOSED = PutOutcome.STORED, PutOutcome.REPLAYED, PutOutcome.WINDOW_CLOSED
 
 
 def _sum_merge(old: bytes | None, delta: bytes) -> bytes:
@@ -103,14 +108,19 @@ def store(backend):
 
 
 # --- tasks ------------------------------------------------------------------------------------
-def test_tasks_round_trip_and_upsert(store):
+def test_tasks_are_immutable_except_through_update(store):
     with pytest.raises(NotFound):
         store.get_task(TASK)
     store.put_task(TASK, TaskRecord('{"a": 1}', 0, b"k" * 16))
     store.put_task(OTHER_TASK, TaskRecord('{"b": 2}', 1, b"v" * 32))
     assert store.get_task(TASK) == TaskRecord('{"a": 1}', 0, b"k" * 16)
-    store.put_task(TASK, TaskRecord('{"a": 2}', 1, b"j" * 16))
+    with pytest.raises(AlreadyExists):
+        store.put_task(TASK, TaskRecord('{"a": 2}', 1, b"j" * 16))
+    assert store.get_task(TASK) == TaskRecord('{"a": 1}', 0, b"k" * 16)  # the refused put changed nothing
+    store.update_task(TASK, TaskRecord('{"a": 2}', 1, b"j" * 16))
     assert store.get_task(TASK) == TaskRecord('{"a": 2}', 1, b"j" * 16)
+    with pytest.raises(NotFound):
+        store.update_task(b"Z" * 32, TaskRecord("{}", 0, b"k" * 16))
     assert [t.task_json for t in store.list_tasks()] == ['{"a": 2}', '{"b": 2}']
     assert "j" * 16 not in repr(store.get_task(TASK))
 
@@ -119,20 +129,78 @@ def test_tasks_round_trip_and_upsert(store):
 def test_put_reports_ok_replay_and_duplicate_in_batch(store):
     rows = [(W0, _report(i)) for i in range(4)]
     assert store.put_reports(TASK, []) == []
-    assert store.put_reports(TASK, rows + [rows[1]]) == ["ok", "ok", "ok", "ok", "replay"]
-    assert store.put_reports(TASK, [rows[0], (W0, _report(9))]) == ["replay", "ok"]
-    assert store.put_reports(OTHER_TASK, [rows[0]]) == ["ok"]  # report ids are per task
+    assert store.put_reports(TASK, rows + [rows[1]]) == [OK, OK, OK, OK, REPLAY]
+    assert store.put_reports(TASK, [rows[0], (W0, _report(9))]) == [REPLAY, OK]
+    assert store.put_reports(OTHER_TASK, [rows[0]]) == [OK]  # report ids are per task
     assert store.count_pending(TASK, W0) == 5
 
 
-def test_put_reports_refused_once_window_collected(store):
+def _flush(store, task: bytes, window: int) -> list[bytes]:
+    """Aggregate every pending report of a window (each counts 1), as the leader's flush does."""
+    done: list[bytes] = []
+    while reports := store.acquire_window_reports(job := os.urandom(16), task, window, 1000):
+        ids = [r.report_id for r in reports]
+        store.finish_leader_job(job, task, {window: _int(len(ids))}, _sum_merge, ids, [])
+        done.extend(ids)
+    return done
+
+
+def _flush_and_freeze(store, task: bytes, window: int, index: int = 0):
+    """Flush, then freeze the window for a collection; again while uploads still move it."""
+    flushed: list[bytes] = []
+    while True:
+        flushed += _flush(store, task, window)
+        record = store.get_window(task, window)
+        try:
+            return store.freeze_collection(task, window, index, "cid", record.accumulator if record else None,
+                                           len(flushed), b"c" * 32), flushed
+        except WindowBusy:
+            continue
+
+
+def test_put_reports_refused_once_window_frozen(store):
     store.put_reports(TASK, [(W0, _report(1))])
-    record = store.update_window_collected(TASK, W0)
-    assert (record.state, record.collections, record.accumulator) == ("collected", 1, None)
+    with pytest.raises(WindowBusy):  # a pending report: the batch is not complete yet
+        store.freeze_collection(TASK, W0, 0, "cid", None, 0, b"c" * 32)
+    assert store.get_collection(TASK, W0, 0) is None and store.get_window(TASK, W0) is None  # refused: nothing frozen
+    record, flushed = _flush_and_freeze(store, TASK, W0)
+    assert flushed == [_report(1).report_id] and record.state == "frozen" and record.accumulator == _int(1)
+    assert store.get_window(TASK, W0).state == "collected"
     out = store.put_reports(TASK, [(W0, _report(2)), (W1, _report(3)), (W0, _report(1))])
-    assert out == ["window_closed", "ok", "window_closed"]
-    assert store.update_window_collected(TASK, W0).collections == 2
-    assert store.count_pending(TASK, W0) == 1
+    assert out == [CLOSED, OK, CLOSED]
+    assert store.count_pending(TASK, W0) == 0 and store.count_pending(TASK, W1) == 1
+
+
+def test_freeze_refuses_a_moved_accumulator_and_is_idempotent(store):
+    store.put_reports(TASK, [(W0, _report(1))])
+    _flush(store, TASK, W0)
+    with pytest.raises(WindowBusy):
+        store.freeze_collection(TASK, W0, 0, "cid", _int(99), 1, b"c" * 32)  # not the batch the caller checked
+    first = store.freeze_collection(TASK, W0, 0, "cid", _int(1), 1, b"c" * 32)
+    again = store.freeze_collection(TASK, W0, 0, "other-id", None, 7, b"x" * 32)
+    assert again == first and again.collection_id == "cid" and again.report_count == 1
+
+
+def test_release_stores_once_and_charges_in_the_same_transaction(store):
+    store.put_reports(TASK, [(W0, _report(1))])
+    record, _ = _flush_and_freeze(store, TASK, W0)
+    with pytest.raises(NotFound):
+        store.release_collection(TASK, W0, 5, b"never", "ledger", None)
+
+    def refuse(_old):
+        raise RuntimeError("budget exhausted")
+
+    with pytest.raises(RuntimeError):
+        store.release_collection(TASK, W0, 0, b"first", "ledger", refuse)
+    assert store.get_collection(TASK, W0, 0).state == "frozen" and store.get_blob("ledger") is None  # nothing spent
+    charges = []
+    charge = lambda old: (charges.append(1), (old or b"") + b"+")[1]  # noqa: E731
+    released, fresh = store.release_collection(TASK, W0, 0, b"first", "ledger", charge)
+    assert fresh and released.response == b"first" and released.audit_pending and store.get_blob("ledger") == b"+"
+    repeat, fresh = store.release_collection(TASK, W0, 0, b"second draw", "ledger", charge)
+    assert not fresh and repeat.response == b"first" and store.get_blob("ledger") == b"+" and len(charges) == 1
+    store.update_collection_audited(TASK, W0, 0)
+    assert not store.get_collection(TASK, W0, 0).audit_pending
 
 
 # --- leader jobs ----------------------------------------------------------------------------------
@@ -176,7 +244,7 @@ def test_job_lifecycle_and_idempotent_finish(store):
     assert store.get_window(TASK, W0).accumulator == _int(3)
     assert store.get_unfinished_jobs() == []
     assert store.count_pending(TASK, W0) == 0
-    assert store.put_reports(TASK, [(W0, _report(3)), (W0, _report(0))]) == ["replay", "replay"]  # rejected rows keep their id
+    assert store.put_reports(TASK, [(W0, _report(3)), (W0, _report(0))]) == [REPLAY, REPLAY]  # rejected rows keep their id
 
 
 def test_finish_of_unknown_leader_job_changes_nothing(store):
@@ -192,10 +260,10 @@ def _helper_row(i: int) -> tuple[int, HelperReportRow]:
 def test_helper_job_replay_detection(store):
     job_a, job_b = b"helper-job-aaaa1", b"helper-job-bbbb2"
     assert store.get_job_state(job_a) is None
-    assert store.put_helper_job(job_a, TASK, [_helper_row(1), _helper_row(2)]) == [True, True]
+    assert store.put_helper_job(job_a, TASK, [_helper_row(1), _helper_row(2)]) == [OK, OK]
     assert store.get_job_state(job_a) == "init"
-    assert store.put_helper_job(job_a, TASK, [_helper_row(1), _helper_row(2)]) == [True, True]  # same job retried
-    assert store.put_helper_job(job_b, TASK, [_helper_row(2), _helper_row(3), _helper_row(3)]) == [False, True, True]
+    assert store.put_helper_job(job_a, TASK, [_helper_row(1), _helper_row(2)]) == [OK, OK]  # same job retried
+    assert store.put_helper_job(job_b, TASK, [_helper_row(2), _helper_row(3), _helper_row(3)]) == [REPLAY, OK, OK]
     assert sorted(r.report_id for _, r in store.get_helper_job_rows(job_a)) == [_helper_row(i)[1].report_id for i in (1, 2)]
     assert store.put_helper_job(job_b, OTHER_TASK, []) == []
 
@@ -219,10 +287,15 @@ def test_windows_merge_across_jobs(store):
         store.put_helper_job(job + b"h", TASK, [_helper_row(n)])
         store.finish_helper_job(job + b"h", TASK, {w: _int(v) for w, v in deltas.items()}, _sum_merge)
     w0 = store.get_window(TASK, W0)
-    assert (w0.state, w0.accumulator, w0.collections) == ("open", _int(3), 0)
+    assert (w0.state, w0.accumulator) == ("open", _int(3))
     assert store.get_window(TASK, W1).accumulator == _int(1)
-    collected = store.update_window_collected(TASK, W0)
-    assert (collected.state, collected.accumulator, collected.collections) == ("collected", _int(3), 1)
+    frozen = store.freeze_collection(TASK, W0, 0, "cid", _int(3), 2, b"c" * 32)
+    assert (frozen.accumulator, store.get_window(TASK, W0).state) == (_int(3), "collected")
+    # a frozen window takes no more helper reports and no more merges (a leader cannot grow a released batch)
+    assert store.put_helper_job(b"merge-job-late1h", TASK, [_helper_row(9)]) == [CLOSED]
+    with pytest.raises(WindowClosed):
+        store.finish_helper_job(b"merge-job-late1h", TASK, {W0: _int(5)}, _sum_merge)
+    assert store.get_window(TASK, W0).accumulator == _int(3)
 
 
 def test_blobs(store):
@@ -239,7 +312,7 @@ def test_state_survives_reopen(backend):
     first.close()
     second = backend.open()
     assert second.get_task(TASK).verify_key == b"k" * 16
-    assert second.put_reports(TASK, [(W0, _report(1))]) == ["replay"]
+    assert second.put_reports(TASK, [(W0, _report(1))]) == [REPLAY]
 
 
 # --- secrets at rest ------------------------------------------------------------------------------------
@@ -338,7 +411,7 @@ def test_replicas_never_claim_a_report_twice_and_merges_add_up(backend):
 def test_replicas_upload_the_same_reports_concurrently(backend):
     replicas = [backend.open(), backend.open()]
     rows = [(W0, _report(i)) for i in range(300)]
-    results: list[list[str]] = [[], []]
+    results: list[list[PutOutcome]] = [[], []]
 
     def upload(n: int) -> Callable[[], None]:
         def run() -> None:
@@ -348,7 +421,7 @@ def test_replicas_upload_the_same_reports_concurrently(backend):
 
     _run_threads([upload(0), upload(1)])
     for i in range(len(rows)):
-        assert sorted([results[0][i], results[1][i]]) == ["ok", "replay"]
+        assert {results[0][i], results[1][i]} == {OK, REPLAY}
 
 
 def test_collection_sees_every_report_acknowledged_before_it(backend):
@@ -363,10 +436,10 @@ def test_collection_sees_every_report_acknowledged_before_it(backend):
         while not closed.is_set() or i < 4000:
             batch = [(W0, _report(i + k)) for k in range(10)]
             for (_, r), outcome in zip(batch, uploader.put_reports(TASK, batch), strict=True):
-                if outcome == "ok":
+                if outcome is OK:
                     acknowledged.append(r.report_id)
                 else:
-                    assert outcome == "window_closed"
+                    assert outcome is CLOSED
             i += 10
             if i > 20000:
                 return
@@ -374,10 +447,9 @@ def test_collection_sees_every_report_acknowledged_before_it(backend):
     def collect() -> None:
         while len(acknowledged) < 200:
             time.sleep(0.001)
-        collector.update_window_collected(TASK, W0)
+        _, ids = _flush_and_freeze(collector, TASK, W0)
+        flushed.extend(ids)
         closed.set()
-        while reports := collector.acquire_window_reports(os.urandom(16), TASK, W0, 500):
-            flushed.extend(r.report_id for r in reports)
 
     _run_threads([upload, collect])
     assert len(acknowledged) >= 200
@@ -490,15 +562,14 @@ def test_pg_collection_waits_for_an_upload_in_flight(pg):
         blocker.execute(
             "INSERT INTO reports (task_id, report_id, window_start, time, public_share, leader_share, helper_shares) "
             "VALUES (%s,%s,%s,%s,'','','')", (TASK, x.report_id, W0, x.time))
-        outcome: list[list[str]] = []
+        outcome: list[list[PutOutcome]] = []
         flushed: list[bytes] = []
 
         def upload() -> None:
             outcome.append(store.put_reports(TASK, [(W0, a), (W0, x)]))
 
         def collect() -> None:
-            collector.update_window_collected(TASK, W0)
-            flushed.extend(r.report_id for r in collector.acquire_window_reports(os.urandom(16), TASK, W0, 10))
+            flushed.extend(_flush_and_freeze(collector, TASK, W0)[1])
 
         def waiting(kind: str) -> bool:
             rows = monitor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype=%s", (kind,)).fetchone()
@@ -513,7 +584,7 @@ def test_pg_collection_waits_for_an_upload_in_flight(pg):
         blocker.rollback()  # the upload proceeds and commits
         uploader.join(timeout=20)
         closer.join(timeout=20)
-        assert outcome == [["ok", "ok"]]
+        assert outcome == [[OK, OK]]
         assert sorted(flushed) == sorted([a.report_id, x.report_id])
     finally:
         blocker.close()
@@ -556,22 +627,23 @@ def test_upload_outcomes_follow_the_model(store, ops):
     stored: set[int] = set()
     closed: set[int] = set()
     windows = (W0, W1, W2)
+    flushed = 0
     for op, arg in ops:
         if op == "close":
             closed.add(arg)
-            store.update_window_collected(task, windows[arg])
+            flushed += len(_flush_and_freeze(store, task, windows[arg])[1])
             continue
         expected = []
         for w, i in arg:
             if w in closed:
-                expected.append("window_closed")
+                expected.append(CLOSED)
             elif i in stored:
-                expected.append("replay")
+                expected.append(REPLAY)
             else:
                 stored.add(i)
-                expected.append("ok")
+                expected.append(OK)
         assert store.put_reports(task, [(windows[w], _report(i, windows[w] + 1)) for w, i in arg]) == expected
-    assert sum(store.count_pending(task, w) for w in windows) == len(stored)
+    assert sum(store.count_pending(task, w) for w in windows) + flushed == len(stored)
 
 
 def test_update_blob_is_atomic_across_replicas(backend):

@@ -2,7 +2,11 @@
 
 Each handler is one transaction (or idempotent), so the leader may retry any
 step after a crash of either side: a report id seen in another job is a
-replay, a finished job answers its stored outcome again.
+replay, a finished job answers its stored outcome again, and a collection
+answers the bytes it stored when it released them. The helper trusts the
+leader for nothing that matters to privacy: it checks the window is closed, the
+batch matches its own, the batch size, the collection index and its own budget,
+and adds its own full noise exactly once per collection.
 """
 
 from __future__ import annotations
@@ -12,10 +16,14 @@ import logging
 
 from twinmpc.mpc import aggregator as agg
 from twinmpc.mpc.errors import DecodeError, InvalidReport
+from twinmpc.mpc.release import batch_of, merge_states
 from twinmpc.mpc.report import REPORT_ID_SIZE, Report
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
-from twinmpc.services.aggregator.roles import BatchMismatch, LoadedTask, NotThisRole, WrongPeer, merge_accumulators
-from twinmpc.services.storage import HelperReportRow, NotFound
+from twinmpc.services.aggregator.errors import BatchMismatch, NotThisRole, PeerFailure, WrongPeer
+from twinmpc.services.aggregator.release import WindowRelease
+from twinmpc.services.aggregator.state import AggregatorState
+from twinmpc.services.aggregator.tasks import LoadedTask, TaskRegistry
+from twinmpc.services.storage import HelperReportRow, NotFound, PutOutcome, WindowBusy
 
 log = logging.getLogger("twinmpc.aggregator")
 
@@ -23,14 +31,18 @@ log = logging.getLogger("twinmpc.aggregator")
 # their job does continue, recomputed from the stored sealed shares (bounded memory, same result).
 MAX_CACHED_STATES = 200_000
 
+_REFUSED = {PutOutcome.REPLAYED: "replayed report id", PutOutcome.WINDOW_CLOSED: "window already collected"}
+
 
 class HelperRole:
-    def __init__(self, core) -> None:
-        self.core = core  # AggregatorCore: tasks, store, HPKE key, metrics, window release
+    def __init__(self, state: AggregatorState, tasks: TaskRegistry) -> None:
+        self.state = state
+        self.tasks = tasks
+        self.windows = WindowRelease(state)
         self._states: dict[tuple[bytes, bytes], object] = {}  # verify states between init and continue
 
     def _load(self, task_id: bytes, caller: str | None) -> LoadedTask:
-        loaded = self.core.load_task(task_id)
+        loaded = self.tasks.load(task_id)
         if loaded.agg_index == 0:
             raise NotThisRole("this aggregator is the task's leader, not a helper")
         leader = loaded.task.aggregators[0].identity
@@ -38,10 +50,11 @@ class HelperRole:
             raise WrongPeer(f"only the task's leader ({leader!r}) may drive its aggregation, not {caller!r}")
         return loaded
 
+    # ------------------------------------------------------------ aggregation ---
     def init_job(self, task_id: bytes, job_id: bytes, shares: list[pb.ReportShare], caller: str | None = None) -> list[pb.VerifierShareResult]:
         """Record the job's report ids (replay check), open own shares, return verifier shares."""
         loaded = self._load(task_id, caller)
-        store = self.core.store
+        store = self.state.store
         if len(job_id) != 16:
             raise DecodeError("job_id must be 16 bytes")
         if store.get_job_state(job_id) == "done":
@@ -52,18 +65,18 @@ class HelperRole:
             if len(s.report_id) != REPORT_ID_SIZE:
                 raise DecodeError("report_id must be 16 bytes")
             rows.append((task.window_start(s.time), HelperReportRow(s.report_id, s.time, s.public_share, s.sealed_share)))
-        fresh = store.put_helper_job(job_id, task_id, rows)
-        return self._verify(loaded, job_id, [row for _, row in rows], fresh)
+        outcomes = store.put_helper_job(job_id, task_id, rows)
+        return self._verify(loaded, job_id, [row for _, row in rows], outcomes)
 
-    def _verify(self, loaded: LoadedTask, job_id: bytes, rows: list[HelperReportRow], fresh: list[bool]) -> list[pb.VerifierShareResult]:
-        """Replay check, then HPKE open and one batched verify_init for the fresh reports."""
-        fresh_rows = [row for row, is_fresh in zip(rows, fresh, strict=True) if is_fresh]
+    def _verify(self, loaded: LoadedTask, job_id: bytes, rows: list[HelperReportRow], outcomes: list[PutOutcome]) -> list[pb.VerifierShareResult]:
+        """HPKE open and one batched verify_init for the stored reports; refusals named per report."""
+        fresh_rows = [row for row, o in zip(rows, outcomes, strict=True) if o is PutOutcome.STORED]
         inits = iter(self._open_and_init(loaded, fresh_rows))
         results = []
-        for row, is_fresh in zip(rows, fresh, strict=True):  # metrics and logs in report order
-            if not is_fresh:
-                self.core.metrics.inc("reports_refused_total", status="REPLAYED")
-                results.append(pb.VerifierShareResult(report_id=row.report_id, ok=False, error="replayed report id"))
+        for row, o in zip(rows, outcomes, strict=True):  # metrics and logs in report order
+            if o is not PutOutcome.STORED:
+                self.state.metrics.inc("reports_refused_total", status=o.name)
+                results.append(pb.VerifierShareResult(report_id=row.report_id, ok=False, error=_REFUSED[o]))
                 continue
             init = next(inits)
             if isinstance(init, InvalidReport):
@@ -88,7 +101,7 @@ class HelperRole:
         for i, row in enumerate(rows):
             sealed = (b"",) * j + (row.sealed_share,) + (b"",) * (task.num_aggregators - j - 1)
             try:
-                opened.append((i, agg.open_input_share(task, self.core.hpke, j, Report(row.report_id, row.time, row.public_share, sealed))))
+                opened.append((i, agg.open_input_share(task, self.state.hpke, j, Report(row.report_id, row.time, row.public_share, sealed))))
             except InvalidReport as exc:
                 outcomes[i] = exc
         inits = agg.verify_init_many(
@@ -102,12 +115,12 @@ class HelperRole:
     def continue_job(self, task_id: bytes, job_id: bytes, verdicts: list[pb.ReportVerdict], caller: str | None = None) -> tuple[int, list[bytes]]:
         """Finish verification and accumulate once; a repeated call answers the same outcome."""
         loaded = self._load(task_id, caller)
-        store = self.core.store
-        state = store.get_job_state(job_id)
-        if state is None:
+        store = self.state.store
+        job_state = store.get_job_state(job_id)
+        if job_state is None:
             raise NotFound("unknown aggregation job")
         rejected_blob = f"helper-job-rejected/{job_id.hex()}"
-        if state == "done":
+        if job_state == "done":
             stored = store.get_blob(rejected_blob) or b""
             rejected = [stored[i : i + 16] for i in range(0, len(stored), 16)]
             return len(verdicts) - len(rejected), rejected
@@ -144,26 +157,44 @@ class HelperRole:
                 continue
             deltas.setdefault(window, agg.Accumulator(task)).add([v.report_id], [out])
         store.put_blob(rejected_blob, b"".join(rejected))
-        store.finish_helper_job(job_id, task_id, {w: a.encode() for w, a in deltas.items()}, merge_accumulators(task))
+        store.finish_helper_job(job_id, task_id, {w: a.encode() for w, a in deltas.items()}, merge_states(task))
         accepted = sum(a.count for a in deltas.values())
-        self.core.metrics.inc("reports_aggregated_total", accepted)
+        self.state.metrics.inc("reports_aggregated_total", accepted)
         return accepted, rejected
 
+    # ------------------------------------------------------------- collection ---
     def aggregate_share(self, req: pb.AggregateShareRequest, actor: str | None = None) -> pb.AggregateShareResponse:
-        """Check the leader's batch claim against our own, then release our noised share."""
+        """Release this helper's noised share of the leader's frozen batch, once per collection."""
         loaded = self._load(req.task_id, actor)
         actor = actor or "leader"
-        task, windows = loaded.task, self.core.windows
-        windows.check_closed(task, req.window_start, actor)
-        self.core.store.update_window_collected(task.task_id, req.window_start)
-        acc = windows.accumulator(task, req.window_start)
-        if acc.count != req.report_count or acc.checksum != req.checksum:
-            raise BatchMismatch(f"helper holds {acc.count} reports for this window, leader claims {req.report_count} (or the report sets differ)")
-        windows.check_batch_size(task, acc.count, req.window_start, actor)
+        task, index, window_start = loaded.task, req.collection_index, req.window_start
         if not req.collection_id:
             raise DecodeError("collection_id is required")
-        share, applied = windows.release(
-            task, req.window_start, acc.count, req.collection_id, actor, lambda plan: self.core.guard.noised_share(task, acc.agg_share, plan)
-        )
-        sealed = agg.seal_aggregate_share(task, req.window_start, loaded.agg_index, acc, share)
-        return pb.AggregateShareResponse(sealed_aggregate_share=sealed, dp_applied_json=json.dumps(applied, sort_keys=True))
+        record = self.state.store.get_collection(task.task_id, window_start, index)
+        if record is None:
+            self.windows.check_collectable(task, window_start, index, actor)
+            state_bytes = self.windows.window_state(task, window_start)
+            batch = batch_of(task, state_bytes)
+            self._check_claim(task, window_start, batch.count, batch.checksum, req, actor)
+            self.windows.check_releasable(task, window_start, index, batch, actor)
+            try:
+                record = self.windows.freeze(task, window_start, index, state_bytes, batch, req.collection_id)
+            except WindowBusy:
+                raise PeerFailure(f"window {window_start} is still being aggregated; retry the collection") from None
+        self._check_claim(task, window_start, record.report_count, record.checksum, req, actor)
+
+        def response(share: bytes, dp_applied: dict) -> bytes:
+            return pb.AggregateShareResponse(
+                sealed_aggregate_share=share, dp_applied_json=json.dumps(dp_applied, sort_keys=True)
+            ).SerializeToString(deterministic=True)
+
+        record = self.windows.release(task, record, loaded.agg_index, actor, response)
+        return pb.AggregateShareResponse.FromString(record.response)
+
+    def _check_claim(self, task, window_start: int, count: int, checksum: bytes, req: pb.AggregateShareRequest, actor: str) -> None:
+        if count != req.report_count or checksum != req.checksum:
+            exc = BatchMismatch(
+                f"the leader's batch for window {window_start} differs from this helper's (report count or report set)"
+            )
+            self.windows.refuse(exc, task, window_start, actor)
+            raise exc

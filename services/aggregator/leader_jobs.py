@@ -1,0 +1,217 @@
+"""The leader's aggregation-job driver: claim stored reports, verify them with the helpers, accumulate.
+
+Jobs run as reports arrive (not on a timer). Every step is idempotent, so any
+process can be killed and restarted at any point without losing or
+double-counting a report::
+
+    leader                       helper(s)
+    acquire reports -> job J     .
+    InitJob(J) ---------------->  record report ids (replay check), open, verify_init
+    <----------------------------  verifier shares
+    verifier messages, persist J as 'continuing'
+    ContinueJob(J) ------------>  verify_next, accumulate, mark J done (once)
+    <----------------------------  rejected ids
+    accumulate own shares, mark reports accepted, J done (one transaction)
+
+Homomorphic modes have no helpers: a job re-validates and adds ciphertexts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+from twinmpc.mpc import aggregator as agg
+from twinmpc.mpc import he_mode
+from twinmpc.mpc.errors import InvalidReport
+from twinmpc.mpc.release import merge_states
+from twinmpc.mpc.task import Task
+from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
+from twinmpc.services.aggregator.errors import PeerFailure
+from twinmpc.services.aggregator.peers import HelperPeers
+from twinmpc.services.aggregator.state import AggregatorState
+from twinmpc.services.aggregator.tasks import LoadedTask, TaskRegistry
+from twinmpc.services.storage import PendingReport
+
+log = logging.getLogger("twinmpc.aggregator")
+
+
+class LeaderJobs:
+    def __init__(self, state: AggregatorState, tasks: TaskRegistry, peers: HelperPeers) -> None:
+        self.state = state
+        self.tasks = tasks
+        self.peers = peers
+        self._wakeup = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._driver: asyncio.Task | None = None
+        self._stopping = False
+
+    def wake(self) -> None:
+        """New reports are stored: run a job soon."""
+        self._wakeup.set()
+
+    def start(self) -> None:
+        """Start the driver; it first resumes jobs a previous process left unfinished."""
+        if self._driver is None:
+            self._driver = asyncio.get_running_loop().create_task(self._drive_forever(), name="aggregation-driver")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wakeup.set()
+        if self._driver is not None:
+            self._driver.cancel()
+            try:
+                await self._driver
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _drive_forever(self) -> None:
+        backoff = 0.05
+        while not self._stopping:
+            try:
+                async with self._lock:
+                    worked = await self._resume_unfinished() or await self._run_next_job()
+                backoff = 0.05
+            except PeerFailure as exc:
+                log.warning("aggregation job postponed: %s", exc)
+                worked = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            if not worked:
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=0.5)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def _resume_unfinished(self) -> bool:
+        jobs = self.state.store.get_unfinished_jobs()
+        for job in jobs:
+            reports = self.state.store.get_job_reports(job.job_id)
+            verdicts = list(pb.AggregationJobContinue.FromString(job.verdicts).verdicts) if job.state == "continuing" else None
+            await self._run_job(self.tasks.load(job.task_id), job.job_id, reports, verdicts)
+        return bool(jobs)
+
+    async def _run_next_job(self) -> bool:
+        job_id = os.urandom(16)
+        claimed = self.state.store.acquire_pending_reports(job_id, self.state.config.limits.job_size)
+        if claimed is None:
+            return False
+        task_id, reports = claimed
+        await self._run_job(self.tasks.load(task_id), job_id, reports, None)
+        return True
+
+    async def flush_window(self, loaded: LoadedTask, window_start: int) -> None:
+        """Aggregate every stored report of a window now (before a collection).
+
+        Loops until no report of the window is pending or in a job: another replica
+        sharing the database may have claimed some after our first look, and its
+        jobs are driven here too (every job step is idempotent).
+        """
+        task_id = loaded.task.task_id
+        store = self.state.store
+        deadline = time.monotonic() + self.state.config.limits.peer_timeout_seconds
+        async with self._lock:
+            while True:
+                await self._resume_unfinished()
+                while True:
+                    job_id = os.urandom(16)
+                    reports = store.acquire_window_reports(job_id, task_id, window_start, self.state.config.limits.job_size)
+                    if not reports:
+                        break
+                    await self._run_job(loaded, job_id, reports, None)
+                if store.count_pending(task_id, window_start) == 0:
+                    return
+                if time.monotonic() > deadline:
+                    raise PeerFailure(f"window {window_start} still has reports in flight; retry the collection")
+                await asyncio.sleep(0.02)
+
+    def _run_he_job(self, task: Task, job_id: bytes, reports: list[PendingReport]) -> None:
+        """Homomorphic modes: validate again and add ciphertexts per window; no helpers."""
+        by_window: dict[int, list[bytes]] = {}
+        accepted, rejected = [], []
+        for r in reports:
+            try:
+                he_mode.validate(task, r.leader_share)
+            except InvalidReport:
+                rejected.append(r.report_id)
+                continue
+            by_window.setdefault(task.window_start(r.time), []).append(r.leader_share)
+            accepted.append(r.report_id)
+        deltas = {w: he_mode.accumulate(task, cts) for w, cts in by_window.items()}
+        self.state.store.finish_leader_job(job_id, task.task_id, deltas, merge_states(task), accepted, rejected)
+        self.state.metrics.inc("reports_aggregated_total", len(accepted))
+
+    async def _run_job(self, loaded: LoadedTask, job_id: bytes, reports: list[PendingReport], verdicts) -> None:
+        started = time.perf_counter()
+        task = loaded.task
+        if task.mode != "shares":
+            self._run_he_job(task, job_id, reports)
+            return
+        states: dict[bytes, object] = {}
+        leader_vshares: dict[bytes, bytes] = {}
+        inits = agg.verify_init_many(
+            task, loaded.verify_key, 0, [r.report_id for r in reports], [r.public_share for r in reports],
+            [r.leader_share for r in reports],
+        )
+        for r, init in zip(reports, inits, strict=True):
+            if not isinstance(init, InvalidReport):
+                states[r.report_id], leader_vshares[r.report_id] = init
+        if verdicts is None:
+            verdicts = self._verdicts(task, reports, leader_vshares, await self.peers.init_job(task, job_id, reports))
+            self.state.store.update_job_verdicts(
+                job_id, pb.AggregationJobContinue(task_id=task.task_id, job_id=job_id, verdicts=verdicts).SerializeToString()
+            )
+        rejected_by_helpers = await self.peers.continue_job(task, job_id, verdicts)
+        accepted_ids: list[bytes] = []
+        rejected_ids: list[bytes] = []
+        deltas: dict[int, agg.Accumulator] = {}
+        by_id = {r.report_id: r for r in reports}
+        for v in verdicts:
+            state = states.get(v.report_id)
+            out = None
+            if v.accept and state is not None and v.report_id not in rejected_by_helpers:
+                try:
+                    out = agg.verify_finish(task, state, v.verifier_message)
+                except InvalidReport:
+                    out = None
+            if out is None:
+                rejected_ids.append(v.report_id)
+                continue
+            window = task.window_start(by_id[v.report_id].time)
+            deltas.setdefault(window, agg.Accumulator(task)).add([v.report_id], [out])
+            accepted_ids.append(v.report_id)
+        self.state.store.finish_leader_job(
+            job_id, task.task_id, {w: a.encode() for w, a in deltas.items()}, merge_states(task), accepted_ids, rejected_ids
+        )
+        metrics = self.state.metrics
+        metrics.inc("reports_aggregated_total", len(accepted_ids))
+        if rejected_ids:
+            metrics.inc("reports_invalid_total", len(rejected_ids))
+            self.state.guard.record("report_rejected", "leader", task=task.task_id_b64, count=len(rejected_ids), reason="verification failed")
+            log.warning("aggregation job rejected %d report(s) as invalid", len(rejected_ids))
+        metrics.observe("aggregate_job", time.perf_counter() - started)
+
+    @staticmethod
+    def _verdicts(task: Task, reports: list[PendingReport], leader_vshares: dict[bytes, bytes],
+                  responses: list[pb.AggregationJobInitResponse]) -> list[pb.ReportVerdict]:
+        """Combine every aggregator's verifier shares; a report some aggregator could not initialise is rejected."""
+        complete: list[int] = []
+        share_lists: list[list[bytes]] = []
+        for i, r in enumerate(reports):
+            vshares = [leader_vshares.get(r.report_id)]
+            for resp in responses:
+                result = resp.results[i] if i < len(resp.results) else None
+                vshares.append(result.verifier_share if result is not None and result.ok and result.report_id == r.report_id else None)
+            if all(v is not None for v in vshares):
+                complete.append(i)
+                share_lists.append(vshares)
+        messages: list[bytes | None] = [None] * len(reports)
+        for i, message in zip(complete, agg.verifier_messages(task, share_lists), strict=True):
+            messages[i] = None if isinstance(message, InvalidReport) else message
+        return [
+            pb.ReportVerdict(report_id=r.report_id, accept=m is not None, verifier_message=m or b"")
+            for r, m in zip(reports, messages, strict=True)
+        ]

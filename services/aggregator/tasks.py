@@ -1,0 +1,125 @@
+"""The task registry of one aggregator: create (immutable), amend (only tighter), load, list."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from twinmpc.mpc import he_mode
+from twinmpc.mpc.errors import InvalidTask, UnknownTask
+from twinmpc.mpc.release import noise_plan
+from twinmpc.mpc.task import Task
+from twinmpc.mpc.task_amendment import amend
+from twinmpc.services.aggregator.state import AggregatorState
+from twinmpc.services.storage import AlreadyExists, NotFound, TaskRecord
+
+log = logging.getLogger("twinmpc.aggregator")
+
+# Replicas share one database: an amendment made through one is seen by the others within this time.
+CACHE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class LoadedTask:
+    """A task with this aggregator's position in it and the task's verify key."""
+
+    task: Task
+    agg_index: int
+    verify_key: bytes
+
+    def __repr__(self) -> str:
+        return f"LoadedTask({self.task.task_id_b64}, agg_index={self.agg_index})"
+
+
+def _digests(value):
+    """An amendment as the audit log records it: keys (long strings) by their SHA-256 prefix."""
+    if isinstance(value, dict):
+        return {k: _digests(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_digests(v) for v in value]
+    if isinstance(value, str) and len(value) > 64:
+        return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
+    return value
+
+
+class TaskRegistry:
+    def __init__(self, state: AggregatorState) -> None:
+        self.state = state
+        self._cache: dict[bytes, tuple[float, LoadedTask]] = {}
+
+    def put(self, task_json: str, agg_index: int, verify_key: bytes, actor: str = "local") -> Task:
+        """Create a task; the identical document again is a no-op, a different one is refused."""
+        task = Task.from_json(task_json)
+        noise_plan(task)  # the DP block must calibrate for this measurement
+        if not 0 <= agg_index < task.num_aggregators:
+            raise InvalidTask(f"aggregator_index {agg_index} outside 0..{task.num_aggregators - 1}")
+        if task.mode == "shares":
+            if task.aggregators[agg_index].hpke_config != self.state.hpke.config:
+                raise InvalidTask(f"aggregators[{agg_index}].hpke_config is not this aggregator's HPKE config")
+            if len(verify_key) != task.scheme.VERIFY_KEY_SIZE:
+                raise InvalidTask(f"verify_key must be {task.scheme.VERIFY_KEY_SIZE} bytes for {task.vdaf}")
+        else:
+            if agg_index != 0:
+                raise InvalidTask(f"mode {task.mode!r} runs on one aggregator (index 0)")
+            he_mode.public_key(task)  # must load, carry no secret, and hold the window's largest sum
+        record = TaskRecord(task.to_json(), agg_index, verify_key)
+        try:
+            self.state.store.put_task(task.task_id, record)
+        except AlreadyExists:
+            existing = self.state.store.get_task(task.task_id)
+            same = (existing.task_json == record.task_json and existing.agg_index == agg_index
+                    and hmac.compare_digest(existing.verify_key, verify_key))
+            if not same:
+                raise AlreadyExists(
+                    f"task {task.task_id_b64} already exists with a different document; tasks are immutable "
+                    "(amend it to tighten privacy, or create a new task)"
+                ) from None
+            return Task.from_json(existing.task_json)
+        self._remember(LoadedTask(task, agg_index, verify_key))
+        self.state.guard.record(
+            "task_created", actor, task=task.task_id_b64, agg_index=agg_index, measurement=task.measurement.params(),
+            vdaf=task.vdaf, mode=task.mode, dp=task.dp, window_seconds=task.window_seconds, min_batch_size=task.min_batch_size,
+        )
+        log.info("task stored", extra={"task": task.task_id_b64, "agg_index": agg_index})
+        return task
+
+    def amend(self, task_id: bytes, amendment_json: str, actor: str = "local") -> Task:
+        """Apply an amendment that only tightens privacy (`mpc.task_amendment`); audited."""
+        loaded = self.load(task_id)
+        try:
+            changes = json.loads(amendment_json)
+        except json.JSONDecodeError as exc:
+            raise InvalidTask(f"amendment is not valid JSON: {exc}") from None
+        task = amend(loaded.task, changes)
+        if task.mode != "shares":
+            he_mode.public_key(task)  # a rotated key must load, carry no secret, and hold the window's largest sum
+        self.state.store.update_task(task_id, TaskRecord(task.to_json(), loaded.agg_index, loaded.verify_key))
+        self._remember(LoadedTask(task, loaded.agg_index, loaded.verify_key))
+        self.state.guard.record("task_changed", actor, task=task.task_id_b64, changes=json.dumps(_digests(changes), sort_keys=True))
+        log.info("task amended", extra={"task": task.task_id_b64})
+        return task
+
+    def _remember(self, loaded: LoadedTask) -> None:
+        self._cache[loaded.task.task_id] = (time.monotonic() + CACHE_SECONDS, loaded)
+
+    def load(self, task_id: bytes) -> LoadedTask:
+        cached = self._cache.get(task_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        try:
+            record = self.state.store.get_task(task_id)
+        except NotFound:
+            raise UnknownTask("unknown task id") from None
+        if cached is not None and cached[1].task.to_json() == record.task_json:
+            loaded = cached[1]  # unchanged: keep the built scheme
+        else:
+            loaded = LoadedTask(Task.from_json(record.task_json), record.agg_index, record.verify_key)
+        self._remember(loaded)
+        return loaded
+
+    def list(self) -> list[Task]:
+        return [Task.from_json(r.task_json) for r in self.state.store.list_tasks()]

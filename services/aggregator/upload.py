@@ -1,0 +1,110 @@
+"""The leader's upload role: check each report, open the leader's share, store it durably.
+
+An upload is acknowledged only after `Datastore.put_reports` committed it, and
+report ids are de-duplicated there, so an acknowledged report is never lost and
+never stored twice. A report whose window is already frozen for a collection is
+refused as stale (it could no longer be counted).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from twinmpc.mpc import aggregator as agg
+from twinmpc.mpc import he_mode
+from twinmpc.mpc.errors import DecodeError, InvalidReport, ReplayedReport, StaleReport
+from twinmpc.mpc.report import REPORT_ID_SIZE, Report
+from twinmpc.mpc.task import Task
+from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
+from twinmpc.services.aggregator.errors import NotThisRole
+from twinmpc.services.aggregator.state import AggregatorState
+from twinmpc.services.aggregator.tasks import TaskRegistry
+from twinmpc.services.storage import PendingReport, PutOutcome
+
+log = logging.getLogger("twinmpc.aggregator")
+
+_STATUS_BY_ERROR = (
+    (ReplayedReport, pb.REPLAYED),
+    (StaleReport, pb.STALE),
+    (InvalidReport, pb.INVALID),
+)
+_REFUSAL_FOR_OUTCOME = {
+    PutOutcome.REPLAYED: ReplayedReport("report id already uploaded"),
+    PutOutcome.WINDOW_CLOSED: StaleReport("window already collected"),
+}
+
+
+def outcome(report_id: bytes, exc: InvalidReport) -> pb.ReportOutcome:
+    status = next(code for cls, code in _STATUS_BY_ERROR if isinstance(exc, cls))
+    return pb.ReportOutcome(report_id=report_id, status=status, message=str(exc))
+
+
+class UploadRole:
+    def __init__(self, state: AggregatorState, tasks: TaskRegistry, on_stored: Callable[[], None]) -> None:
+        self.state = state
+        self.tasks = tasks
+        self._on_stored = on_stored  # wakes the leader's job driver
+
+    def ingest(self, task_id: bytes, reports: list[pb.Report]) -> list[pb.ReportOutcome]:
+        """Validate, open own share, store durably; one outcome per report, in order."""
+        started = time.perf_counter()
+        loaded = self.tasks.load(task_id)
+        if loaded.agg_index != 0:
+            raise NotThisRole("uploads go to the task's leader (aggregator 0)")
+        task = loaded.task
+        now = self.state.clock()
+        outcomes: list[pb.ReportOutcome | None] = []
+        rows: list[tuple[int, PendingReport]] = []
+        positions: list[int] = []
+        seen: set[bytes] = set()
+        for msg in reports:
+            try:
+                row = self._check_report(task, msg, now)
+                if row.report_id in seen:
+                    raise ReplayedReport("report id repeated within the upload")
+                seen.add(row.report_id)
+            except InvalidReport as exc:
+                outcomes.append(outcome(msg.report_id, exc))
+                continue
+            positions.append(len(outcomes))
+            outcomes.append(None)
+            rows.append((task.window_start(row.time), row))
+        for pos, (_, row), result in zip(positions, rows, self.state.store.put_reports(task_id, rows), strict=True):
+            if result is PutOutcome.STORED:
+                outcomes[pos] = pb.ReportOutcome(report_id=row.report_id, status=pb.ACCEPTED)
+            else:
+                outcomes[pos] = outcome(row.report_id, _REFUSAL_FOR_OUTCOME[result])
+        accepted = sum(1 for o in outcomes if o is not None and o.status == pb.ACCEPTED)
+        metrics = self.state.metrics
+        metrics.inc("reports_uploaded_total", accepted, task=task.task_id_b64[:8])
+        for o in outcomes:
+            if o is not None and o.status != pb.ACCEPTED:
+                metrics.inc("reports_refused_total", status=pb.ReportStatus.Name(o.status))
+                log.warning("report refused: %s (%s)", pb.ReportStatus.Name(o.status), o.message)
+        if accepted:
+            self._on_stored()
+        metrics.observe("upload", time.perf_counter() - started)
+        return outcomes  # type: ignore[return-value]
+
+    def _check_report(self, task: Task, msg: pb.Report, now: float) -> PendingReport:
+        if len(msg.report_id) != REPORT_ID_SIZE:
+            raise DecodeError(f"report_id must be {REPORT_ID_SIZE} bytes, got {len(msg.report_id)}")
+        if msg.time > now + task.max_skew_seconds:
+            raise StaleReport(f"report time {msg.time} is more than {task.max_skew_seconds}s ahead of the aggregator clock")
+        if msg.time < now - task.report_expiry_seconds:
+            raise StaleReport(f"report time {msg.time} is older than the task's {task.report_expiry_seconds}s report expiry")
+        if task.mode != "shares":
+            if len(msg.sealed_shares) != 1 or msg.public_share:
+                raise DecodeError(f"a {task.mode} report carries exactly one ciphertext and no public share")
+            he_mode.validate(task, msg.sealed_shares[0])
+            return PendingReport(msg.report_id, msg.time, b"", msg.sealed_shares[0], ())
+        if len(msg.sealed_shares) != task.num_aggregators:
+            raise DecodeError(f"report carries {len(msg.sealed_shares)} sealed shares, task has {task.num_aggregators} aggregators")
+        report = Report(msg.report_id, msg.time, msg.public_share, tuple(msg.sealed_shares))
+        share = agg.open_input_share(task, self.state.hpke, 0, report)
+        expected = task.scheme.input_share_size(0)
+        if len(share) != expected:
+            raise DecodeError(f"leader input share is {len(share)} bytes, expected {expected}")
+        return PendingReport(report.report_id, report.time, report.public_share, share, report.sealed_shares[1:])
