@@ -1,6 +1,7 @@
-"""`twinmpc aggregator ...`: write a config, serve, check health.
+"""`twinmpc aggregator ...`: write a config and keys, serve, check health.
 
-`init-config` writes a ready-to-serve TOML per operator; `serve` runs one
+`init-config` writes a ready-to-serve TOML per operator; `init-keys` the keys
+replicas share; `serve` runs one
 aggregator until SIGTERM; `health` asks grpc.health.v1 with the aggregator's
 own certificate, for scripts and container probes.
 """
@@ -72,6 +73,31 @@ def aggregator_init_config(
     except OSError as exc:
         raise fail(f"{out}: {exc.strerror}", 2) from None
     typer.echo(str(out))
+
+
+@agg_app.command("init-keys")
+def aggregator_init_keys(
+    directory: Annotated[Path, typer.Option("--dir", help="where to write hpke_key.json and datastore.key (0600)")],
+    hpke_suite: Annotated[str, typer.Option(help="the config's hpke_suite")] = "x25519-hkdf-sha256-aes128gcm",
+) -> None:
+    """Create the keys replicas must share, as a first start would (existing files are kept), and print the HPKE config.
+
+    Replicas on one database open the same uploads and the same sealed columns, so
+    they need one HPKE key and one datastore key: create them once here and hand them
+    to every replica (e.g. a Kubernetes Secret, docs/deployment.md).
+    """
+    from twinmpc.mpc.task import b64encode
+    from twinmpc.services.keyfiles import KeyFileError, load_or_create_datastore_key, load_or_create_hpke
+
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        hpke = load_or_create_hpke(directory / "hpke_key.json", hpke_suite)
+        load_or_create_datastore_key(directory / "datastore.key")
+    except (KeyFileError, ValueError) as exc:
+        raise fail(str(exc), 2) from None
+    except OSError as exc:
+        raise fail(f"{exc.filename or directory}: {exc.strerror}", 2) from None
+    typer.echo(b64encode(hpke.config.encode()))
 
 
 def _own_name_override(cert_path: Path, host: str) -> str | None:

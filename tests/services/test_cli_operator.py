@@ -45,6 +45,19 @@ def test_init_config_refuses_what_would_not_serve(tmp_path):
     assert not (tmp_path / "a.toml").exists()
 
 
+def test_init_keys_creates_the_shared_keys_once(tmp_path):
+    """Replicas share these two keys; a second run must keep them, never replace them."""
+    first = twinmpc("aggregator", "init-keys", "--dir", "keys", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    files = {name: (tmp_path / "keys" / name) for name in ("hpke_key.json", "datastore.key")}
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in files.values())
+    before = {name: f.read_bytes() for name, f in files.items()}
+    again = twinmpc("aggregator", "init-keys", "--dir", "keys", cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout == first.stdout
+    assert {name: f.read_bytes() for name, f in files.items()} == before
+    assert_one_error(twinmpc("aggregator", "init-keys", "--dir", "k2", "--hpke-suite", "rot13", cwd=tmp_path), 2, "rot13")
+
+
 def test_ckks_task_from_a_public_key_file(tmp_path, cluster2):
     """A CKKS public key is ~0.5 MB: longer than one argument may be, so it comes from a file."""
     env_key = "TWINMPC_HE_PASSPHRASE"
