@@ -222,6 +222,12 @@ class MasksServer:
             raise
         self.phase = Phase(self.phase + 1)
 
+    def abort(self, reason: str) -> None:
+        """End the round from outside (e.g. its messages could not be stored): nothing is released."""
+        if self.phase < Phase.DONE:
+            self.phase, self.abort_reason = Phase.ABORTED, f"round {self.session.name}: {reason}"
+            self._sum = ring.zeros(0)
+
     def _abort(self, reason: str) -> None:
         raise RoundAborted(f"round {self.session.name}: {reason}")
 

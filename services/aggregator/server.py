@@ -34,7 +34,8 @@ from twinmpc.services.aggregator.servicers import (
     UploadServicer,
     register_servicer,
 )
-from twinmpc.services.auth import AuthInterceptor
+from twinmpc.services.aggregator.masks_servicer import masks_servicer
+from twinmpc.services.auth import MASKS_POLICY, AuthInterceptor
 from twinmpc.services.listen import split_listen
 from twinmpc.services.metrics_http import start_metrics_server
 from twinmpc.services.ratelimit import RateLimiter, RateSpec
@@ -52,6 +53,7 @@ ROLE_POLICY: dict[str, set[str]] = {
     "/twinmpc.v1.TaskAdmin/AmendTask": {"admin"},
     "/twinmpc.v1.TaskAdmin/ListTasks": {"admin", "controller"},
     "/twinmpc.v1.TaskAdmin/GetHpkeConfig": {"admin", "edge", "controller", "aggregator"},
+    **MASKS_POLICY,
 }
 
 
@@ -139,6 +141,7 @@ async def start_aggregator(
     register_servicer(server, AggregationServicer(core), "Aggregation")
     register_servicer(server, CollectionServicer(core), "Collection")
     register_servicer(server, TaskAdminServicer(core), "TaskAdmin")
+    register_servicer(server, masks_servicer(core), "SecureAggregation")
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [d.full_name for d in pb.DESCRIPTOR.services_by_name.values()]

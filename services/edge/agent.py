@@ -44,6 +44,7 @@ from twinmpc.services.pki import channel_credentials
 from twinmpc.services.metrics_http import start_metrics_server
 
 from .config import EdgeConfig, EdgeConfigError, StreamConfig, load_edge_config
+from .masks import MasksWindows, masks_client
 from .metrics import EdgePrometheus
 from .mqtt_source import MqttSource
 from .outbox import Outbox, OutboxFull, Uploader, WindowAlreadyReported, drain_once
@@ -143,8 +144,8 @@ def load_stream_task(cfg: EdgeConfig, stream: StreamConfig) -> Task:
 
 def _check_stream_task(stream: StreamConfig, task: Task) -> None:
     m = task.measurement
-    if task.mode != "shares":
-        raise EdgeConfigError(f"stream {stream.name!r}: task mode {task.mode!r} is not supported at the edge (use 'shares')")
+    if task.mode not in ("shares", "masks"):
+        raise EdgeConfigError(f"stream {stream.name!r}: task mode {task.mode!r} is not supported at the edge (use 'shares' or 'masks')")
     if not isinstance(m, (Count, Sum, Histogram, SumVec)):
         raise EdgeConfigError(f"stream {stream.name!r}: measurement type {m.NAME!r} is not supported by the edge pipeline")
     if isinstance(m, SumVec) and stream.measurement.index is None:
@@ -198,6 +199,7 @@ class EdgeAgent:
         self._jitter = jitter
         self._rand = rand
         self.metrics = EdgeMetrics()
+        self.masks: MasksWindows | None = None  # set by run_edge_agent when a stream's task is in mode 'masks'
         self.prometheus = EdgePrometheus(self.metrics)
         self.outbox = Outbox(config.path(config.outbox.dir), max_reports=config.outbox.max_reports, clock=clock, rand=rand)
         key = self.outbox.derive_key(_PSEUDONYM_PURPOSE)
@@ -333,6 +335,11 @@ class EdgeAgent:
         noisy = stream.pipeline.add_noise(result.value, self._noise_rng)
         measurement, clamped = to_measurement(task.measurement, noisy)
         m.windows_clamped += int(clamped)
+        if task.mode == "masks":  # no report to store: the value joins the window's round now
+            if self.masks is None:
+                raise EdgeConfigError(f"stream {stream.cfg.name!r}: a masks-mode task needs the agent's masks client")
+            self.masks.start(task, ws, measurement, result.readings)
+            return 1
         started = time.perf_counter()
         report = shard_report(
             task, measurement, time=report_time(task, ws), report_id=self.outbox.report_id(task.task_id, ws), rand=self._rand
@@ -434,6 +441,8 @@ class EdgeAgent:
             saved = self.save_open_windows()
             if saved:
                 log.info("saved %d readings of still-open windows for the next start", saved)
+            if self.masks is not None:
+                await self.masks.close()
             self.outbox.close()
 
     def stop(self) -> None:
@@ -459,6 +468,8 @@ async def run_edge_agent(config_path: str) -> None:
     cfg = load_edge_config(config_path)
     client = upload_client(cfg)
     agent = EdgeAgent(cfg, uploader=client)
+    if any(s.task.mode == "masks" for s in agent.streams):
+        agent.masks = MasksWindows(masks_client(cfg), agent.metrics)
     endpoint = None
     if cfg.metrics_listen:
         try:
