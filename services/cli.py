@@ -254,13 +254,35 @@ def task_card(
 def audit_verify(
     log: Annotated[Path, typer.Argument(help="audit.log of an aggregator")],
     key: Annotated[Path, typer.Option(help="the aggregator's audit_signing.pub")],
+    head: Annotated[Optional[Path], typer.Option(help="a signed head saved earlier (`audit head`): the log must still extend it")] = None,
 ) -> None:
-    """Check the hash chain and every signature; name the first bad line."""
+    """Check the hash chain, every signature and the signed head; name the first bad line."""
     from twinmpc.crypto.audit_log import audit_verify_main
 
-    code, message = audit_verify_main(str(log), str(key))
+    code, message = audit_verify_main(str(log), str(key), str(head) if head else None)
     typer.echo(message, err=code != 0)
     raise typer.Exit(code)
+
+
+@audit_app.command("head")
+def audit_head(
+    log: Annotated[Path, typer.Argument(help="audit.log of an aggregator")],
+    key: Annotated[Path, typer.Option(help="the aggregator's audit_signing.pub")],
+) -> None:
+    """Print the log's signed head (entry count and last hash), after checking it, for a third party to keep."""
+    from twinmpc.crypto.audit_log import AuditLogCorrupt, read_signed_head
+    from twinmpc.crypto.signing import VerifyKey
+
+    head_file = log.with_name(log.name + ".head")
+    try:
+        public_key = VerifyKey.load(key)
+    except (OSError, ValueError) as exc:
+        raise fail(f"cannot read public key {key}: {exc}", 2) from None
+    try:
+        read_signed_head(head_file, public_key)
+    except AuditLogCorrupt as exc:
+        raise fail(str(exc)) from None
+    typer.echo(head_file.read_text(), nl=False)
 
 
 # ---------------------------------------------------------------- edge ---

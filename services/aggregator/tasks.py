@@ -54,6 +54,11 @@ class TaskRegistry:
     def put(self, task_json: str, agg_index: int, verify_key: bytes, actor: str = "local") -> Task:
         """Create a task; the identical document again is a no-op, a different one is refused."""
         task = Task.from_json(task_json)
+        record = TaskRecord(task.to_json(), agg_index, verify_key)
+        try:
+            return self._existing(task, record)  # an id in use: the same document or a refusal, before any other check
+        except NotFound:
+            pass
         noise_plan(task)  # the DP block must calibrate for this measurement
         if not 0 <= agg_index < task.num_aggregators:
             raise InvalidTask(f"aggregator_index {agg_index} outside 0..{task.num_aggregators - 1}")
@@ -66,19 +71,10 @@ class TaskRegistry:
             if agg_index != 0:
                 raise InvalidTask(f"mode {task.mode!r} runs on one aggregator (index 0)")
             he_mode.public_key(task)  # must load, carry no secret, and hold the window's largest sum
-        record = TaskRecord(task.to_json(), agg_index, verify_key)
         try:
             self.state.store.put_task(task.task_id, record)
-        except AlreadyExists:
-            existing = self.state.store.get_task(task.task_id)
-            same = (existing.task_json == record.task_json and existing.agg_index == agg_index
-                    and hmac.compare_digest(existing.verify_key, verify_key))
-            if not same:
-                raise AlreadyExists(
-                    f"task {task.task_id_b64} already exists with a different document; tasks are immutable "
-                    "(amend it to tighten privacy, or create a new task)"
-                ) from None
-            return Task.from_json(existing.task_json)
+        except AlreadyExists:  # another replica stored it meanwhile
+            return self._existing(task, record)
         self._remember(LoadedTask(task, agg_index, verify_key))
         self.state.guard.record(
             "task_created", actor, task=task.task_id_b64, agg_index=agg_index, measurement=task.measurement.params(),
@@ -86,6 +82,18 @@ class TaskRegistry:
         )
         log.info("task stored", extra={"task": task.task_id_b64, "agg_index": agg_index})
         return task
+
+    def _existing(self, task: Task, record: TaskRecord) -> Task:
+        """The stored task if `record` is the same document; AlreadyExists if it differs; NotFound if none."""
+        existing = self.state.store.get_task(task.task_id)
+        same = (existing.task_json == record.task_json and existing.agg_index == record.agg_index
+                and hmac.compare_digest(existing.verify_key, record.verify_key))
+        if not same:
+            raise AlreadyExists(
+                f"task {task.task_id_b64} already exists with a different document; tasks are immutable "
+                "(amend it to tighten privacy, or create a new task)"
+            )
+        return Task.from_json(existing.task_json)
 
     def amend(self, task_id: bytes, amendment_json: str, actor: str = "local") -> Task:
         """Apply an amendment that only tightens privacy (`mpc.task_amendment`); audited."""

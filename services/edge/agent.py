@@ -476,7 +476,7 @@ async def run_edge_agent(config_path: str) -> None:
             endpoint = start_metrics_server(agent.prometheus.registry, cfg.metrics_listen)
         except OSError as exc:
             agent.outbox.close()
-            raise EdgeConfigError(f"metrics_listen {cfg.metrics_listen}: {exc.strerror or exc}") from None
+            raise OSError(f"metrics_listen {cfg.metrics_listen}: {exc.strerror or exc}") from None  # e.g. port in use: exit 1
         log.info("metrics on port %d (GET /metrics)", endpoint.port)
     loop = asyncio.get_running_loop()
     handled = []
