@@ -474,8 +474,8 @@ int f128_pmul_extend(u64 *out, const u64 *wires, i64 rows, i64 pairs, i64 p, con
  *     (r_i^(j+1) * x[i*chunk+j], x[i*chunk+j] - c), c = 1/num_shares;
  *   range_evals: the verifier's weighted sums over the calls with weights
  *     lam (rows, calls), out (rows, 2*chunk) interleaved:
- *     left_j = sum_i lam_i r_i^(j+1) x[i*chunk+j], right_j = sum_i lam_i x[i*chunk+j]
- *     (the caller subtracts (sum_i lam_i) * c from right_j). */
+ *     left_j = sum_i lam_i r_i^(j+1) x[i*chunk+j],
+ *     right_j = sum_i lam_i x[i*chunk+j] - (sum_i lam_i) * c. */
 void f128_range_wires(u64 *wires, const u64 *x, i64 rows, i64 n, const u64 *r, i64 chunk, i64 calls,
                       const u64 *c) {
     static const u64 zero[2] = {0, 0};
@@ -517,7 +517,7 @@ void f64_range_wires(u64 *wires, const u64 *x, i64 rows, i64 n, const u64 *r, i6
 }
 
 int f128_range_evals(u64 *out, const u64 *x, i64 rows, i64 n, const u64 *r, const u64 *lam, i64 chunk,
-                     i64 calls) {
+                     i64 calls, const u64 *c) {
     acc256 *acc = malloc(2 * chunk * sizeof(acc256));
     if (!acc) return -1;
     for (i64 b = 0; b < rows; b++) {
@@ -537,14 +537,23 @@ int f128_range_evals(u64 *out, const u64 *x, i64 rows, i64 n, const u64 *r, cons
                     f128_mul1(w[t], rb + 2 * i, w[t]);
                 }
         }
+        acc256 lam_sum = {0, 0, 0, 0};
+        for (i64 i = 0; i < calls; i++) acc_add(&lam_sum, lb + 2 * i);
+        u64 corr[2];
+        acc_done(&lam_sum, corr);
+        f128_mul1(corr, c, corr);
         for (i64 k = 0; k < 2 * chunk; k++) acc_done(&acc[k], out + 2 * (b * 2 * chunk + k));
+        for (i64 j = 0; j < chunk; j++) {
+            u64 *right = out + 2 * (b * 2 * chunk + 2 * j + 1);
+            f128_sub1(right, corr, right);
+        }
     }
     free(acc);
     return 0;
 }
 
 int f64_range_evals(u64 *out, const u64 *x, i64 rows, i64 n, const u64 *r, const u64 *lam, i64 chunk,
-                    i64 calls) {
+                    i64 calls, const u64 *c) {
     u128 *acc = malloc(2 * chunk * sizeof(u128));
     u64 *over = malloc(2 * chunk * sizeof(u64));
     if (!acc || !over) {
@@ -567,10 +576,13 @@ int f64_range_evals(u64 *out, const u64 *x, i64 rows, i64 n, const u64 *r, const
                 w = f64_mul1(w, rb[i]);
             }
         }
+        u64 lam_sum = 0;
+        for (i64 i = 0; i < calls; i++) lam_sum = f64_add1(lam_sum, lb[i]);
+        u64 corr = f64_mul1(lam_sum, c[0]);
         for (i64 k = 0; k < 2 * chunk; k++) {
             u64 v = f64_reduce(acc[k]);
             if (over[k]) v = f64_sub1(v, f64_mul1(over[k] % P64, 1ULL << 32));
-            out[b * 2 * chunk + k] = v;
+            out[b * 2 * chunk + k] = k & 1 ? f64_sub1(v, corr) : v;
         }
     }
     free(acc), free(over);
@@ -640,4 +652,23 @@ int f64_lagrange(u64 *out, const u64 *t, i64 n, const u64 *roots, const u64 *n_i
         out[k] = f64_mul1(f64_mul1(lam, roots[k]), scale);
     }
     return 0;
+}
+
+/* ---------------------------------------------------------------- decoding */
+/* Little-endian words to elements: out gets every candidate, ok[k] = 1 iff it
+ * is canonical (< p), as the draft's rejection sampling needs. */
+void f64_decode(u64 *out, const u64 *in, i64 n, unsigned char *ok) {
+    for (i64 k = 0; k < n; k++) {
+        out[k] = in[k];
+        ok[k] = in[k] < P64;
+    }
+}
+
+void f128_decode(u64 *out, const u64 *in, i64 n, unsigned char *ok) {
+    for (i64 k = 0; k < n; k++) {
+        u64 lo = in[2 * k], hi = in[2 * k + 1];
+        out[2 * k] = lo;
+        out[2 * k + 1] = hi;
+        ok[k] = hi < PHI || (hi == PHI && lo == 0);
+    }
 }

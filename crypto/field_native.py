@@ -38,8 +38,9 @@ from twinmpc.crypto.field import F128_DTYPE, Field64, Field128Limbs, _PrimeField
 try:
     from twinmpc.crypto._field_kernel import ffi as _ffi
     from twinmpc.crypto._field_kernel import lib as _lib
+    _from_buffer = _ffi.from_buffer  # typeless: the kernel's pointers are void* to cffi
 except ImportError:  # not compiled (a source tree used without `pip install`)
-    _ffi = _lib = None
+    _ffi = _lib = _from_buffer = None
 
 KERNEL_ENV = "TWINMPC_FIELD_KERNEL"
 THREADS_ENV = "TWINMPC_KERNEL_THREADS"
@@ -87,8 +88,8 @@ SMALL_COPY = 1 << 14
 def _ptr(arr: np.ndarray) -> Any:
     """uint64_t* to arr's first element (any strides; arr must outlive the call)."""
     if arr.flags.c_contiguous and arr.size:
-        return _ffi.from_buffer("uint64_t[]", arr, require_writable=False)
-    return _ffi.cast("uint64_t *", arr.__array_interface__["data"][0])
+        return _from_buffer(arr)
+    return _ffi.cast("void *", arr.__array_interface__["data"][0])
 
 
 def _prep(x: np.ndarray) -> np.ndarray:
@@ -149,6 +150,7 @@ class _NativeOps:
     _RANGE_WIRES: str
     _RANGE_EVALS: str
     _LAGRANGE: str
+    _DECODE: str
 
     @classmethod
     def _binary(cls, fname: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -198,6 +200,12 @@ class _NativeOps:
                     _ptr(out), _ptr(a), pb, a.size // (n_red * inner), n_red, inner, n_red * inner, inner, 1, *sb
                 )
                 return out
+        if (b is not None and a.ndim == 2 and b.ndim == 1 and axis in (-1, 1) and a.shape[1] == b.shape[0]
+                and a.flags.c_contiguous and b.flags.c_contiguous and a.size):  # matrix times vector
+            m, k = a.shape
+            out = np.empty(m, dtype=cls._DTYPE)
+            getattr(_lib, cls._MUL_SUM)(_ptr(out), _ptr(a), _ptr(b), m, k, 1, k, 1, 0, 0, 1, 0)
+            return out
         ops = [_prep(a)] if b is None else [_prep(a), _prep(b)]
         shape, strides = _broadcast(ops, cls._DTYPE.itemsize)
         nd = len(shape)
@@ -248,6 +256,11 @@ class _NativeOps:
 
     @classmethod
     def matmul(cls, a: np.ndarray, m: np.ndarray) -> np.ndarray:
+        if a.ndim == 2 and m.ndim == 2 and a.flags.c_contiguous and m.flags.c_contiguous and a.size and m.size:
+            (rows, k), j = a.shape, m.shape[1]  # out[b, c] = sum_r a[b, r] m[r, c], no broadcast views
+            out = np.empty((rows, j), dtype=cls._DTYPE)
+            getattr(_lib, cls._MUL_SUM)(_ptr(out), _ptr(a), _ptr(m), rows, k, j, k, 1, 0, 0, j, 1)
+            return out
         return cls._reduce(a[..., :, None], m, -2)
 
     @classmethod
@@ -288,18 +301,30 @@ class _NativeOps:
         return out
 
     @classmethod
-    def range_evals(cls, x: np.ndarray, r: np.ndarray, lam: np.ndarray, chunk: int, calls: int) -> np.ndarray:
-        """(B, 2*chunk) interleaved: sum_i lam_i r_i^(j+1) x[i*chunk+j] and sum_i lam_i x[i*chunk+j]."""
+    def range_evals(
+        cls, x: np.ndarray, r: np.ndarray, lam: np.ndarray, chunk: int, calls: int, c: np.ndarray
+    ) -> np.ndarray:
+        """(B, 2*chunk) interleaved: sum_i lam_i r_i^(j+1) x[i*chunk+j] and
+        sum_i lam_i x[i*chunk+j] - (sum_i lam_i) * c[0]."""
         x = np.ascontiguousarray(x, dtype=cls._DTYPE)
         r = np.ascontiguousarray(r, dtype=cls._DTYPE)
         lam = np.ascontiguousarray(lam, dtype=cls._DTYPE)
         out = np.empty((x.shape[0], 2 * chunk), dtype=cls._DTYPE)
         if x.shape[0] and getattr(_lib, cls._RANGE_EVALS)(
-            _ptr(out), _ptr(x), x.shape[0], x.shape[1], _ptr(r), _ptr(lam), chunk, calls
+            _ptr(out), _ptr(x), x.shape[0], x.shape[1], _ptr(r), _ptr(lam), chunk, calls, _ptr(c)
         ):
             raise MemoryError("field kernel scratch")
         return out
 
+
+    @classmethod
+    def decode_unchecked(cls, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+        n = len(data) // cls._DTYPE.itemsize
+        out = np.empty(n, dtype=cls._DTYPE)
+        ok = np.empty(n, dtype=bool)
+        if n:
+            getattr(_lib, cls._DECODE)(_ptr(out), _from_buffer(data), n, _ptr(ok))
+        return out, ok
 
     @classmethod
     def lagrange(cls, t: int, roots: np.ndarray, n_inv: np.ndarray) -> np.ndarray | None:
@@ -331,7 +356,7 @@ class Field64Native(_NativeOps, Field64):
     _DTYPE = np.dtype(np.uint64)
     _ADD, _SUB, _MUL, _MUL_SUM, _NTT = "f64_add", "f64_sub", "f64_mul", "f64_mul_sum", "f64_ntt"
     _PMUL, _RANGE_WIRES, _RANGE_EVALS = "f64_pmul_extend", "f64_range_wires", "f64_range_evals"
-    _LAGRANGE = "f64_lagrange"
+    _LAGRANGE, _DECODE = "f64_lagrange", "f64_decode"
 
 
 class Field128Native(_NativeOps, Field128Limbs):
@@ -341,7 +366,15 @@ class Field128Native(_NativeOps, Field128Limbs):
     _DTYPE = F128_DTYPE
     _ADD, _SUB, _MUL, _MUL_SUM, _NTT = "f128_add", "f128_sub", "f128_mul", "f128_mul_sum", "f128_ntt"
     _PMUL, _RANGE_WIRES, _RANGE_EVALS = "f128_pmul_extend", "f128_range_wires", "f128_range_evals"
-    _LAGRANGE = "f128_lagrange"
+    _LAGRANGE, _DECODE = "f128_lagrange", "f128_decode"
+
+    @classmethod
+    def to_ints(cls, vec: np.ndarray) -> list[int]:
+        vec = np.asarray(vec)
+        if vec.dtype == cls._DTYPE and vec.size <= 16:  # a few elements: straight from the bytes
+            raw = vec.tobytes()
+            return [int.from_bytes(raw[i : i + 16], "little") for i in range(0, len(raw), 16)]
+        return super().to_ints(vec)
 
 
 for _cls in (Field64Native, Field128Native):

@@ -308,7 +308,7 @@ def power_rows(field: type[_PrimeField], t: np.ndarray, n: int) -> np.ndarray:
     out = field.from_u64(np.ones((t.shape[0], 1), dtype=np.uint64))
     tk = t.reshape(-1, 1)  # t^width
     while out.shape[1] < n:
-        out = np.concatenate([out, field.mul(out, tk)], axis=1)
+        out = field.concat([out, field.mul(out, tk)], axis=1)
         if out.shape[1] < n:
             tk = field.mul(tk, tk)
     return out[:, :n]
@@ -318,8 +318,13 @@ def lagrange_weights_rows(field: type[_PrimeField], t: np.ndarray, n: int) -> np
     """`lagrange_weights` for a vector t of B points at once: shape (B, n), one batched inverse NTT
     (a few points each get the direct formula instead: fewer, cheaper steps)."""
     if t.shape[0] <= DIRECT_WEIGHTS_MAX_ROWS:
-        return np.stack([lagrange_weights(field, ti, n) for ti in field.to_ints(t)])
+        return _rows(field, [lagrange_weights(field, ti, n) for ti in field.to_ints(t)])
     return ntt(field, power_rows(field, t, n), inverse=True)
+
+
+def _rows(field: type[_PrimeField], rows: list[np.ndarray]) -> np.ndarray:
+    """Stack 1-D rows into (B, n) (one row: a reshape, no copy)."""
+    return rows[0].reshape(1, -1) if len(rows) == 1 else field.stack(rows)
 
 
 # Up to this many points at once, Lagrange weights are computed point by point.
@@ -339,7 +344,9 @@ def subsample_lagrange_weights_rows(field: type[_PrimeField], lam_n: np.ndarray,
     if r == 1:
         return lam_n
     if t.shape[0] <= DIRECT_WEIGHTS_MAX_ROWS:  # point by point, as lagrange_weights_rows
-        return np.stack([subsample_lagrange_weights(field, lam, ti, p) for lam, ti in zip(lam_n, field.to_ints(t))])
+        if field.NATIVE and p <= DIRECT_WEIGHTS_MAX_N:  # the size-p weights at t are unique: one compiled call
+            return _rows(field, [lagrange_weights(field, ti, p) for ti in field.to_ints(t)])
+        return _rows(field, [subsample_lagrange_weights(field, lam, ti, p) for lam, ti in zip(lam_n, field.to_ints(t))])
     tp = t
     for _ in range(p.bit_length() - 1):  # p is a power of two: t^p by squaring
         tp = field.mul(tp, tp)
@@ -389,9 +396,9 @@ def extend_lagrange(field: type[_PrimeField], values: np.ndarray, n: int) -> np.
         return values
     c = _extension_matrix(field, l, n)
     if values.ndim == 1:
-        return np.concatenate([values, field.mul_sum(c, values)])
+        return field.concat([values, field.mul_sum(c, values)])
     # Leading axes are batches (one row per report): one matrix product for all.
-    return np.concatenate([values, field.matmul(values, _extension_matrix_t(field, l, n))], axis=-1)
+    return field.concat([values, field.matmul(values, _extension_matrix_t(field, l, n))], axis=-1)
 
 
 @cache

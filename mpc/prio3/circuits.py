@@ -133,9 +133,7 @@ def range_check_wire_evals_rows(
     """`range_check_wire_evals` for B reports (x (B, n), joint_rand and lam (B, calls)) -> (B, 2*chunk)."""
     b = x.shape[0]
     if field.NATIVE:  # one compiled pass over x with lazily reduced sums, no temporaries of x's size
-        sums = field.range_evals(x, joint_rand, lam, chunk, calls)  # type: ignore[attr-defined]
-        sums[:, 1::2] = field.sub(sums[:, 1::2], field.mul(field.sum(lam, axis=-1).reshape(b, 1), shares_inv))
-        return sums
+        return field.range_evals(x, joint_rand, lam, chunk, calls, shares_inv)  # type: ignore[attr-defined]
     padded = field.zeros_shape((b, calls * chunk))
     padded[:, : x.shape[1]] = x
     xs = padded.reshape(b, calls, chunk)
@@ -372,12 +370,12 @@ class Histogram(_RangeCheckRows, Valid[int, list[int]]):
         f = self.field
         range_check = f.sum(gadget_outputs[0], axis=-1)
         sum_check = f.sub(f.sum(meas, axis=-1), self.shares_inv(num_shares))
-        return np.concatenate([range_check, sum_check])
+        return self.field.concat([range_check, sum_check])
 
     def combine_rows(self, field, meas, joint_rand, num_shares, gadget_outputs):  # type: ignore[no-untyped-def]
         range_check = field.sum(gadget_outputs[0], axis=-1)
         sum_check = field.sub(field.sum(meas, axis=-1), self.shares_inv(num_shares, field))
-        return np.stack([range_check, sum_check], axis=1)
+        return field.stack([range_check, sum_check], axis=1)
 
     def encode(self, measurement: int) -> np.ndarray:
         m = _as_int(measurement, "Histogram measurement")
@@ -430,13 +428,13 @@ class MultihotCountVec(_RangeCheckRows, Valid[list[int], list[int]]):
         range_check = f.sum(gadget_outputs[0], axis=-1)
         weight = f.sum(meas[: self.length], axis=-1)
         reported = _weighted_decode(f, meas[self.length :], self.weight_weights)
-        return np.concatenate([range_check, f.sub(weight, reported)])
+        return f.concat([range_check, f.sub(weight, reported)])
 
     def combine_rows(self, field, meas, joint_rand, num_shares, gadget_outputs):  # type: ignore[no-untyped-def]
         range_check = field.sum(gadget_outputs[0], axis=-1)
         weight = field.sum(meas[:, : self.length], axis=-1)
         reported = _weighted_decode(field, meas[:, self.length :], self.weight_weights)
-        return np.stack([range_check, field.sub(weight, reported)], axis=1)
+        return field.stack([range_check, field.sub(weight, reported)], axis=1)
 
     def encode(self, measurement: Sequence[int]) -> np.ndarray:
         if len(measurement) != self.length:
@@ -540,7 +538,7 @@ class FixedPointBoundedL2Vec(Valid[Sequence[float], list[float]]):
         bit_check = f.sum(gadget_outputs[0], axis=-1)
         norm = f.sum(gadget_outputs[1], axis=-1)
         claimed = _weighted_decode(f, meas[self.length * self.entry_bits :], self.norm_weights)
-        return np.concatenate([bit_check, f.sub(norm, claimed)])
+        return f.concat([bit_check, f.sub(norm, claimed)])
 
     # Batches (row = report): the same wires' weighted sums without building them.
     def _entries_rows(self, field: type[_PrimeField], meas: np.ndarray) -> np.ndarray:
@@ -564,7 +562,7 @@ class FixedPointBoundedL2Vec(Valid[Sequence[float], list[float]]):
         bit_check = field.sum(gadget_outputs[0], axis=-1)
         norm = field.sum(gadget_outputs[1], axis=-1)
         claimed = _weighted_decode(field, meas[:, self.length * self.entry_bits :], self.norm_weights)
-        return np.stack([bit_check, field.sub(norm, claimed)], axis=1)
+        return field.stack([bit_check, field.sub(norm, claimed)], axis=1)
 
     def truncate_rows(self, field, meas):  # type: ignore[no-untyped-def]
         return self._entries_rows(field, meas)

@@ -51,6 +51,9 @@ from twinmpc.mpc.errors import VerifyError
 # Field128, 40x32 is about even and 64x64 twice as fast including conversions.
 PROVER_LARGE_BACKEND_MIN = 2048
 
+# Up to this many reports, query_rows checks test points on Python ints instead of vector steps.
+FEW_ROWS = 4
+
 Measurement = TypeVar("Measurement")
 AggResult = TypeVar("AggResult")
 
@@ -321,7 +324,7 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
             gadget_values = field.from_backend(big, gadget[:, :poly_len])
             parts.append(seeds)
             parts.append(gadget_values)
-        return np.concatenate(parts, axis=1)
+        return field.concat(parts, axis=1)
 
     def query(
         self,
@@ -394,10 +397,14 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
         for i, (calls, full) in enumerate(zip(valid.GADGET_CALLS, polys)):
             p = next_power_of_2(1 + calls)
             t = np.ascontiguousarray(test_points[:, i])
-            tp = t
-            for _ in range(p.bit_length() - 1):
-                tp = field.mul(tp, tp)
-            hit |= field.is_zero(field.sub(tp, one))
+            if b <= FEW_ROWS:  # t^p == 1 on Python ints: cheaper than vector steps for a few reports
+                q = field.MODULUS
+                hit |= np.array([pow(x, p, q) == 1 for x in field.to_ints(t)])
+            else:
+                tp = t
+                for _ in range(p.bit_length() - 1):
+                    tp = field.mul(tp, tp)
+                hit |= field.is_zero(field.sub(tp, one))
             lam_n = lagrange_weights_rows(field, t, full.shape[-1])
             wire_weights.append(subsample_lagrange_weights_rows(field, lam_n, t, p)[:, : calls + 1])
             gadget_weights.append(lam_n)
@@ -406,7 +413,7 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
         for seeds, lam, w_at_t, full, lam_n in zip(seeds_list, wire_weights, wire_evals, polys, gadget_weights):
             verifier.append(field.add(field.mul(seeds, lam[:, :1]), w_at_t))
             verifier.append(field.mul_sum(full, lam_n, axis=-1).reshape(b, 1))
-        return np.concatenate(verifier, axis=1), hit
+        return field.concat(verifier, axis=1), hit
 
     def decide_rows(self, field: type[_PrimeField], verifier: np.ndarray) -> np.ndarray:
         """`decide` for B verifiers (B, VERIFIER_LEN) at once -> (B,) bool (gadgets run on all rows)."""

@@ -261,7 +261,7 @@ class Prio3(Generic[M, R]):
             )
             for i in range(self.PROOFS)
         ]
-        leader_proofs = np.concatenate(proofs)
+        leader_proofs = f.concat(proofs)
         for j, share in enumerate(helper_shares, start=1):
             leader_proofs = f.sub(leader_proofs, self._helper_proofs_share(ctx, j, share))
 
@@ -476,7 +476,7 @@ class Prio3(Generic[M, R]):
             )
             for i in range(self.PROOFS)
         ]
-        verifier_share = f.encode_vec(np.concatenate(verifiers)) + jr_part
+        verifier_share = f.encode_vec(f.concat(verifiers)) + jr_part
         return Prio3VerifyState(out_share, corrected_seed), verifier_share
 
     # ------------------------------------------------------------------ batches
