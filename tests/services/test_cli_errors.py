@@ -103,6 +103,15 @@ def test_second_aggregator_on_an_occupied_port_is_refused(tmp_path, pki_dir):
         first.wait(15)
 
 
+def test_aggregator_metrics_port_in_use(tmp_path, pki_dir):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        agg_config(tmp_path, 0, f'metrics_listen = "127.0.0.1:{taken.getsockname()[1]}"\n')
+        out = twinmpc("aggregator", "serve", "--config", "agg0.toml", cwd=tmp_path)
+    assert_one_error(out, 1, "aggregator could not start: metrics_listen")
+
+
 def test_health_of_an_aggregator_that_is_not_running(tmp_path, pki_dir):
     agg_config(tmp_path, free_port())
     assert_one_error(twinmpc("aggregator", "health", "--config", "agg0.toml", cwd=tmp_path), 1, "UNAVAILABLE")
@@ -150,6 +159,19 @@ def test_edge_agent_missing_certificate(edge_dir):
 
 def test_edge_agent_missing_task_file(edge_dir):
     assert_one_error(twinmpc("edge", "run", "--config", "edge.toml", cwd=edge_dir), 2, "task.json")
+
+
+def test_edge_agent_metrics_port_in_use(edge_dir):
+    from tests.helpers import make_task
+
+    (edge_dir / "task.json").write_text(make_task({"type": "sum", "bits": 8}).task.to_json())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        text = (edge_dir / "edge.toml").read_text()
+        (edge_dir / "edge.toml").write_text(f'metrics_listen = "127.0.0.1:{taken.getsockname()[1]}"\n' + text)
+        out = twinmpc("edge", "run", "--config", "edge.toml", cwd=edge_dir)
+    assert_one_error(out, 1, "metrics_listen")
 
 
 def test_edge_agent_invalid_config(edge_dir):
