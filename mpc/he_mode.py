@@ -28,6 +28,8 @@ from twinmpc.mpc.measurements import FixedPointVec
 from twinmpc.mpc.report import REPORT_ID_SIZE, Report
 from twinmpc.mpc.task import Task
 
+MODES = ("paillier", "ckks")  # the task modes this module serves
+
 
 def params(task: Task) -> he.HomomorphicParams:
     return he.HomomorphicParams.for_measurement(task.mode, task.measurement, task.he_max_reports)

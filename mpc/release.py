@@ -5,6 +5,8 @@ The one seam every task mode implements, so services never branch on
 `Accumulator` encoding in ``shares`` mode, a ciphertext sum in the homomorphic
 modes) and, to release it,
 
+* `noise_plan(task, state)` is the noise one aggregator's release carries (in
+  masks mode: the clients' distributed noise already in the window's sum);
 * `batch_of(task, state)` says how many reports it holds and which (checksum),
   the numbers every aggregator compares before releasing anything;
 * `release(task, window_start, agg_index, state, plan)` adds *this*
@@ -15,7 +17,9 @@ modes) and, to release it,
   result before it leaves the process, so a retry returns the stored bytes and
   never a second draw.
 
-`noise_plan(task)` is the calibrated noise of one aggregator for one collection.
+Modes: ``shares`` (VDAF shares, K aggregators), ``paillier`` / ``ckks`` (one
+aggregator adds ciphertexts), ``masks`` (one aggregator, SecAgg+ with the
+clients' noise in the unmasked sum: nothing is added at release).
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ import numpy as np
 
 from twinmpc.mpc import aggregator as agg
 from twinmpc.mpc import dp, he_mode
+from twinmpc.mpc.masks import mode as masks_mode
 from twinmpc.mpc.task import Task
 
-SHARES = "shares"
+SHARES, MASKS = "shares", "masks"
 
 
 @dataclass(frozen=True)
@@ -40,8 +45,10 @@ class WindowBatch:
     checksum: bytes
 
 
-def noise_plan(task: Task) -> dp.NoisePlan:
-    """The noise each aggregator adds for one collection of this task."""
+def noise_plan(task: Task, state: bytes | None = None) -> dp.NoisePlan:
+    """The noise each aggregator adds for one collection of this task (masks: what the window's sum carries)."""
+    if task.mode == MASKS:
+        return masks_mode.noise_plan(task, state)
     l1, l2_squared = task.measurement.sensitivity()
     return dp.calibrate(
         dp.DpParams.from_dict(task.dp),
@@ -66,11 +73,15 @@ def batch_of(task: Task, state: bytes | None) -> WindowBatch:
     if task.mode == SHARES:
         acc = agg.Accumulator(task) if state is None else agg.Accumulator.decode(task, state)
         return WindowBatch(acc.count, acc.checksum)
+    if task.mode == MASKS:
+        return WindowBatch(masks_mode.count(task, state), b"")
     return WindowBatch(he_mode.count(task, state), b"")
 
 
 def release(task: Task, window_start: int, agg_index: int, state: bytes | None, plan: dp.NoisePlan) -> bytes:
     """This aggregator's noised share of the window, ready for the collector."""
+    if task.mode == MASKS:
+        return masks_mode.release(task, state)  # the clients' noise is already in the sum
     noise = None if plan.distribution == dp.NONE else plan.sample(task.measurement.length)
     if task.mode != SHARES:
         return he_mode.release(task, state, noise)
@@ -81,6 +92,8 @@ def release(task: Task, window_start: int, agg_index: int, state: bytes | None, 
 
 def merge_states(task: Task):
     """The storage merge callback for this task's window states."""
+    if task.mode == MASKS:
+        return masks_mode.merge(task)
     if task.mode != SHARES:
         return he_mode.merge(task)
 

@@ -22,6 +22,7 @@ import grpc
 
 from twinmpc.crypto.seal import HpkeConfig, HpkeKeypair
 from twinmpc.mpc import collector, he_mode
+from twinmpc.mpc.masks import mode as masks_mode
 from twinmpc.mpc.collector import CollectionResult
 from twinmpc.mpc.report import Report
 from twinmpc.mpc.task import Task, b64encode
@@ -129,6 +130,10 @@ class Collector(_LeaderChannel):
             value = collector.unshard(
                 task, self._key, window_start, response.report_count, response.checksum, list(response.sealed_aggregate_shares)
             ).result
+        elif task.mode == "masks":
+            if self._key is None or len(response.sealed_aggregate_shares) != 1:
+                raise ValueError("mode 'masks' needs the collector's HPKE key and one aggregate")
+            value = masks_mode.open_release(task, self._key, window_start, response.report_count, response.sealed_aggregate_shares[0])
         else:
             if self._he_key is None or len(response.sealed_aggregate_shares) != 1:
                 raise ValueError(f"mode {task.mode!r} needs the collector's homomorphic secret key and one aggregate")

@@ -22,7 +22,6 @@ import asyncio
 import json
 import time
 
-from twinmpc.mpc.release import batch_of
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
 from twinmpc.services.aggregator.errors import NotThisRole, PeerFailure
 from twinmpc.services.aggregator.leader_jobs import LeaderJobs
@@ -65,8 +64,7 @@ class LeaderCollection:
         while True:
             await self.jobs.flush_window(loaded, window_start)
             state_bytes = self.windows.window_state(task, window_start)
-            batch = batch_of(task, state_bytes)
-            self.windows.check_releasable(task, window_start, index, batch, actor)
+            batch = self.windows.check_releasable(task, window_start, index, state_bytes, actor)
             try:
                 return self.windows.freeze(task, window_start, index, state_bytes, batch)
             except WindowBusy:

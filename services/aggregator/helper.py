@@ -176,7 +176,7 @@ class HelperRole:
             state_bytes = self.windows.window_state(task, window_start)
             batch = batch_of(task, state_bytes)
             self._check_claim(task, window_start, batch.count, batch.checksum, req, actor)
-            self.windows.check_releasable(task, window_start, index, batch, actor)
+            self.windows.check_releasable(task, window_start, index, state_bytes, actor)
             try:
                 record = self.windows.freeze(task, window_start, index, state_bytes, batch, req.collection_id)
             except WindowBusy:

@@ -70,7 +70,8 @@ class TaskRegistry:
         else:
             if agg_index != 0:
                 raise InvalidTask(f"mode {task.mode!r} runs on one aggregator (index 0)")
-            he_mode.public_key(task)  # must load, carry no secret, and hold the window's largest sum
+            if task.mode in he_mode.MODES:
+                he_mode.public_key(task)  # must load, carry no secret, and hold the window's largest sum
         try:
             self.state.store.put_task(task.task_id, record)
         except AlreadyExists:  # another replica stored it meanwhile
@@ -103,7 +104,7 @@ class TaskRegistry:
         except json.JSONDecodeError as exc:
             raise InvalidTask(f"amendment is not valid JSON: {exc}") from None
         task = amend(loaded.task, changes)
-        if task.mode != "shares":
+        if task.mode in he_mode.MODES:
             he_mode.public_key(task)  # a rotated key must load, carry no secret, and hold the window's largest sum
         self.state.store.update_task(task_id, TaskRecord(task.to_json(), loaded.agg_index, loaded.verify_key))
         self._remember(LoadedTask(task, loaded.agg_index, loaded.verify_key))

@@ -189,7 +189,7 @@ class Datastore(Protocol):
     def get_collection(self, task_id: bytes, window_start: int, index: int) -> CollectionRecord | None: ...
     def freeze_collection(
         self, task_id: bytes, window_start: int, index: int, collection_id: str, expected_accumulator: bytes | None,
-        report_count: int, checksum: bytes,
+        report_count: int, checksum: bytes, snapshot: bytes | None = None,
     ) -> CollectionRecord: ...
     def release_collection(
         self, task_id: bytes, window_start: int, index: int, response: bytes, ledger: str, charge: BlobUpdate | None,

@@ -574,7 +574,7 @@ class PostgresDatastore:
 
     def freeze_collection(
         self, task_id: bytes, window_start: int, index: int, collection_id: str, expected_accumulator: bytes | None,
-        report_count: int, checksum: bytes,
+        report_count: int, checksum: bytes, snapshot: bytes | None = None,
     ) -> CollectionRecord:
         """Fix the window's report set for this collection and close the window to late reports.
 
@@ -606,7 +606,7 @@ class PostgresDatastore:
             cur.execute(
                 "INSERT INTO collections (task_id, window_start, idx, collection_id, state, report_count, checksum, accumulator) "
                 "VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
-                (task_id, window_start, index, collection_id, FROZEN, report_count, checksum, current),
+                (task_id, window_start, index, collection_id, FROZEN, report_count, checksum, current if snapshot is None else snapshot),
             )
             return self._collection(cur, task_id, window_start, index)
 

@@ -327,11 +327,12 @@ class SqliteDatastore:
 
     def freeze_collection(
         self, task_id: bytes, window_start: int, index: int, collection_id: str, expected_accumulator: bytes | None,
-        report_count: int, checksum: bytes,
+        report_count: int, checksum: bytes, snapshot: bytes | None = None,
     ) -> CollectionRecord:
         """Fix the window's report set for this collection and close the window to late reports.
 
-        Idempotent (an existing collection is returned as it is). Raises WindowBusy while a
+        The frozen batch is the window's accumulator, or `snapshot` for a mode that keeps its
+        window state elsewhere. Idempotent (an existing collection is returned as it is). Raises WindowBusy while a
         report of the window is pending or in a job, or when the accumulator is no longer
         `expected_accumulator` (the batch that passed the caller's checks).
         """
@@ -354,7 +355,7 @@ class SqliteDatastore:
             db.execute(
                 "INSERT INTO collections (task_id, window_start, idx, collection_id, state, report_count, checksum, accumulator) "
                 "VALUES (?,?,?,?,?,?,?,?)",
-                (task_id, window_start, index, collection_id, FROZEN, report_count, checksum, current),
+                (task_id, window_start, index, collection_id, FROZEN, report_count, checksum, current if snapshot is None else snapshot),
             )
             return self._collection(db, task_id, window_start, index)  # type: ignore[return-value]
 
