@@ -110,6 +110,11 @@ CREATE TABLE IF NOT EXISTS collections (
     response BYTEA, audit_pending BOOLEAN NOT NULL DEFAULT FALSE,
     PRIMARY KEY (task_id, window_start, idx));
 CREATE TABLE IF NOT EXISTS blobs (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS lease_owner BYTEA;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS lease_expires TIMESTAMPTZ;
+CREATE INDEX IF NOT EXISTS reports_settled ON reports (task_id, window_start) WHERE state >= 2;
+CREATE INDEX IF NOT EXISTS helper_reports_window ON helper_reports (task_id, window_start);
+CREATE INDEX IF NOT EXISTS jobs_done ON jobs (task_id) WHERE state = 'done';
 """
 
 _REPORT_COLUMNS = "report_id, time, public_share, leader_share, helper_shares"
@@ -150,8 +155,13 @@ class PostgresDatastore:
         pool_size: int = 4,
         max_attempts: int = 8,
         connect_timeout: int = 10,
+        lease_owner: bytes | None = None,
+        lease_seconds: float = 60.0,
     ) -> None:
+        """`lease_owner` names this replica in job leases (stable across its restarts); leases run on the database's clock."""
         self._sealer = ColumnSealer(datastore_key)
+        self._lease_owner = lease_owner or secrets.token_bytes(8)
+        self._lease = f"{float(lease_seconds)} seconds"
         if not 1 <= pool_size <= 64:
             raise ValueError("pool_size must be within 1..64")
         if not 1 <= max_attempts <= 100:
@@ -375,7 +385,11 @@ class PostgresDatastore:
         )
         rows = sorted(cur.fetchall(), key=lambda r: (r[0], r[1]))
         if rows:
-            cur.execute("INSERT INTO jobs VALUES (%s,%s,'leader','init',NULL)", (job_id, task_id))
+            cur.execute(
+                "INSERT INTO jobs (job_id, task_id, role, state, lease_owner, lease_expires) "
+                "VALUES (%s,%s,'leader','init',%s, clock_timestamp() + %s::interval)",
+                (job_id, task_id, self._lease_owner, self._lease),
+            )
         return [r[2:] for r in rows]
 
     def acquire_pending_reports(self, job_id: bytes, limit: int) -> tuple[bytes, list[PendingReport]] | None:
@@ -418,12 +432,21 @@ class PostgresDatastore:
             "UPDATE jobs SET state='continuing', verdicts=%s WHERE job_id=%s AND state='init'", (verdicts, job_id)))
 
     def get_unfinished_jobs(self) -> list[JobRecord]:
-        """Every unfinished leader job, whichever replica claimed it (finishing is idempotent)."""
+        """Unfinished leader jobs this replica may drive: its own, and those whose lease expired (taken over).
+
+        Each returned job is leased to this replica for `lease_seconds` (database clock): another
+        replica leaves an in-flight job alone until its holder stops renewing the lease.
+        """
         rows = self._run("get_unfinished_jobs", lambda cur: cur.execute(
+            "WITH mine AS (UPDATE jobs SET lease_owner=%s, lease_expires=clock_timestamp() + %s::interval "
+            "WHERE job_id IN (SELECT job_id FROM jobs WHERE role='leader' AND state <> 'done' "
+            "AND (lease_owner=%s OR lease_owner IS NULL OR lease_expires < clock_timestamp()) FOR UPDATE SKIP LOCKED) "
+            "RETURNING job_id, task_id, state, verdicts) "
             "SELECT j.job_id, j.task_id, j.state, j.verdicts, "
             "array_agg(r.report_id ORDER BY r.window_start, r.seq) FILTER (WHERE r.report_id IS NOT NULL) "
-            "FROM jobs j LEFT JOIN reports r ON r.job_id = j.job_id "
-            "WHERE j.role='leader' AND j.state <> 'done' GROUP BY j.job_id ORDER BY j.job_id"
+            "FROM mine j LEFT JOIN reports r ON r.job_id = j.job_id "
+            "GROUP BY j.job_id, j.task_id, j.state, j.verdicts ORDER BY j.job_id",
+            (self._lease_owner, self._lease, self._lease_owner),
         ).fetchall())
         return [JobRecord(job_id, task_id, state, tuple(ids or ()), verdicts or b"") for job_id, task_id, state, verdicts, ids in rows]
 
@@ -665,6 +688,76 @@ class PostgresDatastore:
             return value
 
         return self._run("update_blob", body)
+
+    # --- job leases ------------------------------------------------------------------------
+    def renew_job_lease(self, job_id: bytes) -> bool:
+        """Extend this replica's lease on an unfinished job; False if another replica holds it now."""
+        row = self._run("renew_job_lease", lambda cur: cur.execute(
+            "UPDATE jobs SET lease_owner=%s, lease_expires=clock_timestamp() + %s::interval WHERE job_id=%s AND state <> 'done' "
+            "AND (lease_owner=%s OR lease_owner IS NULL OR lease_expires < clock_timestamp()) RETURNING job_id",
+            (self._lease_owner, self._lease, job_id, self._lease_owner),
+        ).fetchone())
+        return row is not None
+
+    def count_unaggregated(self) -> int:
+        """Reports stored but not yet aggregated (pending or in a job), all tasks: the leader's backlog."""
+        (n,) = self._run("count_unaggregated", lambda cur: cur.execute(
+            f"SELECT COUNT(*) FROM reports WHERE state IN ({PENDING},{IN_JOB})").fetchone())
+        return n
+
+    # --- data lifecycle: bounded deletes for the garbage collector ---------------------------
+    # One short transaction per call, at most `limit` rows of windows starting before `before`;
+    # SKIP LOCKED, so a row some writer holds is left for the next pass instead of waited for.
+    def delete_expired_reports(self, task_id: bytes, before: int, limit: int) -> int:
+        """Settled (accepted or rejected) leader reports; pending ones stay until a job settles them."""
+        return self._run("delete_expired_reports", lambda cur: cur.execute(
+            f"DELETE FROM reports WHERE (task_id, report_id) IN (SELECT task_id, report_id FROM reports "
+            f"WHERE task_id=%s AND window_start<%s AND state>={ACCEPTED} LIMIT %s FOR UPDATE SKIP LOCKED)",
+            (task_id, before, limit),
+        ).rowcount)
+
+    def delete_expired_helper_reports(self, task_id: bytes, before: int, limit: int) -> int:
+        """A helper's replay records (and spent shares) of expired windows."""
+        return self._run("delete_expired_helper_reports", lambda cur: cur.execute(
+            "DELETE FROM helper_reports WHERE (task_id, report_id) IN (SELECT task_id, report_id FROM helper_reports "
+            "WHERE task_id=%s AND window_start<%s LIMIT %s FOR UPDATE SKIP LOCKED)",
+            (task_id, before, limit),
+        ).rowcount)
+
+    def delete_finished_jobs(self, task_id: bytes, limit: int, helper_blob_prefix: str) -> int:
+        """Finished jobs none of whose reports remain, with each helper job's `helper_blob_prefix + job id hex` blob."""
+
+        def body(cur: psycopg.Cursor) -> int:
+            gone = cur.execute(
+                "DELETE FROM jobs WHERE job_id IN (SELECT job_id FROM jobs j WHERE task_id=%s AND state='done' "
+                "AND NOT EXISTS (SELECT 1 FROM reports r WHERE r.job_id=j.job_id) "
+                "AND NOT EXISTS (SELECT 1 FROM helper_reports h WHERE h.job_id=j.job_id) LIMIT %s FOR UPDATE SKIP LOCKED) "
+                "RETURNING job_id, role",
+                (task_id, limit),
+            ).fetchall()
+            names = [helper_blob_prefix + bytes(j).hex() for j, role in gone if role == "helper"]
+            if names:
+                cur.execute("DELETE FROM blobs WHERE name = ANY(%s)", (names,))
+            return len(gone)
+
+        return self._run("delete_finished_jobs", body)
+
+    def delete_expired_windows(self, task_id: bytes, before: int, limit: int) -> int:
+        """Windows whose every collection was released, with their collections; never one still open or frozen."""
+
+        def body(cur: psycopg.Cursor) -> int:
+            windows = [w for (w,) in cur.execute(
+                "SELECT window_start FROM windows w WHERE task_id=%s AND window_start<%s AND state='collected' AND NOT EXISTS "
+                "(SELECT 1 FROM collections c WHERE c.task_id=w.task_id AND c.window_start=w.window_start AND c.state<>%s) "
+                "LIMIT %s FOR UPDATE SKIP LOCKED",
+                (task_id, before, RELEASED, limit),
+            )]
+            if windows:
+                cur.execute("DELETE FROM collections WHERE task_id=%s AND window_start = ANY(%s)", (task_id, windows))
+                cur.execute("DELETE FROM windows WHERE task_id=%s AND window_start = ANY(%s)", (task_id, windows))
+            return len(windows)
+
+        return self._run("delete_expired_windows", body)
 
 
 __all__ = ["PostgresDatastore", "TxStats"]

@@ -9,8 +9,10 @@ datastore key, with table, row and column bound as associated data.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,15 +68,24 @@ CREATE TABLE IF NOT EXISTS collections (
     response BLOB, audit_pending INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (task_id, window_start, idx));
 CREATE TABLE IF NOT EXISTS blobs (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS reports_settled ON reports (task_id, window_start) WHERE state >= 2;
+CREATE INDEX IF NOT EXISTS helper_reports_window ON helper_reports (task_id, window_start);
+CREATE INDEX IF NOT EXISTS jobs_task ON jobs (task_id, state);
 """
+
+# Columns added after the first release: created on old files by `_add_missing_columns`.
+_ADDED_COLUMNS = {"jobs": (("lease_owner", "BLOB"), ("lease_expires", "REAL"))}
 
 
 
 class SqliteDatastore:
     """Thread-safe (one lock) SQLite datastore; one file per aggregator."""
 
-    def __init__(self, path: str | Path, datastore_key: bytes) -> None:
+    def __init__(self, path: str | Path, datastore_key: bytes, *, lease_owner: bytes | None = None, lease_seconds: float = 60.0) -> None:
+        """`lease_owner` names this process in job leases (stable across restarts: it resumes its own jobs at once)."""
         self._sealer = ColumnSealer(datastore_key)
+        self._lease_owner = lease_owner or os.urandom(8)
+        self._lease_seconds = lease_seconds
         self.path = str(path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -82,6 +93,14 @@ class SqliteDatastore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        for table, columns in _ADDED_COLUMNS.items():
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns:
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def __repr__(self) -> str:
         return f"SqliteDatastore({self.path!r})"
@@ -160,7 +179,10 @@ class SqliteDatastore:
 
     def _claim(self, db: sqlite3.Connection, job_id: bytes, task_id: bytes, ids: list[bytes]) -> None:
         db.executemany("UPDATE reports SET state=?, job_id=? WHERE task_id=? AND report_id=?", [(IN_JOB, job_id, task_id, i) for i in ids])
-        db.execute("INSERT INTO jobs VALUES (?,?,?,?,NULL)", (job_id, task_id, "leader", "init"))
+        db.execute(
+            "INSERT INTO jobs (job_id, task_id, role, state, lease_owner, lease_expires) VALUES (?,?,'leader','init',?,?)",
+            (job_id, task_id, self._lease_owner, time.time() + self._lease_seconds),
+        )
 
     def acquire_pending_reports(self, job_id: bytes, limit: int) -> tuple[bytes, list[PendingReport]] | None:
         """Claim up to `limit` pending reports of one task into a new job."""
@@ -205,8 +227,20 @@ class SqliteDatastore:
             db.execute("UPDATE jobs SET state='continuing', verdicts=? WHERE job_id=? AND state='init'", (verdicts, job_id))
 
     def get_unfinished_jobs(self) -> list[JobRecord]:
-        with self._lock:
-            jobs = self._db.execute("SELECT job_id, task_id, state, verdicts FROM jobs WHERE role='leader' AND state!='done'").fetchall()
+        """Unfinished leader jobs this process may drive: its own, and those whose lease expired (taken over).
+
+        Each returned job is leased to this process for `lease_seconds` from now: another
+        process sharing the store leaves it alone until the lease expires unrenewed.
+        """
+        now = time.time()
+        with self._tx() as db:
+            jobs = db.execute(
+                "SELECT job_id, task_id, state, verdicts FROM jobs WHERE role='leader' AND state!='done' "
+                "AND (lease_owner=? OR lease_owner IS NULL OR lease_expires<?)",
+                (self._lease_owner, now),
+            ).fetchall()
+            db.executemany("UPDATE jobs SET lease_owner=?, lease_expires=? WHERE job_id=?",
+                           [(self._lease_owner, now + self._lease_seconds, j[0]) for j in jobs])
             out = []
             for job_id, task_id, state, verdicts in jobs:
                 ids = tuple(r[0] for r in self._db.execute("SELECT report_id FROM reports WHERE job_id=? ORDER BY rowid", (job_id,)))
@@ -248,7 +282,7 @@ class SqliteDatastore:
         with self._tx() as db:
             existing = db.execute("SELECT state FROM jobs WHERE job_id=?", (job_id,)).fetchone()
             if existing is None:
-                db.execute("INSERT INTO jobs VALUES (?,?,?,?,NULL)", (job_id, task_id, "helper", "init"))
+                db.execute("INSERT INTO jobs (job_id, task_id, role, state) VALUES (?,?,'helper','init')", (job_id, task_id))
             windows = sorted({w for w, _ in rows})
             closed = {
                 w for (w,) in db.execute(
@@ -405,3 +439,64 @@ class SqliteDatastore:
             value = update(row[0] if row else None)
             db.execute("INSERT INTO blobs VALUES (?,?) ON CONFLICT(name) DO UPDATE SET value=excluded.value", (name, value))
         return value
+
+    # --- job leases ------------------------------------------------------------------------
+    def renew_job_lease(self, job_id: bytes) -> bool:
+        """Extend this process's lease on an unfinished job; False if another process holds it now."""
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET lease_owner=?, lease_expires=? WHERE job_id=? AND state!='done' "
+                "AND (lease_owner=? OR lease_owner IS NULL OR lease_expires<?)",
+                (self._lease_owner, now + self._lease_seconds, job_id, self._lease_owner, now),
+            )
+            return cur.rowcount == 1
+
+    def count_unaggregated(self) -> int:
+        """Reports stored but not yet aggregated (pending or in a job), all tasks: the leader's backlog."""
+        with self._lock:
+            (n,) = self._db.execute("SELECT COUNT(*) FROM reports WHERE state IN (?,?)", (PENDING, IN_JOB)).fetchone()
+        return n
+
+    # --- data lifecycle: bounded deletes for the garbage collector ---------------------------
+    # Each call is one short transaction deleting at most `limit` rows of windows that start
+    # before `before` (the caller's retention horizon), so uploads never wait long behind it.
+    def delete_expired_reports(self, task_id: bytes, before: int, limit: int) -> int:
+        """Settled (accepted or rejected) leader reports; pending ones stay until a job settles them."""
+        with self._tx() as db:
+            return db.execute(
+                "DELETE FROM reports WHERE rowid IN (SELECT rowid FROM reports WHERE task_id=? AND window_start<? "
+                "AND state>=? LIMIT ?)", (task_id, before, ACCEPTED, limit),
+            ).rowcount
+
+    def delete_expired_helper_reports(self, task_id: bytes, before: int, limit: int) -> int:
+        """A helper's replay records (and spent shares) of expired windows."""
+        with self._tx() as db:
+            return db.execute(
+                "DELETE FROM helper_reports WHERE rowid IN (SELECT rowid FROM helper_reports WHERE task_id=? AND window_start<? LIMIT ?)",
+                (task_id, before, limit),
+            ).rowcount
+
+    def delete_finished_jobs(self, task_id: bytes, limit: int, helper_blob_prefix: str) -> int:
+        """Finished jobs none of whose reports remain, with each helper job's `helper_blob_prefix + job id hex` blob."""
+        with self._tx() as db:
+            gone = db.execute(
+                "DELETE FROM jobs WHERE job_id IN (SELECT job_id FROM jobs j WHERE task_id=? AND state='done' "
+                "AND NOT EXISTS (SELECT 1 FROM reports r WHERE r.job_id=j.job_id) "
+                "AND NOT EXISTS (SELECT 1 FROM helper_reports h WHERE h.job_id=j.job_id) LIMIT ?) RETURNING job_id, role",
+                (task_id, limit),
+            ).fetchall()
+            db.executemany("DELETE FROM blobs WHERE name=?", [(helper_blob_prefix + j.hex(),) for j, role in gone if role == "helper"])
+        return len(gone)
+
+    def delete_expired_windows(self, task_id: bytes, before: int, limit: int) -> int:
+        """Windows whose every collection was released, with their collections; never one still open or frozen."""
+        with self._tx() as db:
+            windows = [w for (w,) in db.execute(
+                "SELECT window_start FROM windows w WHERE task_id=? AND window_start<? AND state='collected' AND NOT EXISTS "
+                "(SELECT 1 FROM collections c WHERE c.task_id=w.task_id AND c.window_start=w.window_start AND c.state!=?) LIMIT ?",
+                (task_id, before, RELEASED, limit),
+            )]
+            db.executemany("DELETE FROM collections WHERE task_id=? AND window_start=?", [(task_id, w) for w in windows])
+            db.executemany("DELETE FROM windows WHERE task_id=? AND window_start=?", [(task_id, w) for w in windows])
+        return len(windows)
