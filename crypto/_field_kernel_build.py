@@ -37,6 +37,9 @@ void {f}_range_wires(uint64_t *wires, const uint64_t *x, int64_t rows, int64_t n
                      int64_t chunk, int64_t calls, const uint64_t *c);
 int {f}_range_evals(uint64_t *out, const uint64_t *x, int64_t rows, int64_t n, const uint64_t *r,
                     const uint64_t *lam, int64_t chunk, int64_t calls, const uint64_t *c);
+int {f}_range_prove(uint64_t *out, const uint64_t *x, int64_t rows, int64_t n, const uint64_t *r,
+                    const uint64_t *seeds, const uint64_t *c, int64_t chunk, int64_t calls, int64_t p,
+                    const uint64_t *tw_inv, const uint64_t *twist_br, const uint64_t *tw_fwd, int threads);
 int {f}_lagrange(uint64_t *out, const uint64_t *t, int64_t n, const uint64_t *roots, const uint64_t *n_inv);"""
         for f in ("f64", "f128")
     ))

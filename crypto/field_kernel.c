@@ -672,3 +672,159 @@ void f128_decode(u64 *out, const u64 *in, i64 n, unsigned char *ok) {
         ok[k] = hi < PHI || (hi == PHI && lo == 0);
     }
 }
+
+/* ------------------------------------ FLP prover: fused range-check gadget */
+/* The draft's bit check ParallelSum(Mul, chunk) proved without storing its
+ * wires: for slot j the two wire rows (seed, then r_i^(j+1) x[i*chunk+j] for
+ * the calls i, zero padding) and (seed, then x[i*chunk+j] - c) are built in
+ * scratch, extended as in f128_pmul_extend, and their products summed.  The
+ * same values as range_wires + pmul_extend, with O(p + calls) memory per
+ * thread instead of O(chunk * p).  x (rows, n), r (rows, calls), seeds
+ * (rows, 2*chunk), out (rows, 2p). */
+typedef struct {
+    const u64 *x, *r, *seeds, *c;
+    i64 n, chunk, calls, p, j0, j1;
+    const u64 *tw_inv, *twist_br, *tw_fwd;
+    acc256 *acc; /* 2p accumulators, zeroed by the caller */
+    u64 *tmp;    /* 4p words */
+    u64 *pw;     /* 2*calls words: r_i^(j+1) */
+} range_job;
+
+static void *f128_range_prove_part(void *arg) {
+    range_job *jb = arg;
+    i64 p = jb->p, calls = jb->calls, chunk = jb->chunk, n = jb->n;
+    acc256 *acc = jb->acc;
+    u64 *tl = jb->tmp, *tr = jb->tmp + 2 * p, *pw = jb->pw;
+    static const u64 zero[2] = {0, 0};
+    for (i64 i = 0; i < calls; i++) { /* pw[i] = r_i^(j0+1) */
+        u64 e = (u64)jb->j0 + 1, base[2] = {jb->r[2 * i], jb->r[2 * i + 1]}, res[2] = {1, 0};
+        for (; e; e >>= 1) {
+            if (e & 1) f128_mul1(res, base, res);
+            f128_mul1(base, base, base);
+        }
+        pw[2 * i] = res[0], pw[2 * i + 1] = res[1];
+    }
+    for (i64 j = jb->j0; j < jb->j1; j++) {
+        tl[0] = jb->seeds[4 * j], tl[1] = jb->seeds[4 * j + 1];
+        tr[0] = jb->seeds[4 * j + 2], tr[1] = jb->seeds[4 * j + 3];
+        for (i64 i = 0; i < calls; i++) {
+            i64 at = i * chunk + j;
+            const u64 *xv = at < n ? jb->x + 2 * at : zero;
+            f128_mul1(pw + 2 * i, xv, tl + 2 * (1 + i));
+            f128_sub1(xv, jb->c, tr + 2 * (1 + i));
+            f128_mul1(pw + 2 * i, jb->r + 2 * i, pw + 2 * i);
+        }
+        memset(tl + 2 * (1 + calls), 0, 2 * (p - 1 - calls) * sizeof(u64));
+        memset(tr + 2 * (1 + calls), 0, 2 * (p - 1 - calls) * sizeof(u64));
+        for (i64 k = 0; k < p; k++) acc_mul(&acc[2 * k], tl + 2 * k, tr + 2 * k);
+        f128_dif(tl, p, jb->tw_inv);
+        f128_dif(tr, p, jb->tw_inv);
+        for (i64 k = 0; k < p; k++) {
+            f128_mul1(tl + 2 * k, jb->twist_br + 2 * k, tl + 2 * k);
+            f128_mul1(tr + 2 * k, jb->twist_br + 2 * k, tr + 2 * k);
+        }
+        f128_dit(tl, p, jb->tw_fwd);
+        f128_dit(tr, p, jb->tw_fwd);
+        for (i64 k = 0; k < p; k++) acc_mul(&acc[2 * k + 1], tl + 2 * k, tr + 2 * k);
+    }
+    return NULL;
+}
+
+int f128_range_prove(u64 *out, const u64 *x, i64 rows, i64 n, const u64 *r, const u64 *seeds, const u64 *c,
+                     i64 chunk, i64 calls, i64 p, const u64 *tw_inv, const u64 *twist_br, const u64 *tw_fwd,
+                     int threads) {
+    if (threads < 1) threads = 1;
+    if (threads > 8) threads = 8;
+    if (chunk < 2 * threads) threads = 1;
+    range_job jobs[8];
+    pthread_t tids[8];
+    u64 *tmp = malloc((size_t)threads * 4 * p * sizeof(u64));
+    u64 *pw = malloc((size_t)threads * 2 * calls * sizeof(u64));
+    acc256 *acc = malloc((size_t)threads * 2 * p * sizeof(acc256));
+    if (!tmp || !pw || !acc) {
+        free(tmp), free(pw), free(acc);
+        return -1;
+    }
+    for (i64 b = 0; b < rows; b++) {
+        memset(acc, 0, (size_t)threads * 2 * p * sizeof(acc256));
+        int started = 0;
+        for (int t = 0; t < threads; t++) {
+            jobs[t] = (range_job){x + 2 * b * n, r + 2 * b * calls, seeds + 2 * b * 2 * chunk, c, n, chunk, calls, p,
+                                  chunk * t / threads, chunk * (t + 1) / threads, tw_inv, twist_br, tw_fwd,
+                                  acc + t * 2 * p, tmp + t * 4 * p, pw + t * 2 * calls};
+            if (t == 0) continue;
+            if (pthread_create(&tids[t], NULL, f128_range_prove_part, &jobs[t]))
+                f128_range_prove_part(&jobs[t]);
+            else
+                started |= 1 << t;
+        }
+        f128_range_prove_part(&jobs[0]);
+        for (int t = 1; t < threads; t++) {
+            if (started & (1 << t)) pthread_join(tids[t], NULL);
+            for (i64 k = 0; k < 2 * p; k++) {
+                acc256 *a = &acc[k], *o = &acc[t * 2 * p + k];
+                a->c0 += o->c0, a->c1 += o->c1, a->c2 += o->c2, a->c3 += o->c3;
+            }
+        }
+        for (i64 k = 0; k < 2 * p; k++) acc_done(&acc[k], out + 2 * (b * 2 * p + k));
+    }
+    free(tmp), free(pw), free(acc);
+    return 0;
+}
+
+int f64_range_prove(u64 *out, const u64 *x, i64 rows, i64 n, const u64 *r, const u64 *seeds, const u64 *c,
+                    i64 chunk, i64 calls, i64 p, const u64 *tw_inv, const u64 *twist_br, const u64 *tw_fwd,
+                    int threads) {
+    (void)threads;
+    u64 *tl = malloc(2 * p * sizeof(u64)), *pw = malloc(calls * sizeof(u64) + 8);
+    u128 *acc = malloc(2 * p * sizeof(u128));
+    u64 *over = malloc(2 * p * sizeof(u64));
+    if (!tl || !pw || !acc || !over) {
+        free(tl), free(pw), free(acc), free(over);
+        return -1;
+    }
+    u64 *tr = tl + p;
+    for (i64 b = 0; b < rows; b++) {
+        const u64 *xb = x + b * n, *rb = r + b * calls, *sb = seeds + b * 2 * chunk;
+        memset(acc, 0, 2 * p * sizeof(u128));
+        memset(over, 0, 2 * p * sizeof(u64));
+        for (i64 i = 0; i < calls; i++) pw[i] = rb[i];
+        for (i64 j = 0; j < chunk; j++) {
+            tl[0] = sb[2 * j], tr[0] = sb[2 * j + 1];
+            for (i64 i = 0; i < calls; i++) {
+                i64 at = i * chunk + j;
+                u64 xv = at < n ? xb[at] : 0;
+                tl[1 + i] = f64_mul1(pw[i], xv);
+                tr[1 + i] = f64_sub1(xv, c[0]);
+                pw[i] = f64_mul1(pw[i], rb[i]);
+            }
+            for (i64 k = 1 + calls; k < p; k++) tl[k] = tr[k] = 0;
+            for (i64 k = 0; k < p; k++) {
+                u128 prod = (u128)tl[k] * tr[k];
+                acc[2 * k] += prod;
+                over[2 * k] += acc[2 * k] < prod;
+            }
+            f64_dif(tl, p, tw_inv);
+            f64_dif(tr, p, tw_inv);
+            for (i64 k = 0; k < p; k++) {
+                tl[k] = f64_mul1(tl[k], twist_br[k]);
+                tr[k] = f64_mul1(tr[k], twist_br[k]);
+            }
+            f64_dit(tl, p, tw_fwd);
+            f64_dit(tr, p, tw_fwd);
+            for (i64 k = 0; k < p; k++) {
+                u128 prod = (u128)tl[k] * tr[k];
+                acc[2 * k + 1] += prod;
+                over[2 * k + 1] += acc[2 * k + 1] < prod;
+            }
+        }
+        u64 *o = out + b * 2 * p;
+        for (i64 k = 0; k < 2 * p; k++) {
+            u64 v = f64_reduce(acc[k]);
+            if (over[k]) v = f64_sub1(v, f64_mul1(over[k] % P64, 1ULL << 32));
+            o[k] = v;
+        }
+    }
+    free(tl), free(pw), free(acc), free(over);
+    return 0;
+}

@@ -151,6 +151,7 @@ class _NativeOps:
     _RANGE_EVALS: str
     _LAGRANGE: str
     _DECODE: str
+    _RANGE_PROVE: str
 
     @classmethod
     def _binary(cls, fname: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -301,6 +302,24 @@ class _NativeOps:
         return out
 
     @classmethod
+    def range_prove(
+        cls, x: np.ndarray, r: np.ndarray, seeds: np.ndarray, c: np.ndarray, chunk: int, calls: int, p: int,
+        plan: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ) -> np.ndarray:
+        """Gadget values (B, 2p) of the range check ParallelSum(Mul, chunk) over x (B, n), straight
+        from x, r (B, calls) and the wire seeds (B, 2*chunk): range_wires + pmul_extend without
+        ever storing the (B, 2*chunk, p) wires.  plan: crypto.poly's extension tables for p."""
+        x, r, seeds = (np.ascontiguousarray(v, dtype=cls._DTYPE) for v in (x, r, seeds))
+        out = np.empty((x.shape[0], 2 * p), dtype=cls._DTYPE)
+        threads = prover_threads() if 2 * chunk * p >= PMUL_THREADS_MIN else 1
+        if x.shape[0] and getattr(_lib, cls._RANGE_PROVE)(
+            _ptr(out), _ptr(x), x.shape[0], x.shape[1], _ptr(r), _ptr(seeds), _ptr(c), chunk, calls, p,
+            *(_ptr(t) for t in plan), threads,
+        ):
+            raise MemoryError("field kernel scratch")
+        return out
+
+    @classmethod
     def range_evals(
         cls, x: np.ndarray, r: np.ndarray, lam: np.ndarray, chunk: int, calls: int, c: np.ndarray
     ) -> np.ndarray:
@@ -356,7 +375,7 @@ class Field64Native(_NativeOps, Field64):
     _DTYPE = np.dtype(np.uint64)
     _ADD, _SUB, _MUL, _MUL_SUM, _NTT = "f64_add", "f64_sub", "f64_mul", "f64_mul_sum", "f64_ntt"
     _PMUL, _RANGE_WIRES, _RANGE_EVALS = "f64_pmul_extend", "f64_range_wires", "f64_range_evals"
-    _LAGRANGE, _DECODE = "f64_lagrange", "f64_decode"
+    _LAGRANGE, _DECODE, _RANGE_PROVE = "f64_lagrange", "f64_decode", "f64_range_prove"
 
 
 class Field128Native(_NativeOps, Field128Limbs):
@@ -366,7 +385,13 @@ class Field128Native(_NativeOps, Field128Limbs):
     _DTYPE = F128_DTYPE
     _ADD, _SUB, _MUL, _MUL_SUM, _NTT = "f128_add", "f128_sub", "f128_mul", "f128_mul_sum", "f128_ntt"
     _PMUL, _RANGE_WIRES, _RANGE_EVALS = "f128_pmul_extend", "f128_range_wires", "f128_range_evals"
-    _LAGRANGE, _DECODE = "f128_lagrange", "f128_decode"
+    _LAGRANGE, _DECODE, _RANGE_PROVE = "f128_lagrange", "f128_decode", "f128_range_prove"
+
+    @classmethod
+    def from_u64(cls, small: np.ndarray) -> np.ndarray:
+        words = np.zeros(small.shape + (2,), dtype=np.uint64)  # one array, filled in place
+        words[..., 0] = small
+        return words.view(F128_DTYPE).reshape(small.shape)
 
     @classmethod
     def to_ints(cls, vec: np.ndarray) -> list[int]:

@@ -181,6 +181,11 @@ def parallel_mul_extend(field: type[_PrimeField], wires: np.ndarray, n: int, len
     return field.mul_sum(values[:, 0::2], values[:, 1::2], axis=1).reshape(b, n)
 
 
+def native_extend_plan(field: type[_PrimeField], p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The tables a fused native prover kernel needs to extend wires from p to 2p roots (cached)."""
+    return _native_extend_plan(field, p)
+
+
 @cache
 def _native_extend_plan(field: type[_PrimeField], p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(inverse twiddles, twist [w_2p^i / p] in bit-reversed order, forward twiddles) for pmul_extend."""
@@ -451,6 +456,7 @@ __all__ = [
     "interpolate_roots",
     "lagrange_weights",
     "lagrange_weights_rows",
+    "native_extend_plan",
     "next_power_of_2",
     "ntt",
     "pad",

@@ -17,6 +17,7 @@ from fractions import Fraction
 import numpy as np
 
 from twinmpc.crypto.field import _PrimeField
+from twinmpc.crypto.poly import native_extend_plan
 from twinmpc.mpc.errors import InvalidMeasurement
 from twinmpc.mpc.prio3.flp import Mul, ParallelSum, PolyEval, Valid, zeros2
 
@@ -48,6 +49,10 @@ def _weighted_decode(field: type[_PrimeField], digits: np.ndarray, weights: Sequ
     with doublings (additions only) plus one product for the last weight.
     """
     k = len(weights)
+    if field.NATIVE:  # one compiled pass: a matrix (rows, k) times the weights, one reduction per row
+        return field.mul_sum(np.ascontiguousarray(digits.reshape(-1, k)), field.from_ints(weights)).reshape(
+            digits.shape[:-1] or (1,)
+        )
     if k >= 2 and list(weights[:-1]) == [1 << i for i in range(k - 1)]:
         cols = digits.reshape(-1, k)  # keep 1-D operands (0-d numpy scalars warn on wrap-around)
         acc = cols[:, k - 2]
@@ -188,6 +193,15 @@ class _RangeCheckRows:
                 field.const(field.s_inv(num_shares)), weights[0],
             )
         ]
+
+    def prove_gadget_rows(self, field, index, meas, joint_rand, seeds, p, n):  # type: ignore[no-untyped-def]
+        """Native fields: the range check's gadget values in one fused pass, no wire matrix."""
+        if not field.NATIVE or n != 2 * p:
+            return None
+        return field.range_prove(
+            meas, joint_rand, seeds, field.const(1), self.chunk_length, self.GADGET_CALLS[0], p,
+            native_extend_plan(field, p),
+        )
 
 
 class Count(Valid[int, int]):
@@ -334,8 +348,10 @@ class SumVec(_RangeCheckRows, Valid[list[int], list[int]]):
             raise InvalidMeasurement(f"SumVec entry outside [0, {self.max_measurement}]")
         top = v > (1 << (self.bits - 1)) - 1
         low = np.where(top, v - self.weights[-1], v).astype(np.uint64)
-        low_bits = (low[:, None] >> np.arange(self.bits - 1, dtype=np.uint64)[None, :]) & np.uint64(1)
-        digits = np.concatenate([low_bits, top.astype(np.uint64).reshape(-1, 1)], axis=1)
+        digits = np.empty((v.shape[0], self.bits), dtype=np.uint64)  # filled in place: no joined copies
+        np.right_shift(low[:, None], np.arange(self.bits - 1, dtype=np.uint64)[None, :], out=digits[:, :-1])
+        digits[:, :-1] &= np.uint64(1)
+        digits[:, -1] = top
         return self.field.from_u64(digits.reshape(-1))
 
     def truncate(self, meas: np.ndarray) -> np.ndarray:

@@ -217,6 +217,15 @@ class Valid(Generic[Measurement, AggResult]):
             field, lambda m, jr, outs: self.combine(m, jr, num_shares, outs), meas, joint_rand, gadget_outputs
         )
 
+    def prove_gadget_rows(
+        self, field: type[_PrimeField], index: int, meas: np.ndarray, joint_rand: np.ndarray, seeds: np.ndarray,
+        p: int, n: int,
+    ) -> np.ndarray | None:
+        """Optional prover shortcut: gadget `index`'s values at all n-th roots (B, n) for the
+        proving wires (num_shares = 1) with these wire seeds (B, ARITY), or None to use the wire
+        matrix.  Lets a circuit prove without storing its wires (the range checks do on native fields)."""
+        return None
+
     def truncate_rows(self, field: type[_PrimeField], meas: np.ndarray) -> np.ndarray:
         """`truncate` for B reports: (B, MEAS_LEN) -> (B, OUTPUT_LEN) (default: row by row)."""
         return self._per_row(field, lambda m, jr, _: self.truncate(m), meas, meas, [])
@@ -297,15 +306,23 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
         """
         valid = self.valid
         b = meas.shape[0]
-        wires = valid.wire_inputs_rows(field, meas, joint_rand, 1)
+        wires: list[np.ndarray] | None = None  # built only for gadgets without a shortcut
         parts: list[np.ndarray] = []
         off = 0
-        for g, calls, w_in in zip(valid.GADGETS, valid.GADGET_CALLS, wires):
+        for gi, (g, calls) in enumerate(zip(valid.GADGETS, valid.GADGET_CALLS)):
             seeds = prove_rand[:, off : off + g.ARITY]
             off += g.ARITY
             p = next_power_of_2(1 + calls)
             poly_len = g.DEGREE * (p - 1) + 1
             n = next_power_of_2(poly_len)
+            fused = valid.prove_gadget_rows(field, gi, meas, joint_rand, seeds, p, max(n, p))
+            if fused is not None:
+                parts.append(seeds)
+                parts.append(fused[:, :poly_len])
+                continue
+            if wires is None:
+                wires = valid.wire_inputs_rows(field, meas, joint_rand, 1)
+            w_in = wires[gi]
             # Big transforms run on the long-vector backend (same field, same
             # values); short ones stay on the low-overhead one.
             big = field.LARGE if b * g.ARITY * p >= PROVER_LARGE_BACKEND_MIN else field
@@ -313,6 +330,7 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
             wire_matrix[:, :, 0] = big.from_backend(field, seeds)
             wire_matrix[:, :, 1 : 1 + calls] = big.from_backend(field, w_in)
             del w_in
+            wires[gi] = None  # type: ignore[call-overload]  # its copy is in the wire matrix
             if isinstance(g, ParallelSum) and isinstance(g.subcircuit, Mul):  # sum of products of wire pairs
                 gadget = parallel_mul_extend(big, wire_matrix, max(n, p), length=1 + calls)
             else:

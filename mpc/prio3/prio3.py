@@ -168,10 +168,13 @@ class Prio3(Generic[M, R]):
     def _uses_jr(self) -> bool:
         return self.flp.JOINT_RAND_LEN > 0
 
-    def _helper_meas_share(self, ctx: bytes, agg_id: int, share: bytes) -> np.ndarray:
-        return self.xof.expand_into_vec(
-            self.field, share, self._dst(USAGE_MEAS_SHARE, ctx), bytes([agg_id]), self.flp.MEAS_LEN
-        )
+    def _helper_meas_share(self, ctx: bytes, agg_id: int, share: bytes) -> tuple[np.ndarray, bytes | None]:
+        """(helper's measurement share, its encoding when the XOF output needed no rejection).
+
+        The encoding is the XOF stream itself then, so long shares are not encoded again."""
+        xof = self.xof(share, self._dst(USAGE_MEAS_SHARE, ctx), bytes([agg_id]))
+        meas, raw = self._expand_rows_raw(self.field, [xof], self.flp.MEAS_LEN)
+        return meas[0], raw
 
     def _helper_proofs_share(self, ctx: bytes, agg_id: int, share: bytes) -> np.ndarray:
         return self.xof.expand_into_vec(
@@ -194,10 +197,10 @@ class Prio3(Generic[M, R]):
             self.flp.QUERY_RAND_LEN * self.PROOFS,
         )
 
-    def _joint_rand_part(self, ctx: bytes, agg_id: int, blind: bytes, meas_share: np.ndarray, nonce: bytes) -> bytes:
-        return self.xof.derive_seed(
-            blind, self._dst(USAGE_JOINT_RAND_PART, ctx), bytes([agg_id]) + nonce + self.field.encode_vec(meas_share)
-        )
+    def _joint_rand_part(self, ctx: bytes, agg_id: int, blind: bytes, meas_enc: bytes | memoryview, nonce: bytes) -> bytes:
+        """The draft's joint randomness part of an aggregator's measurement share, given the share's
+        encoding (long shares are passed as the bytes at hand instead of being encoded again)."""
+        return self.xof.derive_seed(blind, self._dst(USAGE_JOINT_RAND_PART, ctx), bytes([agg_id]) + nonce + meas_enc)
 
     def _joint_rand_seed(self, ctx: bytes, parts: Sequence[bytes]) -> bytes:
         return self.xof.derive_seed(bytes(self.xof.SEED_SIZE), self._dst(USAGE_JOINT_RAND_SEED, ctx), b"".join(parts))
@@ -240,15 +243,21 @@ class Prio3(Generic[M, R]):
             helper_blinds = []
             leader_blind, prove_seed = b"", seeds[k]
 
+        # Long measurements: at most the measurement, one share and one encoding live at a time.
         leader_meas = meas
         parts: list[bytes] = []
         for j, share in enumerate(helper_shares, start=1):
-            helper_meas = self._helper_meas_share(ctx, j, share)
-            leader_meas = f.sub(leader_meas, helper_meas)
+            helper_meas, helper_enc = self._helper_meas_share(ctx, j, share)
             if self._uses_jr:
-                parts.append(self._joint_rand_part(ctx, j, helper_blinds[j - 1], helper_meas, nonce))
+                enc = helper_enc if helper_enc is not None else f.encode_vec(helper_meas)
+                parts.append(self._joint_rand_part(ctx, j, helper_blinds[j - 1], enc, nonce))
+            del helper_enc
+            leader_meas = f.sub(leader_meas, helper_meas)
+            del helper_meas
+        leader_enc = f.encode_vec(leader_meas)
+        del leader_meas
         if self._uses_jr:
-            parts.insert(0, self._joint_rand_part(ctx, 0, leader_blind, leader_meas, nonce))
+            parts.insert(0, self._joint_rand_part(ctx, 0, leader_blind, leader_enc, nonce))
             joint_rands = self._joint_rands(ctx, self._joint_rand_seed(ctx, parts))
 
         prove_rands = self._prove_rands(ctx, prove_seed)
@@ -265,7 +274,7 @@ class Prio3(Generic[M, R]):
         for j, share in enumerate(helper_shares, start=1):
             leader_proofs = f.sub(leader_proofs, self._helper_proofs_share(ctx, j, share))
 
-        leader = f.encode_vec(leader_meas) + f.encode_vec(leader_proofs) + leader_blind
+        leader = leader_enc + f.encode_vec(leader_proofs) + leader_blind
         helpers = [share + blind for share, blind in zip(helper_shares, helper_blinds or [b""] * k)]
         return b"".join(parts), [leader] + helpers
 
@@ -280,6 +289,23 @@ class Prio3(Generic[M, R]):
         count = len(measurements)
         if len(nonces) != count or len(rands) != count:
             raise ValueError("measurements, nonces and rands must have the same length")
+        if self.flp.MEAS_LEN >= SHARD_BATCH_MAX_MEAS_LEN:
+            # Long measurements are encoded and sharded one at a time, so a batch never holds
+            # more than one encoded vector (12.8 MB for SumVec(100000)); a bad entry still
+            # raises before anything is returned (sharding has no side effects).
+            if any(len(n) != self.NONCE_SIZE for n in nonces):
+                raise ValueError("nonce must be NONCE_SIZE bytes")
+            if any(len(r) != self.RAND_SIZE for r in rands):
+                raise ValueError("rand must be RAND_SIZE bytes")
+            out = []
+            for b, m in enumerate(measurements):
+                try:
+                    meas = self.flp.encode(m)
+                except InvalidMeasurement as exc:
+                    raise InvalidMeasurement(f"measurement {b}: {exc}") from exc
+                out.append(self.shard_encoded(ctx, meas, nonces[b], rands[b]))
+                del meas
+            return out
         encoded = []
         for b, m in enumerate(measurements):
             try:
@@ -409,7 +435,11 @@ class Prio3(Generic[M, R]):
             raise DecodeError("public share has the wrong length")
         return [encoded[i : i + s] for i in range(0, len(encoded), s)]
 
-    def _decode_input_share(self, ctx: bytes, agg_id: int, encoded: bytes) -> tuple[np.ndarray, np.ndarray, bytes]:
+    def _decode_input_share(
+        self, ctx: bytes, agg_id: int, encoded: bytes
+    ) -> tuple[np.ndarray, np.ndarray, bytes, memoryview | None]:
+        """(measurement share, proofs share, blind, the share's encoding when at hand: the leader's
+        bytes as received, the helper's XOF stream)."""
         f = self.field
         s = self.xof.SEED_SIZE
         blind_len = s if self._uses_jr else 0
@@ -418,13 +448,15 @@ class Prio3(Generic[M, R]):
             proof_len = f.ENCODED_SIZE * self.flp.PROOF_LEN * self.PROOFS
             if len(encoded) != meas_len + proof_len + blind_len:
                 raise DecodeError("leader input share has the wrong length")
-            meas = f.decode_vec(encoded[:meas_len])
-            proofs = f.decode_vec(encoded[meas_len : meas_len + proof_len])
-            return meas, proofs, encoded[meas_len + proof_len :]
+            view = memoryview(encoded)  # slices without copies (the share can be tens of MB)
+            meas = f.decode_vec(view[:meas_len])
+            proofs = f.decode_vec(view[meas_len : meas_len + proof_len])
+            return meas, proofs, encoded[meas_len + proof_len :], view[:meas_len]
         if len(encoded) != s + blind_len:
             raise DecodeError("helper input share has the wrong length")
         share = encoded[:s]
-        return self._helper_meas_share(ctx, agg_id, share), self._helper_proofs_share(ctx, agg_id, share), encoded[s:]
+        meas, raw = self._helper_meas_share(ctx, agg_id, share)
+        return meas, self._helper_proofs_share(ctx, agg_id, share), encoded[s:], None if raw is None else memoryview(raw)
 
     def _check_agg_param(self, agg_param: bytes) -> None:
         if agg_param != b"":
@@ -451,14 +483,16 @@ class Prio3(Generic[M, R]):
         self._check_agg_param(agg_param)
         f = self.field
         parts = self._decode_public_share(public_share)
-        meas_share, proofs_share, blind = self._decode_input_share(ctx, agg_id, input_share)
+        meas_share, proofs_share, blind, meas_enc = self._decode_input_share(ctx, agg_id, input_share)
         out_share = self.flp.truncate(meas_share)
 
         corrected_seed: bytes | None = None
         jr_part = b""
         joint_rands = f.zeros(0)
         if parts is not None:  # this variant uses joint randomness
-            jr_part = self._joint_rand_part(ctx, agg_id, blind, meas_share, nonce)
+            jr_part = self._joint_rand_part(
+                ctx, agg_id, blind, meas_enc if meas_enc is not None else f.encode_vec(meas_share), nonce
+            )
             parts = list(parts)
             parts[agg_id] = jr_part
             corrected_seed = self._joint_rand_seed(ctx, parts)
@@ -481,21 +515,28 @@ class Prio3(Generic[M, R]):
 
     # ------------------------------------------------------------------ batches
     def _expand_rows(self, field: type[_PrimeField], xofs: list[Xof], length: int) -> np.ndarray:
-        """Row b = xofs[b].next_vec(field, length): one decode for all rows.
+        """Row b = xofs[b].next_vec(field, length): one decode for all rows (see _expand_rows_raw)."""
+        return self._expand_rows_raw(field, xofs, length)[0]
+
+    def _expand_rows_raw(self, field: type[_PrimeField], xofs: list[Xof], length: int) -> tuple[np.ndarray, bytes | None]:
+        """(rows, the XOF bytes they were decoded from, or None if a candidate was rejected).
 
         Each XOF is read once for `length` elements; a row with a rejected
         candidate (probability ~2^-32 per Field64 element) keeps its valid
         candidates and continues with next_vec on the same XOF, which is
-        exactly the draft's sampling loop.
+        exactly the draft's sampling loop.  Without rejections the bytes are
+        the rows' encoding, which callers reuse instead of encoding again.
         """
         size = field.ENCODED_SIZE
-        cand, ok = field.decode_unchecked(b"".join([x.next(length * size) for x in xofs]))
+        raw = b"".join([x.next(length * size) for x in xofs])
+        cand, ok = field.decode_unchecked(raw)
         cand = cand.reshape(len(xofs), length)
         ok = ok.reshape(len(xofs), length)
-        for b in np.flatnonzero(~ok.all(axis=1)):
+        bad = np.flatnonzero(~ok.all(axis=1))
+        for b in bad:
             keep = cand[b][ok[b]]
             cand[b] = np.concatenate([keep, xofs[b].next_vec(field, length - keep.shape[0])])
-        return cand
+        return cand, (None if bad.size else raw)
 
     def verify_init_batch(
         self,
@@ -560,7 +601,12 @@ class Prio3(Generic[M, R]):
             parts_of.append(parts)
 
         if agg_id == 0:
-            cand, ok = bf.decode_unchecked(b"".join([input_shares[b][: meas_bytes + proof_bytes] for b in rows]))
+            views = [memoryview(input_shares[b]) for b in rows]  # slices without copies
+            joined = views[0][: meas_bytes + proof_bytes] if len(rows) == 1 else b"".join(
+                [v[: meas_bytes + proof_bytes] for v in views]
+            )
+            cand, ok = bf.decode_unchecked(joined)
+            del joined
             width = self.flp.MEAS_LEN + self.flp.PROOF_LEN * self.PROOFS
             cand = cand.reshape(len(rows), width)
             good = ok.reshape(len(rows), width).all(axis=1)
@@ -573,18 +619,22 @@ class Prio3(Generic[M, R]):
             meas = cand[:, : self.flp.MEAS_LEN]
             proofs = cand[:, self.flp.MEAS_LEN :]
             blinds = [input_shares[b][meas_bytes + proof_bytes :] for b in rows]
-            meas_enc = [input_shares[b][:meas_bytes] for b in rows]
+            meas_enc = [memoryview(input_shares[b])[:meas_bytes] for b in rows]
         else:
             seeds = [input_shares[b][:s] for b in rows]
             blinds = [input_shares[b][s:] for b in rows]
             dst_meas, dst_proof = self._dst(USAGE_MEAS_SHARE, ctx), self._dst(USAGE_PROOF_SHARE, ctx)
-            meas = self._expand_rows(bf, [self.xof(seed, dst_meas, bytes([agg_id])) for seed in seeds], self.flp.MEAS_LEN)
+            meas, raw = self._expand_rows_raw(
+                bf, [self.xof(seed, dst_meas, bytes([agg_id])) for seed in seeds], self.flp.MEAS_LEN
+            )
             proofs = self._expand_rows(
                 bf, [self.xof(seed, dst_proof, bytes([self.PROOFS, agg_id])) for seed in seeds],
                 self.flp.PROOF_LEN * self.PROOFS,
             )
-            enc = bf.encode_vec(meas.reshape(-1))
-            meas_enc = [enc[i * meas_bytes : (i + 1) * meas_bytes] for i in range(len(rows))]
+            enc = raw if raw is not None else bf.encode_vec(meas.reshape(-1))  # the XOF stream is the encoding
+            del raw
+            enc_view = memoryview(enc)
+            meas_enc = [enc_view[i * meas_bytes : (i + 1) * meas_bytes] for i in range(len(rows))]
         if not rows:
             return results
 
