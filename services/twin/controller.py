@@ -61,15 +61,25 @@ class FlowEstimator:
         if self.variance is None:
             self.variance = (DRIFT * self.estimate) ** 2
 
-    def update(self, totals: np.ndarray, noise_variance: float) -> np.ndarray:
-        """Fold in one window's district totals (vehicles); return the flow estimate (veh/s per intersection)."""
+    def update(self, totals: np.ndarray, noise_variance: float | np.ndarray) -> np.ndarray:
+        """Fold in one window's district totals (vehicles); return the flow estimate (veh/s per intersection).
+
+        `noise_variance` is the released noise variance, one value for all
+        districts or one per district (each district is its own task, so its
+        own release).  A row of NaN totals is a district not collected this
+        window: it gets the prediction step only (its estimate, and hence its
+        plan, stays; its uncertainty grows by the drift).
+        """
         exposure = self.sizes[:, None] * float(self.period_seconds)
         observed = np.asarray(totals, dtype=np.float64) / exposure
+        seen = np.isfinite(observed)
+        observed = np.where(seen, observed, self.estimate)
+        noise = np.broadcast_to(np.asarray(noise_variance, dtype=np.float64).reshape(-1, 1), observed.shape)
         # Poisson counting noise of the window itself, plus the DP noise the task released.
         poisson = np.clip(observed, 1e-3, None) / exposure
-        r = poisson + noise_variance / exposure**2
+        r = poisson + noise / exposure**2
         prior = self.variance + (DRIFT * np.clip(self.estimate, 1e-3, None)) ** 2
-        gain = prior / (prior + r)
+        gain = np.where(seen, prior / (prior + r), 0.0)
         self.estimate = self.estimate + gain * (observed - self.estimate)
         self.variance = (1.0 - gain) * prior
         return np.clip(self.estimate, 1e-3, None)

@@ -2,8 +2,9 @@
 
 It is a signed, hash-chained `crypto.audit_log.AuditLog` of its own (the twin
 controller is a party of its own, with its own Ed25519 key), chained to the
-aggregators' audit logs by citation: each decision names the collection id
-of every aggregate it used, which is the id of the aggregator's own signed
+aggregators' audit logs by citation: each district of a decision names the
+task and the collection id of the aggregate it used (every district is its
+own task), and every aggregator records that collection id in its own signed
 ``collection`` entry.  Entries hold aggregates, bounds and parameters only.
 
 Kinds used (the audit log's fixed vocabulary):
@@ -15,7 +16,8 @@ Kinds used (the audit log's fixed vocabulary):
 
 `verify_decisions` checks a log offline: the signature chain (`verify_log`),
 then that every plan follows from its logged inputs by the logged rule
-(Webster recomputed from the logged flow estimates).
+(Webster recomputed from the logged flow estimates) and that no two
+districts cite the same collection.
 """
 
 from __future__ import annotations
@@ -41,13 +43,19 @@ _TOLERANCE = 0.05  # seconds: logged timings are rounded to 0.1 s
 
 @dataclass(frozen=True)
 class DistrictInput:
-    """What one district's plan was computed from."""
+    """What one district's plan was computed from.
 
-    total_ns: float  # released aggregate (vehicles in the window)
-    total_ew: float
-    bound: float  # |noise| <= bound per coordinate with probability 1 - beta
+    Totals and bound are None when the district's window was not collected
+    (its plan stays in force, computed from the flows logged again here).
+    """
+
+    total_ns: float | None  # released aggregate (vehicles in the window)
+    total_ew: float | None
+    bound: float | None  # |noise| <= bound per coordinate with probability 1 - beta
     flow_ns: float  # filtered flow estimate fed to the rule (veh/s at an average intersection)
     flow_ew: float
+    task_id: str = ""  # the district's task (empty for the oracle's exact counts)
+    collection_id: str = ""  # the collection that released the totals (in each aggregator's audit log)
 
 
 class DecisionLog:
@@ -83,20 +91,18 @@ class DecisionLog:
         plan: SignalPlan,
         rule: str,
         beta: float,
-        collection_id: str = "",
-        task_id: str = "",
     ) -> str:
         """Sign and fsync one decision before it is applied; returns its entry id."""
         if len(inputs) > MAX_DISTRICTS:
             raise ValueError(f"a decision covers at most {MAX_DISTRICTS} districts")
         districts = [
-            {"district": d, "total_ns": round(float(x.total_ns), 1), "total_ew": round(float(x.total_ew), 1),
-             "bound": round(float(x.bound), 1), "flow_ns": float(x.flow_ns), "flow_ew": float(x.flow_ew), **plan.describe(d)}
+            {"district": d, "total_ns": _rounded(x.total_ns), "total_ew": _rounded(x.total_ew), "bound": _rounded(x.bound),
+             "flow_ns": float(x.flow_ns), "flow_ew": float(x.flow_ew), "task_id": x.task_id, "collection_id": x.collection_id,
+             **plan.describe(d)}
             for d, x in enumerate(inputs)
         ]
         return self.audit.append(
-            "config_changed", ACTOR, change=PLAN, window=window, controller=controller, rule=rule, beta=beta,
-            task_id=task_id, collection_id=collection_id, districts=districts,
+            "config_changed", ACTOR, change=PLAN, window=window, controller=controller, rule=rule, beta=beta, districts=districts,
         )
 
     def record_throttle(self, *, identity: str, reason: str, queries: int, distinct_cells: int) -> str:
@@ -107,6 +113,10 @@ class DecisionLog:
 
     def close(self) -> None:
         self.audit.close()
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 1)
 
 
 @dataclass(frozen=True)
@@ -135,6 +145,9 @@ def _check_plan(fields: dict[str, Any]) -> str | None:
         logged = [{k: float(d[k]) for k in ("cycle", "green_ns", "green_ew")} for d in districts]
     except (KeyError, TypeError, ValueError) as exc:
         return f"malformed decision ({type(exc).__name__}: {exc})"
+    cited = [d.get("collection_id") for d in districts if d.get("collection_id")]
+    if len(cited) != len(set(cited)):
+        return "two districts cite the same collection (each district is released by its own task)"
     for i, d in enumerate(logged):
         want = expected.describe(i)
         if any(abs(d[k] - want[k]) > _TOLERANCE for k in want):

@@ -1,22 +1,23 @@
 """How the intersections' detector counts reach the aggregators: district gateways, in-process or over MQTT.
 
-Both feeds take a window's per-intersection arrival counts (N, 2) and deliver
-them to every task of the run before the window closes.
+Every district has its own tasks (one per private controller): a SumVec of
+length 2, the (ns, ew) arrivals.  Both feeds take a window's per-intersection
+arrival counts (N, 2) and deliver each intersection's counts to its own
+district's tasks, and to no other, before the window closes.
 
 * `GatewayFeed` (default): every intersection cabinet is an edge node; it
-  shards and seals its own report (one per task and window: a SumVec of 2D
-  coordinates holding its ns and ew counts in its district's two slots), and
-  its district's gateway uploads the district's reports in one batch over
-  mTLS with the gateway's edge certificate.  The privacy unit of the DP
-  noise is therefore one intersection's window.
+  shards and seals its own report (one per task of its district and window:
+  its ns and ew counts), and its district's gateway uploads the district's
+  reports in one batch over mTLS with the gateway's edge certificate.  The
+  privacy unit of the DP noise is therefore one intersection's window.
 * `MqttFeed` (``--mqtt HOST:PORT``): the cabinets publish detector messages
   (one per approach and window, with a plate-like field the gateway must
   drop) to a real broker; one `services.edge.EdgeAgent` per district
-  subscribes to its intersections' topics, sums the counts per coordinate
-  and uploads one report per task and window.  The edge agent reports one
-  measurement per node and window, so here the privacy unit is a whole
-  district's window: the noise needed is of the order of a district total
-  (docs/twin.md says what that costs the controller).
+  subscribes to its intersections' topics, sums the counts per approach
+  and uploads one report per task of its district and window.  The edge
+  agent reports one measurement per node and window, so here the privacy
+  unit is a whole district's window: the noise needed is of the order of a
+  district total (docs/twin.md says what that costs the controller).
 """
 
 from __future__ import annotations
@@ -41,15 +42,6 @@ from twinmpc.services.twin.local_cluster import LocalCluster
 from twinmpc.services.twin.traffic import Grid
 
 
-def district_vectors(grid: Grid, counts: np.ndarray) -> list[list[int]]:
-    """Each intersection's measurement: zeros except its district's (ns, ew) slots."""
-    out = np.zeros((grid.intersections, 2 * grid.districts), dtype=np.int64)
-    rows = np.arange(grid.intersections)
-    out[rows, 2 * grid.district_of] = counts[:, 0]
-    out[rows, 2 * grid.district_of + 1] = counts[:, 1]
-    return out.tolist()
-
-
 def make_reports(task: Task, measurements: Sequence[list[int]], report_time: int) -> list[Report]:
     """Shard and seal (shares modes) or encrypt (homomorphic modes) one report per measurement."""
     if task.mode == "shares":
@@ -64,13 +56,12 @@ class GatewayFeed:
         self.grid = grid
         self.gateways = [cluster.upload_client(f"edge-d{d}") for d in range(grid.districts)]
 
-    async def deliver(self, tasks: Sequence[Task], counts: np.ndarray, report_time: int) -> int:
-        """Upload every intersection's report for every task; returns the number refused."""
-        vectors = district_vectors(self.grid, counts)
+    async def deliver(self, tasks: Sequence[Sequence[Task]], counts: np.ndarray, report_time: int) -> int:
+        """Upload every intersection's (ns, ew) report to each task of its district (``tasks[d]``); returns the number refused."""
         refused = 0
         for d, gateway in enumerate(self.gateways):
-            members = [vectors[i] for i in np.flatnonzero(self.grid.district_of == d)]
-            for task in tasks:
+            members = counts[self.grid.district_of == d].astype(np.int64).tolist()
+            for task in tasks[d]:
                 reports = await asyncio.to_thread(make_reports, task, members, report_time)
                 outcomes = await gateway.upload_batch(task.task_id, reports)
                 refused += sum(not o.accepted for o in outcomes)
@@ -82,6 +73,7 @@ class GatewayFeed:
 
 
 def gateway_config(root: Path, cluster: LocalCluster, district: int, host: str, port: int, task_files: dict[str, Path]) -> str:
+    """`task_files`: stream name -> task file, the district's own tasks."""
     """The TOML an operator would write for one district gateway of the twin."""
     ident = f"edge-d{district}"
     cluster.credentials("edge", ident)
@@ -107,15 +99,16 @@ def gateway_config(root: Path, cluster: LocalCluster, district: int, host: str, 
 class MqttFeed:
     """Detector messages through a real broker into one edge agent per district."""
 
-    def __init__(self, root: Path, cluster: LocalCluster, grid: Grid, tasks: dict[str, Task], host: str, port: int) -> None:
+    def __init__(self, root: Path, cluster: LocalCluster, grid: Grid, tasks: Sequence[dict[str, Task]], host: str, port: int) -> None:
+        """`tasks[d]`: stream name -> task, the tasks of district d."""
         (root / "tasks").mkdir(parents=True, exist_ok=True)
-        files = {}
-        for name, task in tasks.items():
-            files[name] = root / "tasks" / f"{name}.json"
-            files[name].write_text(task.to_json())
         self.grid, self.host, self.port = grid, host, port
         self.agents: list[EdgeAgent] = []
         for d in range(grid.districts):
+            files = {}
+            for name, task in tasks[d].items():
+                files[name] = root / "tasks" / f"d{d}-{name}.json"
+                files[name].write_text(task.to_json())
             text = gateway_config(root, cluster, d, host, port, files)
             cfg = parse_edge_config(text, source=f"twin-gateway-d{d}", base_dir=root)
             self.agents.append(EdgeAgent(cfg, uploader=upload_client(cfg)))
@@ -129,13 +122,13 @@ class MqttFeed:
                 raise TimeoutError("edge agents did not connect to the broker")
             await asyncio.sleep(0.05)
 
-    async def deliver(self, tasks: Sequence[Task], counts: np.ndarray, report_time: int) -> int:
-        """Publish one detector message per approach; the agents report at window close."""
+    async def deliver(self, tasks: Sequence[Sequence[Task]], counts: np.ndarray, report_time: int) -> int:
+        """Publish one detector message per approach; the agents report to their district's tasks at window close."""
         async with aiomqtt.Client(self.host, self.port) as client:
             for i in range(self.grid.intersections):
                 d = int(self.grid.district_of[i])
                 for a in range(2):
-                    msg = {"ts": report_time, "slot": 2 * d + a, "count": int(counts[i, a]), "plate": "M-000"}
+                    msg = {"ts": report_time, "slot": a, "count": int(counts[i, a]), "plate": "M-000"}
                     await client.publish(f"twin/d{d}/i{i}/detector", json.dumps(msg), qos=1)
         return 0
 

@@ -41,3 +41,21 @@ def test_filter_trusts_exact_counts_and_resists_noise() -> None:
     for _ in range(8):
         est = moderate.update(totals + rng.normal(0, 1500, totals.shape), 1500.0**2)
     assert np.allclose(est, truth, atol=0.03)
+
+
+def test_filter_takes_noise_per_district_and_skips_districts_not_released() -> None:
+    sizes, period = np.array([100, 100]), 300
+    prior = np.array([[0.1, 0.1], [0.1, 0.1]])
+    truth = np.array([[0.2, 0.05], [0.05, 0.2]])
+    totals = truth * sizes[:, None] * period
+    est = FlowEstimator(sizes, period, prior)
+    flows = est.update(totals, np.array([0.0, (1e3 * totals.max()) ** 2]))  # district 0 exact, district 1 drowned in noise
+    assert np.allclose(flows[0], truth[0], rtol=0.05) and np.allclose(flows[1], prior[1], rtol=0.01)
+    before, spread = est.estimate.copy(), est.variance.copy()
+    missing = totals.copy()
+    missing[1] = np.nan  # district 1 not released this window
+    flows = est.update(missing, 0.0)
+    assert np.array_equal(flows[1], np.clip(before[1], 1e-3, None))  # same flows, hence the same plan stays in force
+    assert np.all(est.variance[1] > spread[1])  # but less sure of them
+    assert np.allclose(flows[0], truth[0], rtol=0.05)
+    assert np.array_equal(webster_plan(flows).green[1], webster_plan(np.clip(before, 1e-3, None)).green[1])
