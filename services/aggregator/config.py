@@ -52,6 +52,10 @@ class Limits(BaseModel):
     collect_burst: int = Field(40, ge=1)
     job_size: int = Field(2000, ge=1, le=100_000)
     peer_timeout_seconds: float = Field(30.0, gt=0)
+    # group commit: how long an upload waits for others to share its transaction (and fsync)
+    commit_delay_ms: float = Field(2.0, ge=0, le=10_000)
+    # the job driver waits this long after new reports before starting a job (larger jobs, fewer commits)
+    job_delay_ms: float = Field(20.0, ge=0, le=10_000)
 
 
 class AggregatorConfig(BaseModel):

@@ -76,6 +76,7 @@ class AggregatorCore:
         self.jobs.start()
 
     async def stop(self) -> None:
+        await self.upload.committer.stop()
         await self.jobs.stop()
         await self.peers.close()
         self.state.close()

@@ -14,6 +14,12 @@ double-counting a report::
     accumulate own shares, mark reports accepted, J done (one transaction)
 
 Homomorphic modes have no helpers: a job re-validates and adds ciphertexts.
+
+The event loop only routes: every datastore call and the proof work of a job run
+on worker threads (SQLite and numpy release the GIL in their heavy parts), so
+uploads keep being acknowledged while a job commits or verifies. After a wakeup
+the driver waits `job_delay_ms` for more reports, so one upload call per edge node
+still makes jobs of many reports.
 """
 
 from __future__ import annotations
@@ -69,7 +75,10 @@ class LeaderJobs:
 
     async def _drive_forever(self) -> None:
         backoff = 0.05
+        delay = self.state.config.limits.job_delay_ms / 1000
         while not self._stopping:
+            if delay:
+                await asyncio.sleep(delay)  # gather the reports of many upload calls into one job
             try:
                 async with self._lock:
                     worked = await self._resume_unfinished() or await self._run_next_job()
@@ -87,16 +96,16 @@ class LeaderJobs:
                     pass
 
     async def _resume_unfinished(self) -> bool:
-        jobs = self.state.store.get_unfinished_jobs()
+        jobs = await asyncio.to_thread(self.state.store.get_unfinished_jobs)
         for job in jobs:
-            reports = self.state.store.get_job_reports(job.job_id)
+            reports = await asyncio.to_thread(self.state.store.get_job_reports, job.job_id)
             verdicts = list(pb.AggregationJobContinue.FromString(job.verdicts).verdicts) if job.state == "continuing" else None
             await self._run_job(self.tasks.load(job.task_id), job.job_id, reports, verdicts)
         return bool(jobs)
 
     async def _run_next_job(self) -> bool:
         job_id = os.urandom(16)
-        claimed = self.state.store.acquire_pending_reports(job_id, self.state.config.limits.job_size)
+        claimed = await asyncio.to_thread(self.state.store.acquire_pending_reports, job_id, self.state.config.limits.job_size)
         if claimed is None:
             return False
         task_id, reports = claimed
@@ -118,11 +127,12 @@ class LeaderJobs:
                 await self._resume_unfinished()
                 while True:
                     job_id = os.urandom(16)
-                    reports = store.acquire_window_reports(job_id, task_id, window_start, self.state.config.limits.job_size)
+                    reports = await asyncio.to_thread(store.acquire_window_reports, job_id, task_id, window_start,
+                                                      self.state.config.limits.job_size)
                     if not reports:
                         break
                     await self._run_job(loaded, job_id, reports, None)
-                if store.count_pending(task_id, window_start) == 0:
+                if await asyncio.to_thread(store.count_pending, task_id, window_start) == 0:
                     return
                 if time.monotonic() > deadline:
                     raise PeerFailure(f"window {window_start} still has reports in flight; retry the collection")
@@ -148,23 +158,31 @@ class LeaderJobs:
         started = time.perf_counter()
         task = loaded.task
         if task.mode != "shares":
-            self._run_he_job(task, job_id, reports)
+            await asyncio.to_thread(self._run_he_job, task, job_id, reports)
             return
         states: dict[bytes, object] = {}
         leader_vshares: dict[bytes, bytes] = {}
-        inits = agg.verify_init_many(
-            task, loaded.verify_key, 0, [r.report_id for r in reports], [r.public_share for r in reports],
+        inits = await asyncio.to_thread(
+            agg.verify_init_many, task, loaded.verify_key, 0, [r.report_id for r in reports], [r.public_share for r in reports],
             [r.leader_share for r in reports],
         )
         for r, init in zip(reports, inits, strict=True):
             if not isinstance(init, InvalidReport):
                 states[r.report_id], leader_vshares[r.report_id] = init
         if verdicts is None:
-            verdicts = self._verdicts(task, reports, leader_vshares, await self.peers.init_job(task, job_id, reports))
-            self.state.store.update_job_verdicts(
-                job_id, pb.AggregationJobContinue(task_id=task.task_id, job_id=job_id, verdicts=verdicts).SerializeToString()
+            responses = await self.peers.init_job(task, job_id, reports)
+            verdicts = await asyncio.to_thread(self._verdicts, task, reports, leader_vshares, responses)
+            await asyncio.to_thread(
+                self.state.store.update_job_verdicts,
+                job_id, pb.AggregationJobContinue(task_id=task.task_id, job_id=job_id, verdicts=verdicts).SerializeToString(),
             )
         rejected_by_helpers = await self.peers.continue_job(task, job_id, verdicts)
+        await asyncio.to_thread(self._finish_job, task, job_id, reports, verdicts, states, rejected_by_helpers)
+        self.state.metrics.observe("aggregate_job", time.perf_counter() - started)
+
+    def _finish_job(self, task: Task, job_id: bytes, reports: list[PendingReport], verdicts, states: dict[bytes, object],
+                    rejected_by_helpers: set[bytes]) -> None:
+        """Finish verification, accumulate per window and commit the job (one transaction); on a worker thread."""
         accepted_ids: list[bytes] = []
         rejected_ids: list[bytes] = []
         deltas: dict[int, agg.Accumulator] = {}
@@ -192,7 +210,6 @@ class LeaderJobs:
             metrics.inc("reports_invalid_total", len(rejected_ids))
             self.state.guard.record("report_rejected", "leader", task=task.task_id_b64, count=len(rejected_ids), reason="verification failed")
             log.warning("aggregation job rejected %d report(s) as invalid", len(rejected_ids))
-        metrics.observe("aggregate_job", time.perf_counter() - started)
 
     @staticmethod
     def _verdicts(task: Task, reports: list[PendingReport], leader_vshares: dict[bytes, bytes],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 
@@ -137,7 +138,7 @@ class UploadServicer(pb_grpc.UploadServicer):
 
     @mapped_errors
     async def UploadReport(self, request: pb.UploadReportRequest, context) -> pb.UploadReportResponse:
-        (outcome,) = self.core.upload.ingest(request.task_id, [request.report])
+        (outcome,) = await self.core.upload.ingest(request.task_id, [request.report])
         if outcome.status != pb.ACCEPTED:
             await context.abort(_OUTCOME_STATUS[outcome.status], outcome.message)
         return pb.UploadReportResponse()
@@ -148,7 +149,7 @@ class UploadServicer(pb_grpc.UploadServicer):
         async for batch in request_iterator:
             if isinstance(batch, MalformedMessage):
                 batch.check()
-            outcomes.extend(self.core.upload.ingest(batch.task_id, list(batch.reports)))
+            outcomes.extend(await self.core.upload.ingest(batch.task_id, list(batch.reports)))
         return pb.UploadBatchResponse(outcomes=outcomes)
 
 
@@ -158,16 +159,19 @@ class AggregationServicer(pb_grpc.AggregationServicer):
 
     @mapped_errors
     async def InitJob(self, request: pb.AggregationJobInit, context) -> pb.AggregationJobInitResponse:
-        return pb.AggregationJobInitResponse(results=self.core.helper.init_job(request.task_id, request.job_id, list(request.reports), caller=current_principal().identity))
+        caller = current_principal().identity  # read on the loop: the principal is a context variable
+        results = await asyncio.to_thread(self.core.helper.init_job, request.task_id, request.job_id, list(request.reports), caller)
+        return pb.AggregationJobInitResponse(results=results)
 
     @mapped_errors
     async def ContinueJob(self, request: pb.AggregationJobContinue, context) -> pb.AggregationJobContinueResponse:
-        accepted, rejected = self.core.helper.continue_job(request.task_id, request.job_id, list(request.verdicts), caller=current_principal().identity)
+        caller = current_principal().identity
+        accepted, rejected = await asyncio.to_thread(self.core.helper.continue_job, request.task_id, request.job_id, list(request.verdicts), caller)
         return pb.AggregationJobContinueResponse(accepted=accepted, rejected_report_ids=rejected)
 
     @mapped_errors
     async def GetAggregateShare(self, request: pb.AggregateShareRequest, context) -> pb.AggregateShareResponse:
-        return self.core.helper.aggregate_share(request, actor=current_principal().identity)
+        return await asyncio.to_thread(self.core.helper.aggregate_share, request, current_principal().identity)
 
 
 class CollectionServicer(pb_grpc.CollectionServicer):

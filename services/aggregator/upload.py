@@ -1,7 +1,7 @@
 """The leader's upload role: check each report, open the leader's share, store it durably.
 
-An upload is acknowledged only after `Datastore.put_reports` committed it, and
-report ids are de-duplicated there, so an acknowledged report is never lost and
+An upload is acknowledged only after its group commit (`group_commit`) is durable,
+and report ids are de-duplicated there, so an acknowledged report is never lost and
 never stored twice. A report whose window is already frozen for a collection is
 refused as stale (it could no longer be counted).
 """
@@ -19,6 +19,7 @@ from twinmpc.mpc.report import REPORT_ID_SIZE, Report
 from twinmpc.mpc.task import Task
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
 from twinmpc.services.aggregator.errors import NotThisRole
+from twinmpc.services.aggregator.group_commit import GroupCommitter
 from twinmpc.services.aggregator.state import AggregatorState
 from twinmpc.services.aggregator.tasks import TaskRegistry
 from twinmpc.services.storage import PendingReport, PutOutcome
@@ -46,8 +47,9 @@ class UploadRole:
         self.state = state
         self.tasks = tasks
         self._on_stored = on_stored  # wakes the leader's job driver
+        self.committer = GroupCommitter(state.store, max_delay=state.config.limits.commit_delay_ms / 1000)
 
-    def ingest(self, task_id: bytes, reports: list[pb.Report]) -> list[pb.ReportOutcome]:
+    async def ingest(self, task_id: bytes, reports: list[pb.Report]) -> list[pb.ReportOutcome]:
         """Validate, open own share, store durably; one outcome per report, in order."""
         started = time.perf_counter()
         loaded = self.tasks.load(task_id)
@@ -71,7 +73,7 @@ class UploadRole:
             positions.append(len(outcomes))
             outcomes.append(None)
             rows.append((task.window_start(row.time), row))
-        for pos, (_, row), result in zip(positions, rows, self.state.store.put_reports(task_id, rows), strict=True):
+        for pos, (_, row), result in zip(positions, rows, await self.committer.put(task_id, rows), strict=True):
             if result is PutOutcome.STORED:
                 outcomes[pos] = pb.ReportOutcome(report_id=row.report_id, status=pb.ACCEPTED)
             else:

@@ -321,32 +321,46 @@ class PostgresDatastore:
 
     # --- leader: reports ------------------------------------------------------------------
     def put_reports(self, task_id: bytes, rows: list[tuple[int, PendingReport]]) -> list[PutOutcome]:
-        """Insert reports durably; one outcome per row.
+        """Insert reports durably; one outcome per row (see `put_reports_many`)."""
+        return self.put_reports_many([(task_id, rows)])[0]
 
-        Like the reference backend, a report id repeated within the batch is a replay of
+    def put_reports_many(self, uploads: list[tuple[bytes, list[tuple[int, PendingReport]]]]) -> list[list[PutOutcome]]:
+        """Several uploads (of any tasks) in ONE transaction: the group commit of concurrent calls.
+
+        Like the reference backend, a report id repeated within the group is a replay of
         its first occurrence that lands in an open window.
         """
-        sealed = [self._sealer.seal("reports", task_id + r.report_id, "leader_share", r.leader_share) for _, r in rows]
-        windows = sorted({w for w, _ in rows})
+        merged: dict[bytes, list[tuple[int, PendingReport]]] = {}
+        where: list[list[tuple[bytes, int]]] = []  # per upload, per row: (task, position in merged[task])
+        for task_id, rows in uploads:
+            target = merged.setdefault(task_id, [])
+            where.append([(task_id, len(target) + i) for i in range(len(rows))])
+            target.extend(rows)
+        sealed = {t: [self._sealer.seal("reports", t + r.report_id, "leader_share", r.leader_share) for _, r in rows]
+                  for t, rows in merged.items()}
 
-        def body(cur: psycopg.Cursor) -> tuple[set[int], dict[bytes, int], set[bytes]]:
-            if not rows:
-                return set(), {}, set()
-            cur.execute(
-                "SELECT pg_advisory_xact_lock_shared(k) FROM unnest(%s::bigint[]) AS k",  # ascending: one lock order
-                (sorted(_window_lock_key(task_id, w) for w in windows),),
-            )
-            closed = {w for (w,) in cur.execute(
-                "SELECT window_start FROM windows WHERE task_id=%s AND window_start = ANY(%s) AND state='collected'",
-                (task_id, windows),
-            )}
-            first: dict[bytes, int] = {}
-            for pos, (w, r) in enumerate(rows):
-                if w not in closed:
-                    first.setdefault(r.report_id, pos)
-            keep = list(first.values())
-            if not keep:
-                return closed, first, set()
+        def body(cur: psycopg.Cursor) -> dict[bytes, list[PutOutcome]]:
+            keys = sorted({_window_lock_key(t, w) for t, rows in merged.items() for w, _ in rows})
+            if keys:  # ascending: one lock order for every writer
+                cur.execute("SELECT pg_advisory_xact_lock_shared(k) FROM unnest(%s::bigint[]) AS k", (keys,))
+            return {t: self._insert_reports(cur, t, rows, sealed[t]) for t, rows in merged.items() if rows}
+
+        outcomes = self._run("put_reports", body)
+        return [[outcomes[t][pos] for t, pos in rows] for rows in where]
+
+    def _insert_reports(self, cur: psycopg.Cursor, task_id: bytes, rows: list[tuple[int, PendingReport]], sealed: list[bytes]) -> list[PutOutcome]:
+        windows = sorted({w for w, _ in rows})
+        closed = {w for (w,) in cur.execute(
+            "SELECT window_start FROM windows WHERE task_id=%s AND window_start = ANY(%s) AND state='collected'",
+            (task_id, windows),
+        )}
+        first: dict[bytes, int] = {}
+        for pos, (w, r) in enumerate(rows):
+            if w not in closed:
+                first.setdefault(r.report_id, pos)
+        keep = list(first.values())
+        inserted: set[bytes] = set()
+        if keep:
             cur.execute(
                 "INSERT INTO reports (task_id, report_id, window_start, time, public_share, leader_share, helper_shares) "
                 "SELECT %s, u.report_id, u.window_start, u.time, u.public_share, u.leader_share, u.helper_shares "
@@ -363,16 +377,12 @@ class PostgresDatastore:
                     [pack_list(rows[i][1].helper_shares) for i in keep],
                 ),
             )
-            return closed, first, {rid for (rid,) in cur.fetchall()}
-
-        closed, first, inserted = self._run("put_reports", body)
-        out = []
-        for pos, (w, r) in enumerate(rows):
-            if w in closed:
-                out.append(PutOutcome.WINDOW_CLOSED)
-            else:
-                out.append(PutOutcome.STORED if first[r.report_id] == pos and r.report_id in inserted else PutOutcome.REPLAYED)
-        return out
+            inserted = {bytes(rid) for (rid,) in cur.fetchall()}
+        return [
+            PutOutcome.WINDOW_CLOSED if w in closed
+            else PutOutcome.STORED if first[r.report_id] == pos and r.report_id in inserted else PutOutcome.REPLAYED
+            for pos, (w, r) in enumerate(rows)
+        ]
 
     def _claim(self, cur: psycopg.Cursor, job_id: bytes, task_id: bytes, where: str, params: tuple, limit: int) -> list:
         """Lock up to `limit` pending rows nobody else holds and move them into `job_id`, in one statement."""

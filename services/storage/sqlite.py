@@ -152,29 +152,42 @@ class SqliteDatastore:
     # --- leader: reports -----------------------------------------------------------
     def put_reports(self, task_id: bytes, rows: list[tuple[int, PendingReport]]) -> list[PutOutcome]:
         """Insert reports durably; one outcome per row."""
-        results: list[PutOutcome] = []
+        return self.put_reports_many([(task_id, rows)])[0]
+
+    def put_reports_many(self, uploads: list[tuple[bytes, list[tuple[int, PendingReport]]]]) -> list[list[PutOutcome]]:
+        """Several uploads (of any tasks) in ONE durable transaction: the group commit of concurrent calls.
+
+        Outcomes are per upload, per row; a report id stored by an earlier upload of the same
+        group is a replay for the later ones.
+        """
         sealed = [
-            self._sealer.seal("reports", task_id + r.report_id, "leader_share", r.leader_share) for _, r in rows
+            [self._sealer.seal("reports", task_id + r.report_id, "leader_share", r.leader_share) for _, r in rows]
+            for task_id, rows in uploads
         ]
         with self._tx() as db:
-            closed = {
-                w
-                for (w,) in db.execute(
-                    f"SELECT window_start FROM windows WHERE task_id=? AND state='collected' AND window_start IN "
-                    f"({','.join('?' * len({w for w, _ in rows}))})",
-                    (task_id, *{w for w, _ in rows}),
-                )
-            } if rows else set()
-            for (window_start, r), share in zip(rows, sealed, strict=True):
-                if window_start in closed:
-                    results.append(PutOutcome.WINDOW_CLOSED)
-                    continue
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO reports (task_id, report_id, window_start, time, public_share, leader_share, helper_shares) "
-                    "VALUES (?,?,?,?,?,?,?)",
-                    (task_id, r.report_id, window_start, r.time, r.public_share, share, pack_list(r.helper_shares)),
-                )
-                results.append(PutOutcome.STORED if cur.rowcount == 1 else PutOutcome.REPLAYED)
+            return [self._insert_reports(db, task_id, rows, shares) for (task_id, rows), shares in zip(uploads, sealed, strict=True)]
+
+    def _insert_reports(self, db: sqlite3.Connection, task_id: bytes, rows: list[tuple[int, PendingReport]], sealed: list[bytes]) -> list[PutOutcome]:
+        if not rows:
+            return []
+        windows = {w for w, _ in rows}
+        closed = {
+            w for (w,) in db.execute(
+                f"SELECT window_start FROM windows WHERE task_id=? AND state='collected' AND window_start IN ({','.join('?' * len(windows))})",
+                (task_id, *windows),
+            )
+        }
+        results: list[PutOutcome] = []
+        for (window_start, r), share in zip(rows, sealed, strict=True):
+            if window_start in closed:
+                results.append(PutOutcome.WINDOW_CLOSED)
+                continue
+            cur = db.execute(
+                "INSERT OR IGNORE INTO reports (task_id, report_id, window_start, time, public_share, leader_share, helper_shares) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (task_id, r.report_id, window_start, r.time, r.public_share, share, pack_list(r.helper_shares)),
+            )
+            results.append(PutOutcome.STORED if cur.rowcount == 1 else PutOutcome.REPLAYED)
         return results
 
     def _claim(self, db: sqlite3.Connection, job_id: bytes, task_id: bytes, ids: list[bytes]) -> None:

@@ -203,9 +203,11 @@ def test_unknown_task_collect_not_found(loop_thread, cluster2, sum_task):
 
 
 def test_put_task_with_foreign_hpke_config_rejected(loop_thread, cluster2, sum_task):
+    fresh = dataclasses.replace(sum_task, task_id=os.urandom(32))  # a new task id: the HPKE check, not immutability, answers
+
     async def go():
         async with grpc.aio.secure_channel(cluster2.endpoints[1], cluster2.credentials("admin")) as ch:
-            req = pb.PutTaskRequest(task_json=sum_task.to_json(), aggregator_index=0, verify_key=b"")
+            req = pb.PutTaskRequest(task_json=fresh.to_json(), aggregator_index=0, verify_key=b"")
             return await pb_grpc.TaskAdminStub(ch).PutTask(req, timeout=10)
 
     code, details = _status(loop_thread, lambda: loop_thread.run(go()))
