@@ -50,7 +50,11 @@ _KEYS = {
     "he_retired_keys",
     "masks",
     "report_expiry_seconds",
+    "retention_seconds",
 }
+# Data of a window is kept this long after it ends unless the task says otherwise: the report
+# expiry (replay records must outlive it) plus a day in which the window can still be collected.
+RETENTION_MARGIN_SECONDS = 86_400
 _REQUIRED = {"task_id", "measurement", "aggregators", "window_seconds", "min_batch_size"}
 
 
@@ -121,6 +125,7 @@ class Task:
     he_max_reports: int = 100_000
     he_retired_keys: tuple[bytes, ...] = ()
     masks: MasksParams | None = None  # mode "masks" only: dropout tolerance, neighbours, deadlines
+    retention_seconds: int | None = None  # None: report expiry + RETENTION_MARGIN_SECONDS (see `retention`)
 
     def __post_init__(self) -> None:
         if len(self.task_id) != TASK_ID_SIZE:
@@ -142,6 +147,9 @@ class Task:
             raise InvalidTask(f"mode {self.mode!r} needs 'he_public_key'")
         if not self.aggregators:
             raise InvalidTask("a task needs at least one aggregator")
+        if self.retention_seconds is not None and self.retention_seconds < self.report_expiry_seconds:
+            # a report id may be forgotten only once the report would be refused by its time
+            raise InvalidTask(f"'retention_seconds' ({self.retention_seconds}) must be at least 'report_expiry_seconds' ({self.report_expiry_seconds})")
         if self.mode == "shares":
             self.scheme  # noqa: B018 - build the scheme now so a bad combination is refused at load
 
@@ -187,6 +195,7 @@ class Task:
             else None,
             max_skew_seconds=_int_field(doc, "max_skew_seconds", 0, 86400, 60),
             report_expiry_seconds=_int_field(doc, "report_expiry_seconds", 1, 90 * 86400, 86_400),
+            retention_seconds=_int_field(doc, "retention_seconds", 1, 3660 * 86400) if "retention_seconds" in doc else None,
             dp=dict(dp),
             he_public_key=b64decode(doc["he_public_key"], "he_public_key") if "he_public_key" in doc else None,
             description=str(doc.get("description", "")),
@@ -238,6 +247,8 @@ class Task:
             out["masks"] = self.masks.to_dict()
         if self.he_retired_keys:
             out["he_retired_keys"] = [b64encode(k) for k in self.he_retired_keys]
+        if self.retention_seconds is not None:
+            out["retention_seconds"] = self.retention_seconds
         return out
 
     def to_json(self) -> str:
@@ -259,6 +270,19 @@ class Task:
     def window_start(self, t: int) -> int:
         """Start (unix seconds) of the time-interval window containing t."""
         return t - t % self.window_seconds
+
+    @property
+    def retention(self) -> int:
+        """Seconds a window's data is kept after it ends (reports, replay records, released results)."""
+        return self.report_expiry_seconds + RETENTION_MARGIN_SECONDS if self.retention_seconds is None else self.retention_seconds
+
+    def expired_before(self, now: float) -> int:
+        """Windows starting before this have ended more than `retention` seconds ago: their data may go.
+
+        Every report of such a window is older than the report expiry, so an upload of it is
+        refused by its time and its id no longer needs a replay record.
+        """
+        return self.window_start(int(now) - self.retention)
 
     @cached_property
     def scheme(self):

@@ -8,6 +8,7 @@ audited by every aggregator, are amendments that only tighten the task's terms:
 * ``max_collections_per_window``: lowered (never raised);
 * ``dp``: the same algorithm with epsilon and delta no larger, and a total
   budget no larger (a budget may be added, never removed);
+* ``retention_seconds``: lowered (data kept less long), never below the report expiry;
 * homomorphic key rotation: a new ``he_public_key`` with the previous key moved
   into ``he_retired_keys`` (reports sealed under it still add up), and retired
   keys dropped from ``he_retired_keys`` once no report needs them.
@@ -25,7 +26,7 @@ from twinmpc.mpc.dp import NONE, DpParams
 from twinmpc.mpc.errors import InvalidTask
 from twinmpc.mpc.task import Task
 
-AMENDABLE = ("min_batch_size", "max_collections_per_window", "dp", "he_public_key", "he_retired_keys")
+AMENDABLE = ("min_batch_size", "max_collections_per_window", "dp", "he_public_key", "he_retired_keys", "retention_seconds")
 
 
 def amend(task: Task, changes: Mapping[str, Any]) -> Task:
@@ -42,6 +43,9 @@ def amend(task: Task, changes: Mapping[str, Any]) -> Task:
         elif key == "max_collections_per_window":
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= task.max_collections_per_window:
                 raise InvalidTask(f"max_collections_per_window may only be lowered (now {task.max_collections_per_window}), got {value!r}")
+        elif key == "retention_seconds":
+            if isinstance(value, bool) or not isinstance(value, int) or value > task.retention:
+                raise InvalidTask(f"retention_seconds may only be lowered (now {task.retention}), got {value!r}")
         elif key == "dp":
             _check_dp_tightens(DpParams.from_dict(task.dp), DpParams.from_dict(value))
         doc[key] = value

@@ -69,3 +69,13 @@ def load_or_create_datastore_key(path: Path) -> bytes:
     if len(key) != 32:
         raise KeyFileError(f"{path}: datastore key must be 32 bytes")
     return key
+
+
+def load_or_create_replica_id(path: Path) -> bytes:
+    """This process's name in job leases, kept in its data_dir so a restart resumes its own jobs at once.
+
+    Not a secret; replicas sharing a database need different data_dirs (and so different ids).
+    """
+    if not path.exists():
+        write_secret(path, os.urandom(8).hex().encode())
+    return bytes.fromhex(path.read_text().strip())

@@ -52,6 +52,16 @@ class Limits(BaseModel):
     collect_burst: int = Field(40, ge=1)
     job_size: int = Field(2000, ge=1, le=100_000)
     peer_timeout_seconds: float = Field(30.0, gt=0)
+    # a leader job is leased to the replica driving it; another takes it over once the lease expires unrenewed
+    job_lease_seconds: float = Field(60.0, gt=0)
+    # garbage collector: how often it passes, and the most rows one of its transactions deletes
+    gc_interval_seconds: float = Field(60.0, gt=0)
+    gc_batch_rows: int = Field(1000, ge=1, le=100_000)
+    # backpressure: uploads are refused (RESOURCE_EXHAUSTED, retry-after-ms) while the leader's backlog
+    # of unaggregated reports exceeds max_pending_reports or, if set, max_backlog_seconds of work at the
+    # measured aggregation rate
+    max_pending_reports: int = Field(200_000, ge=1)
+    max_backlog_seconds: float | None = Field(None, gt=0)
     # group commit: how long an upload waits for others to share its transaction (and fsync)
     commit_delay_ms: float = Field(2.0, ge=0, le=10_000)
     # the job driver waits this long after new reports before starting a job (larger jobs, fewer commits)

@@ -9,6 +9,8 @@ job driver          `services.aggregator.leader_jobs`
 peers (leader)      `services.aggregator.peers`, the only gRPC client
 collection          `services.aggregator.collection` (leader), `release` (both)
 helper              `services.aggregator.helper`
+garbage collector   `services.aggregator.garbage_collector` (retention)
+admission           `services.aggregator.backpressure` (leader backlog)
 ==================  =========================================================
 
 The servicers (`services.aggregator.servicers`) decode protobuf, call the role
@@ -22,8 +24,10 @@ from collections.abc import Callable
 
 import grpc
 
+from twinmpc.services.aggregator.backpressure import Admission
 from twinmpc.services.aggregator.collection import LeaderCollection
 from twinmpc.services.aggregator.config import AggregatorConfig
+from twinmpc.services.aggregator.garbage_collector import GarbageCollector
 from twinmpc.services.aggregator.helper import HelperRole
 from twinmpc.services.aggregator.leader_jobs import LeaderJobs
 from twinmpc.services.aggregator.peers import HelperPeers
@@ -44,7 +48,9 @@ class AggregatorCore:
         self.tasks = TaskRegistry(self.state)
         self.peers = HelperPeers(config.limits, peer_credentials)
         self.jobs = LeaderJobs(self.state, self.tasks, self.peers)
-        self.upload = UploadRole(self.state, self.tasks, self.jobs.wake)
+        self.admission = Admission(self.state.store, self.state.metrics, config.limits)
+        self.upload = UploadRole(self.state, self.tasks, self.jobs.wake, self.admission)
+        self.gc = GarbageCollector(self.state, self.tasks)
         self.collection = LeaderCollection(self.state, self.tasks, self.jobs, self.peers)
         self.helper = HelperRole(self.state, self.tasks)
         self.metrics_server = None
@@ -74,8 +80,12 @@ class AggregatorCore:
     def start(self) -> None:
         """Start the leader's job driver (it resumes jobs a previous process left unfinished)."""
         self.jobs.start()
+        self.admission.start()
+        self.gc.start()
 
     async def stop(self) -> None:
+        await self.gc.stop()
+        await self.admission.stop()
         await self.upload.committer.stop()
         await self.jobs.stop()
         await self.peers.close()

@@ -31,7 +31,8 @@ log = logging.getLogger("twinmpc.aggregator")
 # their job does continue, recomputed from the stored sealed shares (bounded memory, same result).
 MAX_CACHED_STATES = 200_000
 
-_REFUSED = {PutOutcome.REPLAYED: "replayed report id", PutOutcome.WINDOW_CLOSED: "window already collected"}
+_REFUSED = {PutOutcome.REPLAYED: "replayed report id", PutOutcome.WINDOW_CLOSED: "window already collected or expired"}
+REJECTED_BLOB_PREFIX = "helper-job-rejected/"  # + job id hex: the ids a finished job rejected (answers a repeated ContinueJob)
 
 
 class HelperRole:
@@ -65,7 +66,10 @@ class HelperRole:
             if len(s.report_id) != REPORT_ID_SIZE:
                 raise DecodeError("report_id must be 16 bytes")
             rows.append((task.window_start(s.time), HelperReportRow(s.report_id, s.time, s.public_share, s.sealed_share)))
-        outcomes = store.put_helper_job(job_id, task_id, rows)
+        # past retention this helper may have forgotten a report id: refuse by time, as the leader's upload does
+        horizon = task.expired_before(self.state.clock())
+        stored = iter(store.put_helper_job(job_id, task_id, [(w, row) for w, row in rows if w >= horizon]))
+        outcomes = [next(stored) if w >= horizon else PutOutcome.WINDOW_CLOSED for w, _ in rows]
         return self._verify(loaded, job_id, [row for _, row in rows], outcomes)
 
     def _verify(self, loaded: LoadedTask, job_id: bytes, rows: list[HelperReportRow], outcomes: list[PutOutcome]) -> list[pb.VerifierShareResult]:
@@ -118,8 +122,10 @@ class HelperRole:
         store = self.state.store
         job_state = store.get_job_state(job_id)
         if job_state is None:
+            if not any(v.accept for v in verdicts):  # nothing to count: a finished job may already be garbage-collected
+                return 0, []
             raise NotFound("unknown aggregation job")
-        rejected_blob = f"helper-job-rejected/{job_id.hex()}"
+        rejected_blob = f"{REJECTED_BLOB_PREFIX}{job_id.hex()}"
         if job_state == "done":
             stored = store.get_blob(rejected_blob) or b""
             rejected = [stored[i : i + 16] for i in range(0, len(stored), 16)]

@@ -116,8 +116,9 @@ class LeaderJobs:
         """Aggregate every stored report of a window now (before a collection).
 
         Loops until no report of the window is pending or in a job: another replica
-        sharing the database may have claimed some after our first look, and its
-        jobs are driven here too (every job step is idempotent).
+        sharing the database may have claimed some after our first look; its jobs
+        are left to it while it holds their lease, and taken over here once the
+        lease expires (every job step is idempotent).
         """
         task_id = loaded.task.task_id
         store = self.state.store
@@ -176,6 +177,9 @@ class LeaderJobs:
                 self.state.store.update_job_verdicts,
                 job_id, pb.AggregationJobContinue(task_id=task.task_id, job_id=job_id, verdicts=verdicts).SerializeToString(),
             )
+        if not await asyncio.to_thread(self.state.store.renew_job_lease, job_id):
+            log.warning("aggregation job lease lost (another replica took the job over); leaving it")
+            return
         rejected_by_helpers = await self.peers.continue_job(task, job_id, verdicts)
         await asyncio.to_thread(self._finish_job, task, job_id, reports, verdicts, states, rejected_by_helpers)
         self.state.metrics.observe("aggregate_job", time.perf_counter() - started)

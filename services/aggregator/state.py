@@ -15,7 +15,7 @@ from twinmpc.services import pki
 from twinmpc.services.aggregator.config import AggregatorConfig
 from twinmpc.services.aggregator.metrics import Metrics
 from twinmpc.services.aggregator.privacy import CollectionGuard
-from twinmpc.services.keyfiles import load_or_create_datastore_key, load_or_create_hpke
+from twinmpc.services.keyfiles import load_or_create_datastore_key, load_or_create_hpke, load_or_create_replica_id
 from twinmpc.services.storage import Datastore, SqliteDatastore
 
 
@@ -26,11 +26,12 @@ def open_datastore(config: AggregatorConfig) -> Datastore:
     """
     config.data_dir.mkdir(parents=True, exist_ok=True)
     key = load_or_create_datastore_key(config.data_dir / "datastore.key")
+    lease = {"lease_owner": load_or_create_replica_id(config.data_dir / "replica.id"), "lease_seconds": config.limits.job_lease_seconds}
     if config.database_url:
         from twinmpc.services.storage.postgres import PostgresDatastore  # optional dependency: pip install '.[postgres]'
 
-        return PostgresDatastore(config.database_url, key, password=config.database_password())
-    return SqliteDatastore(config.data_dir / "aggregator.sqlite3", key)
+        return PostgresDatastore(config.database_url, key, password=config.database_password(), **lease)
+    return SqliteDatastore(config.data_dir / "aggregator.sqlite3", key, **lease)
 
 
 @dataclass

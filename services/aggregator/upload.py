@@ -18,6 +18,7 @@ from twinmpc.mpc.errors import DecodeError, InvalidReport, ReplayedReport, Stale
 from twinmpc.mpc.report import REPORT_ID_SIZE, Report
 from twinmpc.mpc.task import Task
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
+from twinmpc.services.aggregator.backpressure import Admission
 from twinmpc.services.aggregator.errors import NotThisRole
 from twinmpc.services.aggregator.group_commit import GroupCommitter
 from twinmpc.services.aggregator.state import AggregatorState
@@ -43,10 +44,12 @@ def outcome(report_id: bytes, exc: InvalidReport) -> pb.ReportOutcome:
 
 
 class UploadRole:
-    def __init__(self, state: AggregatorState, tasks: TaskRegistry, on_stored: Callable[[], None]) -> None:
+    def __init__(self, state: AggregatorState, tasks: TaskRegistry, on_stored: Callable[[], None],
+                 admission: Admission | None = None) -> None:
         self.state = state
         self.tasks = tasks
         self._on_stored = on_stored  # wakes the leader's job driver
+        self._admission = admission  # refuses uploads while aggregation is behind (services.aggregator.backpressure)
         self.committer = GroupCommitter(state.store, max_delay=state.config.limits.commit_delay_ms / 1000)
 
     async def ingest(self, task_id: bytes, reports: list[pb.Report]) -> list[pb.ReportOutcome]:
@@ -55,6 +58,8 @@ class UploadRole:
         loaded = self.tasks.load(task_id)
         if loaded.agg_index != 0:
             raise NotThisRole("uploads go to the task's leader (aggregator 0)")
+        if self._admission is not None:
+            self._admission.check(len(reports))
         task = loaded.task
         now = self.state.clock()
         outcomes: list[pb.ReportOutcome | None] = []

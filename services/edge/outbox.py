@@ -56,6 +56,7 @@ __all__ = [
     "classify_outcome",
     "drain_once",
     "report_id_for",
+    "retry_after_seconds",
 ]
 
 log = logging.getLogger("twinmpc.edge.outbox")
@@ -449,6 +450,19 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def retry_after_seconds(exc: BaseException) -> float | None:
+    """The ``retry-after-ms`` trailer of a refusal (rate limit, leader backlog), if the server sent one."""
+    if not (isinstance(exc, grpc.RpcError) and hasattr(exc, "trailing_metadata")):
+        return None
+    for key, value in exc.trailing_metadata() or ():
+        if key == "retry-after-ms":
+            try:
+                return max(0, int(value)) / 1000
+            except ValueError:
+                return None
+    return None
+
+
 def _looks_transient(exc: BaseException) -> bool:
     """An outage (retry quietly) rather than a refusal an operator must fix (log an error)."""
     if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
@@ -507,8 +521,10 @@ async def drain_once(
             outcomes = await uploader.upload_batch(task_id, reports)
         except transient_errors as exc:
             what = _describe(exc)
+            hinted = retry_after_seconds(exc)  # the leader said when: come back then, spread over half as long again
             for e in sendable:
-                outbox.retry(e, error=what, delay=backoff_delay(e.attempts + 1, retry_initial, retry_max, jitter))
+                delay = backoff_delay(e.attempts + 1, retry_initial, retry_max, jitter) if hinted is None else hinted * (1 + jitter() / 2)
+                outbox.retry(e, error=what, delay=delay)
             result.retried += len(sendable)
             level = logging.WARNING if _looks_transient(exc) else logging.ERROR
             log.log(level, "upload of %d reports failed (%s); retrying with backoff", len(sendable), what)
