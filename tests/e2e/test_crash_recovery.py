@@ -75,3 +75,31 @@ def test_sigkill_during_streaming_upload(loop_thread, process_cluster):
     result = collect(loop_thread, cluster, task, window)
     assert result.report_count == len(accepted) == 3000
     assert result.result == 3000
+
+
+def test_sigkill_between_coalescing_and_commit(loop_thread, tmp_path):
+    """Uploads waiting in the group commit are not acknowledged: a crash loses nothing acknowledged,
+    and the clients' retries are stored and counted exactly once."""
+    cluster = LocalCluster(tmp_path, k=2, processes=True, limits={"commit_delay_ms": 3000})
+    loop_thread.run(cluster.start())
+    try:
+        task = provision(loop_thread, cluster, {"type": "sum", "bits": 8})
+        window = past_window()
+        reports = [shard_report(task, v, time=window + 1) for v in range(1, 41)]
+
+        async def upload_while_killed():
+            async with cluster.upload_client() as client:
+                calls = [asyncio.ensure_future(client.upload(task.task_id, r)) for r in reports]
+                await asyncio.sleep(1.0)  # every call is coalesced, none committed yet
+                cluster.kill(0)
+                return await asyncio.gather(*calls, return_exceptions=True)
+
+        outcomes = loop_thread.run(upload_while_killed())
+        assert all(isinstance(o, Exception) for o in outcomes)  # nothing was acknowledged
+        loop_thread.run(cluster.restart(0))
+        retried = upload(loop_thread, cluster, task, reports)
+        assert all(o.accepted for o in retried)  # nothing was stored before the crash either
+        result = collect(loop_thread, cluster, task, window)
+        assert (result.report_count, result.result) == (40, sum(range(1, 41)))
+    finally:
+        loop_thread.run(cluster.stop())
