@@ -8,48 +8,21 @@ the window's result through B counts every acknowledged report exactly once.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 import time
 from datetime import datetime, timedelta
 
 import psycopg
 
+from twinmpc.bench.bench_scaling import start_leader_replica
 from twinmpc.mpc.client import shard_report
 from twinmpc.services.client import Collector
 from twinmpc.services.twin.local_cluster import LocalCluster
-from tests.paths import REPO
 from tests.service_utils import past_window, provision, upload
 
 pytest_plugins = ["tests.fixtures.postgres"]
 
 PASSWORD_ENV = "TWINMPC_TEST_DB_PASSWORD"
 LEASE = 3
-
-
-def _start_replica(cluster: LocalCluster, name: str) -> tuple[subprocess.Popen, int]:
-    """A second process of leader agg0: its own data_dir, the keys replicas share, the same database."""
-    data = cluster.workdir / f"{name}-data"
-    data.mkdir(mode=0o700)
-    for key in ("hpke_key.json", "datastore.key"):
-        shutil.copy2(cluster.workdir / "agg0-data" / key, data / key)
-    config = cluster.workdir / f"{name}.toml"
-    text = (cluster.workdir / "agg0.toml").read_text()
-    listen = next(line for line in text.splitlines() if line.startswith("listen"))
-    config.write_text(text.replace(listen, 'listen = "127.0.0.1:0"').replace('data_dir = "agg0-data"', f'data_dir = "{name}-data"'))
-    port_file = cluster.workdir / f"{name}.port"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "twinmpc.services.cli", "aggregator", "serve", "--config", str(config), "--port-file", str(port_file)],
-        stdout=open(cluster.workdir / f"{name}.log", "ab"), stderr=subprocess.STDOUT, cwd=cluster.workdir,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    deadline = time.monotonic() + 30
-    while not port_file.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "replica did not start"
-        time.sleep(0.05)
-    return proc, int(port_file.read_text())
 
 
 def test_second_replica_takes_over_a_sigkilled_replicas_job_after_its_lease(loop_thread, postgres_server, tmp_path, monkeypatch):
@@ -60,7 +33,7 @@ def test_second_replica_takes_over_a_sigkilled_replicas_job_after_its_lease(loop
     loop_thread.run(cluster.start())
     replica = None
     try:
-        replica, replica_port = _start_replica(cluster, "agg0b")
+        replica, replica_port = start_leader_replica(cluster, "agg0b")
         owner_a = bytes.fromhex((tmp_path / "agg0-data" / "replica.id").read_text())
         owner_b = bytes.fromhex((tmp_path / "agg0b-data" / "replica.id").read_text())
         task = provision(loop_thread, cluster, {"type": "sum", "bits": 8})
