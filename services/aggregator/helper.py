@@ -102,12 +102,15 @@ class HelperRole:
         task, j = loaded.task, loaded.agg_index
         outcomes: list[tuple[object, bytes] | InvalidReport | None] = [None] * len(rows)
         opened: list[tuple[int, bytes]] = []  # (row index, own input share)
-        for i, row in enumerate(rows):
-            sealed = (b"",) * j + (row.sealed_share,) + (b"",) * (task.num_aggregators - j - 1)
-            try:
-                opened.append((i, agg.open_input_share(task, self.state.hpke, j, Report(row.report_id, row.time, row.public_share, sealed))))
-            except InvalidReport as exc:
-                outcomes[i] = exc
+        reports = [  # this helper's view: only its own sealed share is present
+            Report(row.report_id, row.time, row.public_share, (b"",) * j + (row.sealed_share,) + (b"",) * (task.num_aggregators - j - 1))
+            for row in rows
+        ]
+        for i, share in enumerate(self.state.opener.open_many(task, j, reports)):
+            if isinstance(share, InvalidReport):
+                outcomes[i] = share
+            else:
+                opened.append((i, share))
         inits = agg.verify_init_many(
             task, loaded.verify_key, j, [rows[i].report_id for i, _ in opened], [rows[i].public_share for i, _ in opened],
             [share for _, share in opened],

@@ -15,6 +15,7 @@ from twinmpc.services import pki
 from twinmpc.services.aggregator.config import AggregatorConfig
 from twinmpc.services.aggregator.metrics import Metrics
 from twinmpc.services.aggregator.privacy import CollectionGuard
+from twinmpc.services.aggregator.share_opener import ShareOpener
 from twinmpc.services.keyfiles import load_or_create_datastore_key, load_or_create_hpke, load_or_create_replica_id
 from twinmpc.services.storage import Datastore, SqliteDatastore
 
@@ -43,6 +44,7 @@ class AggregatorState:
     metrics: Metrics
     guard: CollectionGuard
     clock: Callable[[], float]
+    opener: ShareOpener  # HPKE opens of large batches on every core
 
     @classmethod
     def open(cls, config: AggregatorConfig, clock: Callable[[], float] = time.time) -> AggregatorState:
@@ -50,9 +52,11 @@ class AggregatorState:
         hpke = load_or_create_hpke(config.data_dir / "hpke_key.json", config.hpke_suite)
         identity = pki.principal_from_certificate(config.tls.cert.read_bytes()).identity
         store = open_datastore(config)
-        return cls(config, identity, hpke, store, Metrics(), CollectionGuard(config.data_dir, store), clock)
+        opener = ShareOpener([hpke], config.limits.share_open_workers or None)
+        return cls(config, identity, hpke, store, Metrics(), CollectionGuard(config.data_dir, store), clock, opener)
 
     def close(self) -> None:
+        self.opener.close()
         self.guard.close()
         self.store.close()
 

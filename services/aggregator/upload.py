@@ -8,11 +8,11 @@ refused as stale (it could no longer be counted).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 
-from twinmpc.mpc import aggregator as agg
 from twinmpc.mpc import he_mode
 from twinmpc.mpc.errors import DecodeError, InvalidReport, ReplayedReport, StaleReport
 from twinmpc.mpc.report import REPORT_ID_SIZE, Report
@@ -21,6 +21,7 @@ from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
 from twinmpc.services.aggregator.backpressure import Admission
 from twinmpc.services.aggregator.errors import NotThisRole
 from twinmpc.services.aggregator.group_commit import GroupCommitter
+from twinmpc.services.aggregator.share_opener import INLINE_BELOW
 from twinmpc.services.aggregator.state import AggregatorState
 from twinmpc.services.aggregator.tasks import TaskRegistry
 from twinmpc.services.storage import PendingReport, PutOutcome
@@ -66,9 +67,14 @@ class UploadRole:
         rows: list[tuple[int, PendingReport]] = []
         positions: list[int] = []
         seen: set[bytes] = set()
-        for msg in reports:
+        if len(reports) < INLINE_BELOW:
+            checked = self._check_all(task, reports, now)
+        else:  # HPKE opens of a large batch run on every core, off the event loop
+            checked = await asyncio.to_thread(self._check_all, task, reports, now)
+        for msg, row in zip(reports, checked, strict=True):
             try:
-                row = self._check_report(task, msg, now)
+                if isinstance(row, InvalidReport):
+                    raise row
                 if row.report_id in seen:
                     raise ReplayedReport("report id repeated within the upload")
                 seen.add(row.report_id)
@@ -95,7 +101,34 @@ class UploadRole:
         metrics.observe("upload", time.perf_counter() - started)
         return outcomes  # type: ignore[return-value]
 
-    def _check_report(self, task: Task, msg: pb.Report, now: float) -> PendingReport:
+    def _check_all(self, task: Task, msgs: list[pb.Report], now: float) -> list[PendingReport | InvalidReport]:
+        """Check each report's framing and time, then open the leader's shares of all of them in one batch."""
+        out: list[PendingReport | InvalidReport | None] = [None] * len(msgs)
+        to_open: list[tuple[int, Report]] = []
+        for i, msg in enumerate(msgs):
+            try:
+                item = self._check_framing(task, msg, now)
+            except InvalidReport as exc:
+                out[i] = exc
+                continue
+            if isinstance(item, PendingReport):
+                out[i] = item
+            else:
+                to_open.append((i, item))
+        if to_open:
+            expected = task.scheme.input_share_size(0)
+            shares = self.state.opener.open_many(task, 0, [r for _, r in to_open])
+            for (i, report), share in zip(to_open, shares, strict=True):
+                if isinstance(share, InvalidReport):
+                    out[i] = share
+                elif len(share) != expected:
+                    out[i] = DecodeError(f"leader input share is {len(share)} bytes, expected {expected}")
+                else:
+                    out[i] = PendingReport(report.report_id, report.time, report.public_share, share, report.sealed_shares[1:])
+        return out  # type: ignore[return-value]
+
+    def _check_framing(self, task: Task, msg: pb.Report, now: float) -> PendingReport | Report:
+        """Length, time and shape checks; a homomorphic report is validated whole, a shares report still sealed."""
         if len(msg.report_id) != REPORT_ID_SIZE:
             raise DecodeError(f"report_id must be {REPORT_ID_SIZE} bytes, got {len(msg.report_id)}")
         if msg.time > now + task.max_skew_seconds:
@@ -109,9 +142,4 @@ class UploadRole:
             return PendingReport(msg.report_id, msg.time, b"", msg.sealed_shares[0], ())
         if len(msg.sealed_shares) != task.num_aggregators:
             raise DecodeError(f"report carries {len(msg.sealed_shares)} sealed shares, task has {task.num_aggregators} aggregators")
-        report = Report(msg.report_id, msg.time, msg.public_share, tuple(msg.sealed_shares))
-        share = agg.open_input_share(task, self.state.hpke, 0, report)
-        expected = task.scheme.input_share_size(0)
-        if len(share) != expected:
-            raise DecodeError(f"leader input share is {len(share)} bytes, expected {expected}")
-        return PendingReport(report.report_id, report.time, report.public_share, share, report.sealed_shares[1:])
+        return Report(msg.report_id, msg.time, msg.public_share, tuple(msg.sealed_shares))
