@@ -25,7 +25,7 @@ from twinmpc.mpc.dp import DpParams
 from twinmpc.mpc.errors import DecodeError, InvalidTask
 from twinmpc.mpc.measurements import MeasurementType, measurement_from_params
 from twinmpc.mpc.masks.noise import check_dp
-from twinmpc.mpc.masks.params import MasksParams
+from twinmpc.mpc.masks.params import MasksParams, check_measurement
 from twinmpc.mpc.output_policy import OutputPolicy
 
 TASK_ID_SIZE = 32
@@ -303,6 +303,7 @@ def _check_masks(task: Task) -> None:
     if task.masks is None:
         object.__setattr__(task, "masks", MasksParams())
     check_dp(DpParams.from_dict(task.dp))
+    check_measurement(task.measurement.NAME)
 
 
 def _no_masks(doc: dict[str, Any]) -> None:

@@ -233,6 +233,11 @@ def task_card(
         "noise_per_collection": plan.describe(),
         "aggregators": [a.endpoint for a in task.aggregators],
     }
+    if task.mode == "masks":  # the clients add the noise, calibrated to the dropout floor
+        from twinmpc.mpc.masks.mode import card as masks_card
+
+        del card["noise_per_collection"]  # a central mechanism's noise: not what masks mode adds
+        card["masks"] = masks_card(task)
     if config is not None:
         from twinmpc.services.aggregator.config import ConfigError, load_aggregator_config
         from twinmpc.services.aggregator.state import open_datastore
@@ -443,12 +448,15 @@ def demo(
     workdir: Annotated[Optional[Path], typer.Option(help="keep PKI, stores and logs here (default: temp dir)")] = None,
     epsilon: Annotated[Optional[float], typer.Option(help="add distributed DP noise (discrete Gaussian, delta 1e-9) at this epsilon per collection")] = None,
     mqtt: Annotated[Optional[str], typer.Option(help="HOST:PORT of an MQTT broker: feed the city through it and district edge agents")] = None,
+    mode: Annotated[str, typer.Option(help="shares (K aggregators) or masks (one aggregator, SecAgg+ rounds with dropouts)")] = "shares",
 ) -> None:
     """Run a simulated city through K aggregator processes on loopback and check every result."""
     from twinmpc.services.twin.demo import run_demo
 
+    if mode not in ("shares", "masks") or (mode == "masks" and mqtt):
+        raise fail("--mode must be shares or masks (masks runs without --mqtt)", 2)
     ok = asyncio.run(run_demo(intersections=intersections, windows=windows, window_seconds=window_seconds, k=aggregators, seed=seed,
-                              workdir=workdir, epsilon=epsilon, mqtt=mqtt))
+                              workdir=workdir, epsilon=epsilon, mqtt=mqtt, mode=mode))
     raise typer.Exit(0 if ok else 1)
 
 

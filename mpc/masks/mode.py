@@ -197,8 +197,44 @@ def open_release(task: Task, keypair: HpkeKeypair, window_start: int, report_cou
     return task.measurement.decode(ring.decode(plain, task.measurement.length), report_count)
 
 
+
+
+def card(task: Task, cohort: int | None = None) -> dict[str, Any]:
+    """What `twinmpc task card` states for a masks-mode task: robustness, dropout tolerance, accuracy cost."""
+    p = params(task)
+    n = cohort or p.max_clients
+    plan = round_config(task, 0).plan(n)
+    m = task.measurement
+    bound = {"count": "1", "sum": f"2^{getattr(m, 'bits', 0)} - 1", "mean": f"2^{getattr(m, 'bits', 0)} - 1",
+             "sumvec": f"2^{getattr(m, 'bits', 0)} - 1 per entry", "fixedpointvec": f"|x| <= {getattr(m, 'clip', 0)} per entry"}[m.NAME]
+    return {
+        "threat_model": "one aggregator, honest-but-curious or active; it sees only masked inputs and the noisy sum",
+        "validity_proofs": "none in this mode",
+        "poisoning": (
+            f"a client running the twinmpc client adds at most {bound} (its measurement type's range and clipping); "
+            "a client running modified code can shift each coordinate of the sum by any value modulo 2^64, or make "
+            "the round abort, undetected. Where edge nodes may be malicious use mode 'shares' with vdaf 'prio3' "
+            "(validity proofs)"
+        ),
+        "dropout_tolerance": (
+            f"up to {p.dropout} of the cohort; each client's secrets are shared t-of-k to its k neighbours with "
+            "t = floor(k/2) + 1, so a neighbourhood may lose k - t members; fewer survivors abort the round (nothing released)"
+        ),
+        "example_cohort": {"clients": n, "neighbours_k": plan.k, "threshold_t": plan.t, "release_floor": plan.min_survivors,
+                           "round_seconds": p.round_seconds},
+        "noise": {
+            **plan.noise.describe(),
+            "accuracy_cost": (
+                "noise variance of the release / the central mechanism's: "
+                f"{plan.noise.describe(plan.min_survivors).get('variance_vs_central', 0):.3g} at the floor, "
+                f"{plan.noise.describe(n).get('variance_vs_central', 0):.3g} if nobody drops out"
+            ) if plan.noise.sigma2 else "no DP noise (dp.algo 'none')",
+        },
+    }
+
 __all__ = [
     "WindowState",
+    "card",
     "client_value",
     "count",
     "decode_state",

@@ -6,7 +6,8 @@ Task block (``task.masks``), parsed by `MasksParams.from_dict`; unknown keys are
     {"dropout": 0.2,        tolerated fraction of the cohort that may drop out, 0 <= dropout < 1/2
      "neighbours": 40,      optional: even neighbour count k; default: the O(log n) rule below
      "max_clients": 1000,   cohort cap of one round
-     "round_seconds": 10}   deadline of each round
+     "round_seconds": 10,   deadline of each round
+     "idle_seconds": 2}     optional: a round also closes after this long without a new message
 
 Threshold: every secret is Shamir-shared t-of-k with ``t = floor(k/2) + 1``.
 A strict majority of each neighbourhood is needed because the server may be
@@ -36,7 +37,7 @@ from typing import Any, Mapping
 from twinmpc.mpc.errors import InvalidTask
 from twinmpc.mpc.privacy_ledger import parse_fraction
 
-_KEYS = {"dropout", "neighbours", "max_clients", "round_seconds"}
+_KEYS = {"dropout", "neighbours", "max_clients", "round_seconds", "idle_seconds"}
 DEFAULT_DROPOUT = Fraction(1, 5)
 DEFAULT_MAX_CLIENTS = 1000
 DEFAULT_ROUND_SECONDS = 10
@@ -53,6 +54,7 @@ class MasksParams:
     neighbours: int | None = None
     max_clients: int = DEFAULT_MAX_CLIENTS
     round_seconds: int = DEFAULT_ROUND_SECONDS
+    idle_seconds: int | None = None  # None: wait for the deadline (or every expected client)
 
     def __post_init__(self) -> None:
         if not isinstance(self.dropout, Fraction) or not 0 <= self.dropout < Fraction(1, 2):
@@ -64,6 +66,9 @@ class MasksParams:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise InvalidTask(f"masks.{name} must be an integer in {low}..{high}, got {value!r}")
+        idle = self.idle_seconds
+        if idle is not None and (isinstance(idle, bool) or not isinstance(idle, int) or not 1 <= idle <= self.round_seconds):
+            raise InvalidTask(f"masks.idle_seconds must be an integer in 1..round_seconds ({self.round_seconds}), got {idle!r}")
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> MasksParams:
@@ -77,12 +82,15 @@ class MasksParams:
             neighbours=doc.get("neighbours"),
             max_clients=doc.get("max_clients", DEFAULT_MAX_CLIENTS),
             round_seconds=doc.get("round_seconds", DEFAULT_ROUND_SECONDS),
+            idle_seconds=doc.get("idle_seconds"),
         )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"dropout": str(self.dropout), "max_clients": self.max_clients, "round_seconds": self.round_seconds}
         if self.neighbours is not None:
             out["neighbours"] = self.neighbours
+        if self.idle_seconds is not None:
+            out["idle_seconds"] = self.idle_seconds
         return out
 
     def degree(self, n: int) -> int:
@@ -95,6 +103,15 @@ class MasksParams:
     def min_survivors(self, n: int) -> int:
         """Fewest clients whose noise must reach the sum: ceil((1 - dropout) n)."""
         return math.ceil((1 - self.dropout) * n)
+
+
+MEASUREMENTS = ("count", "sum", "mean", "sumvec", "fixedpointvec")
+
+
+def check_measurement(name: str) -> None:
+    """Masks mode offers plain sums (their clipping bounds what an honest client adds); one-hot types need Prio3's proofs."""
+    if name not in MEASUREMENTS:
+        raise InvalidTask(f"mode 'masks' supports measurements {list(MEASUREMENTS)}, not {name!r} (use mode 'shares' with Prio3)")
 
 
 def threshold(k: int) -> int:
@@ -116,4 +133,4 @@ def _log_degree(n: int, dropout: Fraction) -> int:
     return n - 1
 
 
-__all__ = ["MasksParams", "threshold"]
+__all__ = ["MEASUREMENTS", "MasksParams", "check_measurement", "threshold"]

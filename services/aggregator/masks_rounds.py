@@ -3,7 +3,8 @@
 One `LiveRound` per (task, window, attempt).  A client's call submits its
 message for the open round and waits until that round closes -- when every
 client that can still answer has answered, or at the round's deadline
-(``task.masks.round_seconds`` after the previous close) -- then gets its input
+(``task.masks.round_seconds`` after the previous close, or ``idle_seconds``
+after its latest message when the task sets it) -- then gets its input
 for the next round (`mpc.masks.server.MasksServer.reply`).  Each accepted
 message is in the journal (`masks_journal`) before its sender is answered.
 
@@ -50,8 +51,10 @@ class LiveRound:
     server: MasksServer
     journal: RoundJournal
     deadline: float
+    last_message: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # a message came in: the idle timer moved
     driver: asyncio.Task | None = None
 
 
@@ -96,7 +99,7 @@ class MasksRounds:
                 server.close()
             except RoundAborted:
                 break
-        live = LiveRound(task, server, journal, status.last_event_ms / 1000 + task.masks.round_seconds)
+        live = LiveRound(task, server, journal, status.last_event_ms / 1000 + task.masks.round_seconds, last_message=self.clock())
         if server.phase == Phase.DONE:
             await self._finish(live)  # the result may not have reached the window yet: merging is idempotent
         elif server.phase == Phase.ABORTED:
@@ -110,13 +113,23 @@ class MasksRounds:
         self._live[live.server.session] = live
         live.driver = asyncio.get_running_loop().create_task(self._drive(live), name=f"masks-{live.server.session.name}")
 
+    def _closes_at(self, live: LiveRound) -> float:
+        idle = live.task.masks.idle_seconds
+        if idle is None or not live.server.submitted():
+            return live.deadline
+        return min(live.deadline, live.last_message + idle)
+
     async def _drive(self, live: LiveRound) -> None:
-        """Close each round at its deadline (rounds whose clients all answered close on the last message)."""
+        """Close each round at its deadline or idle timeout (rounds whose clients all answered close on the last message)."""
         while live.server.phase < Phase.DONE:
-            phase = live.server.phase
-            await asyncio.sleep(max(0.0, live.deadline - self.clock()))
+            live.arrived.clear()
+            try:
+                await asyncio.wait_for(live.arrived.wait(), max(0.0, self._closes_at(live) - self.clock()))
+                continue  # recompute: the idle timer moved
+            except TimeoutError:
+                pass
             async with live.lock:
-                if live.server.phase == phase and self.clock() >= live.deadline:
+                if live.server.phase < Phase.DONE and self.clock() >= self._closes_at(live):
                     await self._close(live)
 
     # -------------------------------------------------------------- rounds ---
@@ -176,6 +189,8 @@ class MasksRounds:
             return b""
         async with live.lock:
             if live.server.submit(identity, data):
+                live.last_message = self.clock()
+                live.arrived.set()
                 try:
                     await asyncio.to_thread(live.journal.record, phase, identity, data)
                 except Exception as exc:  # the message is not durable: this round cannot promise anything any more

@@ -66,12 +66,18 @@ async def run_demo(
     workdir: Path | None,
     epsilon: float | None = None,
     mqtt: str | None = None,
+    mode: str = "shares",
 ) -> bool:
     console = Console()
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory(prefix="twinmpc-demo-") as tmp:
         root = Path(workdir) if workdir else Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
+        if mode == "masks":  # one aggregator, edge nodes in SecAgg+ rounds (services/twin/demo_masks.py)
+            from twinmpc.services.twin.demo_masks import run_masks_demo
+
+            return await run_masks_demo(console, root, rng, intersections=intersections, windows=windows,
+                                        window_seconds=window_seconds, epsilon=epsilon)
         feed = f"MQTT broker {mqtt} -> {DISTRICTS} district gateways (edge agents)" if mqtt else "in-process feed"
         console.print(f"[bold]twinmpc demo[/]: {intersections} intersections, {windows} windows of {window_seconds}s, "
                       f"K={k} aggregator processes, mTLS on loopback, {feed}")

@@ -114,3 +114,15 @@ def test_noise_plan_describes_the_clients_draws() -> None:
     assert plan.total_variance == pytest.approx(8 * float(noise.sigma2))
     with pytest.raises(InvalidTask, match="not aligned"):
         mode.round_config(task, 121)
+
+
+def test_card_states_poisoning_dropout_and_accuracy_cost() -> None:
+    task = _task(dp={"algo": "discrete-gaussian", "epsilon": 1, "delta": 1e-9}, masks={"dropout": "1/5", "max_clients": 100})
+    card = mode.card(task)
+    assert "modified code can shift each coordinate" in card["poisoning"] and "prio3" in card["poisoning"]
+    assert "2^8 - 1 per entry" in card["poisoning"]
+    assert card["dropout_tolerance"].startswith("up to 1/5 of the cohort")
+    assert card["example_cohort"]["threshold_t"] == card["example_cohort"]["neighbours_k"] // 2 + 1
+    assert "at the floor" in card["noise"]["accuracy_cost"] and card["noise"]["min_clients"] == 80
+    with pytest.raises(InvalidTask, match="supports measurements"):
+        _task(measurement={"type": "histogram", "buckets": 4})
