@@ -1,7 +1,8 @@
 """The twin's control loop at city scale, against its budgets.
 
 Runs `twinmpc twin run` (K aggregator processes over mTLS, one task per
-epsilon, every intersection's report through the real aggregators) and checks:
+district and epsilon, every intersection's report through the real
+aggregators) and checks:
 
 * loop latency, window close -> new plan applied, p99 <= 250 ms for every
   private controller (default 1,000 intersections);
