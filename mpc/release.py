@@ -24,6 +24,7 @@ clients' noise in the unmasked sum: nothing is added at release).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -49,6 +50,19 @@ def noise_plan(task: Task, state: bytes | None = None) -> dp.NoisePlan:
     """The noise each aggregator adds for one collection of this task (masks: what the window's sum carries)."""
     if task.mode == MASKS:
         return masks_mode.noise_plan(task, state)
+    key = (json.dumps(task.dp, sort_keys=True), json.dumps(task.measurement.params(), sort_keys=True), task.num_aggregators)
+    plan = _PLANS.get(key)
+    if plan is None:  # calibration searches numerically (zCDP <-> (epsilon, delta)): once per parameter set
+        if len(_PLANS) > 1024:
+            _PLANS.clear()
+        plan = _PLANS[key] = _calibrate(task)
+    return plan
+
+
+_PLANS: dict[tuple[str, str, int], dp.NoisePlan] = {}
+
+
+def _calibrate(task: Task) -> dp.NoisePlan:
     l1, l2_squared = task.measurement.sensitivity()
     return dp.calibrate(
         dp.DpParams.from_dict(task.dp),

@@ -28,6 +28,7 @@ from twinmpc.services.aggregator.leader_jobs import LeaderJobs
 from twinmpc.services.aggregator.peers import HelperPeers
 from twinmpc.services.aggregator.release import WindowRelease
 from twinmpc.services.aggregator.state import AggregatorState
+from twinmpc.mpc.task import Task
 from twinmpc.services.aggregator.tasks import LoadedTask, TaskRegistry
 from twinmpc.services.storage import CollectionRecord, WindowBusy
 from twinmpc.services.storage.base import RELEASED
@@ -47,10 +48,10 @@ class LeaderCollection:
         if loaded.agg_index != 0:
             raise NotThisRole("collections go to the task's leader (aggregator 0)")
         task = loaded.task
-        record = self.state.store.get_collection(task_id, window_start, index)
+        record = await asyncio.to_thread(self.state.store.get_collection, task_id, window_start, index)
         if record is None or record.state != RELEASED:
             if record is None:
-                self.windows.check_collectable(task, window_start, index, actor)
+                await asyncio.to_thread(self.windows.check_collectable, task, window_start, index, actor)
                 record = await self._freeze(loaded, window_start, index, actor)
             record = await self._release(loaded, record, actor)
         self.state.metrics.inc("collections_total")
@@ -63,14 +64,18 @@ class LeaderCollection:
         deadline = time.monotonic() + self.state.config.limits.peer_timeout_seconds
         while True:
             await self.jobs.flush_window(loaded, window_start)
-            state_bytes = self.windows.window_state(task, window_start)
-            batch = self.windows.check_releasable(task, window_start, index, state_bytes, actor)
             try:
-                return self.windows.freeze(task, window_start, index, state_bytes, batch)
+                return await asyncio.to_thread(self._check_and_freeze, task, window_start, index, actor)
             except WindowBusy:
                 if time.monotonic() > deadline:
                     raise PeerFailure(f"window {window_start} kept changing; retry the collection") from None
                 await asyncio.sleep(0.01)
+
+    def _check_and_freeze(self, task: Task, window_start: int, index: int, actor: str) -> CollectionRecord:
+        """Batch size and budget on the flushed window, then freeze it (WindowBusy if it moved meanwhile)."""
+        state_bytes = self.windows.window_state(task, window_start)
+        batch = self.windows.check_releasable(task, window_start, index, state_bytes, actor)
+        return self.windows.freeze(task, window_start, index, state_bytes, batch)
 
     async def _release(self, loaded: LoadedTask, record: CollectionRecord, actor: str) -> CollectionRecord:
         task = loaded.task
@@ -91,4 +96,4 @@ class LeaderCollection:
                 collection_index=record.index,
             ).SerializeToString(deterministic=True)
 
-        return self.windows.release(task, record, 0, actor, response)
+        return await asyncio.to_thread(self.windows.release, task, record, 0, actor, response)

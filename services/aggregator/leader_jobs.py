@@ -122,6 +122,8 @@ class LeaderJobs:
         """
         task_id = loaded.task.task_id
         store = self.state.store
+        if await asyncio.to_thread(store.count_pending, task_id, window_start) == 0:
+            return  # the driver already aggregated it: concurrent collections need not queue behind its jobs
         deadline = time.monotonic() + self.state.config.limits.peer_timeout_seconds
         async with self._lock:
             while True:
