@@ -37,6 +37,7 @@ from twinmpc.services.aggregator.config import Limits
 from twinmpc.services.aggregator.metrics import Metrics
 from twinmpc.services.ratelimit import RateLimited
 from twinmpc.services.storage import Datastore
+from twinmpc.services.aggregator.periodic import Periodic
 
 log = logging.getLogger("twinmpc.aggregator")
 
@@ -66,7 +67,7 @@ class Admission:
         self.overloaded = False
         self._busy: deque[tuple[float, float]] = deque()  # (seconds, reports aggregated) of recent busy intervals
         self._last: tuple[float, float] | None = None  # (monotonic time, aggregated counter) at the last refresh
-        self._runner: asyncio.Task | None = None
+        self._periodic = Periodic("upload-admission", REFRESH_SECONDS, self.refresh)
 
     def check(self, incoming: int) -> None:
         """Raise `Overloaded` (with its retry-after) if the leader should not take `incoming` reports now."""
@@ -108,22 +109,7 @@ class Admission:
         self.update(backlog, self.metrics.get("reports_aggregated_total"), time.monotonic())
 
     def start(self) -> None:
-        if self._runner is None:
-            self._runner = asyncio.get_running_loop().create_task(self._run_forever(), name="upload-admission")
+        self._periodic.start()  # a failed refresh keeps the last numbers
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            self._runner.cancel()
-            try:
-                await self._runner
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._runner = None
-
-    async def _run_forever(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except Exception:  # the database is briefly unreachable: keep the last numbers
-                log.exception("backlog refresh failed")
-            await asyncio.sleep(REFRESH_SECONDS)
+        await self._periodic.stop()

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from twinmpc.services.aggregator.helper import REJECTED_BLOB_PREFIX
 from twinmpc.services.aggregator.state import AggregatorState
 from twinmpc.services.aggregator.tasks import TaskRegistry
+from twinmpc.services.aggregator.periodic import Periodic
 
 log = logging.getLogger("twinmpc.aggregator")
 
@@ -50,29 +51,15 @@ class GarbageCollector:
     def __init__(self, state: AggregatorState, tasks: TaskRegistry) -> None:
         self.state = state
         self.tasks = tasks
-        self._runner: asyncio.Task | None = None
+        # a pass that fails (a database hiccup) is tried again at the next interval; uploads are unaffected
+        self._periodic = Periodic("garbage-collector", state.config.limits.gc_interval_seconds,
+                                  lambda: asyncio.to_thread(self.collect_once))
 
     def start(self) -> None:
-        if self._runner is None:
-            self._runner = asyncio.get_running_loop().create_task(self._run_forever(), name="garbage-collector")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            self._runner.cancel()
-            try:
-                await self._runner
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._runner = None
-
-    async def _run_forever(self) -> None:
-        interval = self.state.config.limits.gc_interval_seconds
-        while True:
-            try:
-                await asyncio.to_thread(self.collect_once)
-            except Exception:  # a database hiccup: the next pass tries again, uploads are unaffected
-                log.exception("garbage collection pass failed; retrying in %.0f s", interval)
-            await asyncio.sleep(interval)
+        await self._periodic.stop()
 
     def collect_once(self) -> CollectedGarbage:
         """One pass over every task; blocking (call it on a worker thread)."""

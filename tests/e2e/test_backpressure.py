@@ -48,7 +48,9 @@ def test_overload_then_recovery_nothing_acknowledged_is_lost(loop_thread, cluste
 
     cluster.kill(1)  # aggregation stalls: every acknowledged report stays in the leader's backlog
     first, rest = outboxes[: BOUND + 5], outboxes[BOUND + 5 :]
-    assert sum(r.accepted for r in loop_thread.run(drain(first))) == BOUND + 5
+    accepted = sum(r.accepted for r in loop_thread.run(drain(first)))
+    # the admission looks at the backlog every 250 ms: it refuses from the first look past the bound on
+    assert BOUND <= accepted <= BOUND + 5
     loop_thread.run(asyncio.sleep(0.6))  # the admission's next look at the backlog
     refused_at = time.time()
     assert sum(r.retried for r in loop_thread.run(drain(rest))) == len(rest)
@@ -60,10 +62,10 @@ def test_overload_then_recovery_nothing_acknowledged_is_lost(loop_thread, cluste
 
     loop_thread.run(cluster.restart(1))
     deadline = time.time() + 30
-    while any(b.pending() for b in rest):  # the outboxes come back when told to, until admitted
+    while any(b.pending() for b in outboxes):  # the outboxes come back when told to, until admitted
         assert time.time() < deadline, "uploads were not admitted again after the backlog drained"
         loop_thread.run(asyncio.sleep(0.2))
-        loop_thread.run(drain([b for b in rest if b.pending()]))
+        loop_thread.run(drain([b for b in outboxes if b.pending()]))
     result = collect(loop_thread, cluster, task, window)
     assert result.report_count == len(outboxes)
     assert result.result == sum(values.values())
