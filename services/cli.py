@@ -19,6 +19,7 @@ from twinmpc.services.cli_aggregator import agg_app
 from twinmpc.services.cli_base import creds as _creds
 from twinmpc.services.cli_base import fail
 from twinmpc.services.cli_base import run_rpc as _run
+from twinmpc.services.cli_keys import hpke_key_app, task_amend
 
 app = typer.Typer(help="twinmpc: secure multi-party aggregation for smart-city digital twins.", no_args_is_help=True, add_completion=False)
 pki_app = typer.Typer(help="Create a CA and issue role certificates for mTLS.", no_args_is_help=True)
@@ -31,6 +32,7 @@ app.add_typer(pki_app, name="pki")
 app.add_typer(agg_app, name="aggregator")
 app.add_typer(task_app, name="task")
 app.add_typer(key_app, name="collector-key")
+app.add_typer(hpke_key_app, name="key")
 app.add_typer(he_key_app, name="he-key")
 app.add_typer(audit_app, name="audit")
 app.add_typer(edge_app, name="edge")
@@ -200,6 +202,9 @@ def task_create(
     if out:
         out.write_text(text + "\n")
     typer.echo(text)
+
+
+task_app.command("amend")(task_amend)
 
 
 @task_app.command("list")

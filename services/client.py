@@ -6,7 +6,8 @@
   collector's HPKE key and returns a `CollectionResult`.
 * `TaskAdminClient`: operator -> each aggregator; `provision_task` builds the
   task document from every aggregator's HPKE config and installs it with a
-  fresh verify key.
+  fresh verify key; `amend_task` changes it in place; `rotate_hpke_key`,
+  `retire_hpke_key` and `list_hpke_keys` manage an aggregator's HPKE keys.
 """
 
 from __future__ import annotations
@@ -185,3 +186,18 @@ class TaskAdminClient:
         req = pb.AmendTaskRequest(task_id=task.task_id, amendment_json=json.dumps(changes))
         amended = [await self._with(e, lambda s: s.AmendTask(req, timeout=self.timeout)) for e in endpoints]
         return Task.from_json(amended[-1].task_json)
+
+    async def rotate_hpke_key(self, endpoint: str) -> HpkeConfig:
+        """Make a new HPKE key an aggregator's current one (older keys keep opening until retired)."""
+        resp = await self._with(endpoint, lambda s: s.RotateHpkeKey(pb.RotateHpkeKeyRequest(), timeout=self.timeout))
+        return HpkeConfig.decode(resp.hpke_config)
+
+    async def retire_hpke_key(self, endpoint: str, config_id: int, *, force: bool = False) -> pb.HpkeKeyInfo:
+        """Retire a non-current HPKE key of an aggregator: reports sealed to it are refused from now on."""
+        req = pb.RetireHpkeKeyRequest(config_id=config_id, force=force)
+        return (await self._with(endpoint, lambda s: s.RetireHpkeKey(req, timeout=self.timeout))).key
+
+    async def list_hpke_keys(self, endpoint: str) -> list[pb.HpkeKeyInfo]:
+        """An aggregator's HPKE keys, oldest first: config, state, current, created/retired times."""
+        resp = await self._with(endpoint, lambda s: s.ListHpkeKeys(pb.ListHpkeKeysRequest(), timeout=self.timeout))
+        return list(resp.keys)

@@ -2,6 +2,12 @@
 
 Written atomically with 0600 permissions; refused at load if group/other can
 read them, so a key left world-readable is noticed rather than used.
+
+An aggregator holds a *set* of HPKE keys (`HpkeKeySet`: each with its config id,
+state and times) so it can rotate them with an overlap period. The set's bytes
+are kept sealed in the aggregator's database, where replicas share them
+(`services.aggregator.key_rotator`); a single-key ``hpke_key.json`` (as
+``twinmpc aggregator init-keys`` writes it) becomes the set's first key.
 """
 
 from __future__ import annotations
@@ -9,9 +15,12 @@ from __future__ import annotations
 import json
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from twinmpc.crypto.seal import HpkeKeypair
+from twinmpc.crypto.seal import HpkeConfig, HpkeKeypair
+from twinmpc.mpc.errors import TwinMpcError
 from twinmpc.mpc.task import b64decode, b64encode
 
 
@@ -79,3 +88,132 @@ def load_or_create_replica_id(path: Path) -> bytes:
     if not path.exists():
         write_secret(path, os.urandom(8).hex().encode())
     return bytes.fromhex(path.read_text().strip())
+
+
+# --- an aggregator's HPKE key set ------------------------------------------------------------
+ACTIVE = "active"
+RETIRED = "retired"
+KEY_SET_VERSION = 1
+
+
+@dataclass(frozen=True)
+class HpkeKeyEntry:
+    """One key of an aggregator's set: public config, state, times; the private key while active.
+
+    Retiring a key destroys its private key: a report sealed to it can never be opened
+    again, not even by a process that still has an old copy of the set.
+    """
+
+    config: HpkeConfig
+    state: str
+    created: int
+    retired: int | None = None
+    keypair: HpkeKeypair | None = None
+
+    def __post_init__(self) -> None:
+        if self.state == ACTIVE:
+            if self.keypair is None or self.keypair.config != self.config or self.retired is not None:
+                raise ValueError(f"active HPKE key {self.config.config_id} needs its private key and no retirement time")
+        elif self.state == RETIRED:
+            if self.keypair is not None or self.retired is None:
+                raise ValueError(f"retired HPKE key {self.config.config_id} keeps no private key and needs its retirement time")
+        else:
+            raise ValueError(f"HPKE key state must be {ACTIVE!r} or {RETIRED!r}, got {self.state!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"hpke_config": b64encode(self.config.encode()), "state": self.state, "created": self.created}
+        if self.keypair is not None:
+            out["private_key"] = b64encode(self.keypair.private_bytes())
+        if self.retired is not None:
+            out["retired"] = self.retired
+        return out
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> HpkeKeyEntry:
+        config = HpkeConfig.decode(b64decode(doc["hpke_config"], "hpke_config"))
+        keypair = None
+        if "private_key" in doc:
+            keypair = HpkeKeypair.from_private_bytes(config.config_id, config.suite.name, b64decode(doc["private_key"], "private_key"))
+        return cls(config, doc["state"], int(doc["created"]), doc.get("retired"), keypair)
+
+
+@dataclass(frozen=True)
+class HpkeKeySet:
+    """All HPKE keys an aggregator ever used, oldest first, with distinct config ids.
+
+    The *current* key (the one `GetHpkeConfig` hands out and new tasks pin) is the
+    active key added last; every active key opens reports, so reports sealed to an
+    older key still open until that key is retired (the overlap period).
+    """
+
+    entries: tuple[HpkeKeyEntry, ...]
+
+    def __post_init__(self) -> None:
+        ids = [e.config.config_id for e in self.entries]
+        if len(set(ids)) != len(ids):
+            raise ValueError("HPKE key set holds a config id twice")
+        if not any(e.state == ACTIVE for e in self.entries):
+            raise ValueError("HPKE key set has no active key")
+
+    def __repr__(self) -> str:
+        return f"HpkeKeySet(current={self.current.config.config_id}, active={[k.config.config_id for k in self.active]}, retired={sorted(self.retired_ids)})"
+
+    @classmethod
+    def first(cls, keypair: HpkeKeypair, now: int) -> HpkeKeySet:
+        return cls((HpkeKeyEntry(keypair.config, ACTIVE, now, keypair=keypair),))
+
+    @property
+    def current(self) -> HpkeKeypair:
+        return next(e.keypair for e in reversed(self.entries) if e.keypair is not None)
+
+    @property
+    def active(self) -> list[HpkeKeypair]:
+        """Every key that opens reports, the current one first."""
+        return [e.keypair for e in reversed(self.entries) if e.keypair is not None]
+
+    @property
+    def retired_ids(self) -> frozenset[int]:
+        return frozenset(e.config.config_id for e in self.entries if e.state == RETIRED)
+
+    def get(self, config_id: int) -> HpkeKeyEntry | None:
+        return next((e for e in self.entries if e.config.config_id == config_id), None)
+
+    def rotated(self, suite: str, now: int) -> HpkeKeySet:
+        """The set with a new current key under a config id no other entry uses.
+
+        Ids count up from the current key's, wrapping at 255; when all 256 are taken,
+        the oldest retired entry gives its id up (a config id is one byte on the wire).
+        """
+        entries = list(self.entries)
+        used = {e.config.config_id for e in entries}
+        start = self.current.config.config_id
+        free = [i % 256 for i in range(start + 1, start + 257) if i % 256 not in used]
+        if not free:
+            oldest = next((e for e in entries if e.state == RETIRED), None)
+            if oldest is None:
+                raise ValueError("all 256 HPKE config ids are active keys; retire some first")
+            entries.remove(oldest)
+            free = [oldest.config.config_id]
+        keypair = HpkeKeypair.generate(free[0], suite)
+        return HpkeKeySet((*entries, HpkeKeyEntry(keypair.config, ACTIVE, now, keypair=keypair)))
+
+    def retired_key(self, config_id: int, now: int) -> HpkeKeySet:
+        """The set with key `config_id` retired and its private key dropped (never the current key)."""
+        entry = self.get(config_id)
+        if entry is None or entry.state != ACTIVE or entry.keypair is self.current:
+            raise ValueError(f"HPKE key {config_id} is not an active, non-current key of this set")
+        retired = HpkeKeyEntry(entry.config, RETIRED, entry.created, retired=now)
+        return HpkeKeySet(tuple(retired if e is entry else e for e in self.entries))
+
+    def to_json(self) -> bytes:
+        return json.dumps({"version": KEY_SET_VERSION, "keys": [e.to_dict() for e in self.entries]}, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> HpkeKeySet:
+        try:
+            doc = json.loads(data)
+            if doc.get("version") != KEY_SET_VERSION:
+                raise ValueError(f"unsupported key set version {doc.get('version')!r}")
+            return cls(tuple(HpkeKeyEntry.from_dict(e) for e in doc["keys"]))
+        except (KeyError, ValueError, TypeError, AttributeError, TwinMpcError) as exc:
+            raise KeyFileError(f"malformed HPKE key set: {exc}") from None

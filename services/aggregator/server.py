@@ -53,6 +53,9 @@ ROLE_POLICY: dict[str, set[str]] = {
     "/twinmpc.v1.TaskAdmin/AmendTask": {"admin"},
     "/twinmpc.v1.TaskAdmin/ListTasks": {"admin", "controller"},
     "/twinmpc.v1.TaskAdmin/GetHpkeConfig": {"admin", "edge", "controller", "aggregator"},
+    "/twinmpc.v1.TaskAdmin/RotateHpkeKey": {"admin"},
+    "/twinmpc.v1.TaskAdmin/RetireHpkeKey": {"admin"},
+    "/twinmpc.v1.TaskAdmin/ListHpkeKeys": {"admin"},
     **MASKS_POLICY,
 }
 

@@ -8,6 +8,7 @@ import logging
 
 import grpc
 
+from twinmpc.crypto.seal import HpkeKeypair
 from twinmpc.mpc.errors import (
     BatchNotClosed,
     BatchTooSmall,
@@ -25,7 +26,9 @@ from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
 from twinmpc.services.aggregator.core import AggregatorCore
 from twinmpc.services.aggregator.errors import BatchMismatch, NotThisRole, PeerFailure, WrongPeer
+from twinmpc.services.aggregator.key_rotator import KeyRefused
 from twinmpc.services.auth import current_principal
+from twinmpc.services.keyfiles import HpkeKeyEntry
 from twinmpc.services.ratelimit import RateLimited
 from twinmpc.services.storage import AlreadyExists, NotFound, WindowClosed
 
@@ -51,6 +54,7 @@ STATUS_FOR_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (BatchMismatch, grpc.StatusCode.ABORTED),
     (WrongPeer, grpc.StatusCode.PERMISSION_DENIED),
     (NotThisRole, grpc.StatusCode.FAILED_PRECONDITION),
+    (KeyRefused, grpc.StatusCode.FAILED_PRECONDITION),
     (PeerFailure, grpc.StatusCode.UNAVAILABLE),
 )
 
@@ -205,4 +209,28 @@ class TaskAdminServicer(pb_grpc.TaskAdminServicer):
 
     @mapped_errors
     async def GetHpkeConfig(self, request, context) -> pb.GetHpkeConfigResponse:
+        await asyncio.to_thread(self.core.state.keys.refresh)  # a rotation through another replica counts at once
         return pb.GetHpkeConfigResponse(hpke_config=self.core.hpke.config.encode(), identity=self.core.identity)
+
+    @mapped_errors
+    async def RotateHpkeKey(self, request, context) -> pb.RotateHpkeKeyResponse:
+        keypair = await asyncio.to_thread(self.core.state.keys.rotate, current_principal().identity)
+        return pb.RotateHpkeKeyResponse(hpke_config=keypair.config.encode())
+
+    @mapped_errors
+    async def RetireHpkeKey(self, request: pb.RetireHpkeKeyRequest, context) -> pb.RetireHpkeKeyResponse:
+        keys = self.core.state.keys
+        entry = await asyncio.to_thread(keys.retire, request.config_id, current_principal().identity, force=request.force)
+        return pb.RetireHpkeKeyResponse(key=_key_info(entry, keys.current))
+
+    @mapped_errors
+    async def ListHpkeKeys(self, request, context) -> pb.ListHpkeKeysResponse:
+        keys = self.core.state.keys
+        await asyncio.to_thread(keys.refresh)
+        key_set = keys.key_set
+        return pb.ListHpkeKeysResponse(keys=[_key_info(e, key_set.current) for e in key_set.entries])
+
+
+def _key_info(entry: HpkeKeyEntry, current: HpkeKeypair) -> pb.HpkeKeyInfo:
+    return pb.HpkeKeyInfo(hpke_config=entry.config.encode(), state=entry.state, current=entry.config == current.config,
+                          created=entry.created, retired=entry.retired or 0)

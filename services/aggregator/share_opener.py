@@ -11,6 +11,11 @@ the pool's pipe; never logged) and runs exactly `mpc.aggregator.open_input_share
 A worker that dies mid-batch breaks the pool: the opener starts a new pool and
 opens the batch again, so a batch is opened completely or not at all (opening is
 pure: retrying it cannot count anything twice).
+
+When the key set changes (`replace_keys`: a rotation or retirement, see
+`key_rotator`), batches already submitted finish under the old keys and the next
+batch starts workers holding the new ones. A share sealed to a retired key is
+refused naming that, so the sender learns to fetch the current config.
 """
 
 from __future__ import annotations
@@ -37,12 +42,22 @@ _ERRORS: dict[str, type[InvalidReport]] = {"SealError": SealError, "DecodeError"
 
 # --- worker process side ------------------------------------------------------------------
 _keys: dict[int, HpkeKeypair] = {}
+_retired: frozenset[int] = frozenset()
 _tasks: dict[str, Task] = {}
 
 
-def _init_worker(keys: list[tuple[int, str, bytes]]) -> None:
+def _init_worker(keys: list[tuple[int, str, bytes]], retired: frozenset[int] = frozenset()) -> None:
+    global _retired
     for config_id, suite, raw in keys:
         _keys[config_id] = HpkeKeypair.from_private_bytes(config_id, suite, raw)
+    _retired = retired
+
+
+def _no_key(sealed: bytes, retired: frozenset[int]) -> str:
+    """Why no key of this aggregator opens `sealed` (the same words inline and in a worker)."""
+    if sealed and sealed[0] in retired:
+        return f"sealed share names HPKE config id {sealed[0]}, a key this aggregator retired; seal to its current HPKE config"
+    return "sealed share names an unknown HPKE config id"
 
 
 def _open_chunk(task_json: str, agg_index: int, reports: list[Report]) -> list[bytes | tuple[str, str]]:
@@ -56,7 +71,7 @@ def _open_one(task: Task, agg_index: int, report: Report) -> bytes | tuple[str, 
     sealed = report.sealed_shares[agg_index] if len(report.sealed_shares) > agg_index else b""
     key = _keys.get(sealed[0]) if sealed else None
     if key is None:
-        return ("SealError", "sealed share names an unknown HPKE config id")
+        return ("SealError", _no_key(sealed, _retired))
     try:
         return agg.open_input_share(task, key, agg_index, report)
     except InvalidReport as exc:
@@ -65,8 +80,9 @@ def _open_one(task: Task, agg_index: int, report: Report) -> bytes | tuple[str, 
 
 # --- aggregator side ------------------------------------------------------------------------
 class ShareOpener:
-    def __init__(self, keys: list[HpkeKeypair], workers: int | None = None) -> None:
+    def __init__(self, keys: list[HpkeKeypair], workers: int | None = None, retired: frozenset[int] = frozenset()) -> None:
         self._keys = {k.config.config_id: k for k in keys}
+        self._retired = frozenset(retired)
         self._workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -75,15 +91,39 @@ class ShareOpener:
     def __repr__(self) -> str:
         return f"ShareOpener(workers={self._workers}, keys=<redacted>)"
 
+    def replace_keys(self, keys: list[HpkeKeypair], retired: frozenset[int]) -> None:
+        """Open with `keys` from now on; batches already submitted finish with the workers' old keys."""
+        with self._lock:
+            self._keys = {k.config.config_id: k for k in keys}
+            self._retired = frozenset(retired)
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)  # its queued chunks still run; new batches start a pool with the new keys
+
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
-            if self._pool is None:
-                secrets_for_workers = [(cid, k.config.suite.name, k._raw) for cid, k in self._keys.items()]
-                self._pool = ProcessPoolExecutor(
-                    self._workers, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_init_worker, initargs=(secrets_for_workers,),
-                )
-            return self._pool
+            return self._executor_locked()
+
+    def _executor_locked(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            secrets_for_workers = [(cid, k.config.suite.name, k._raw) for cid, k in self._keys.items()]
+            self._pool = ProcessPoolExecutor(
+                self._workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker, initargs=(secrets_for_workers, self._retired),
+            )
+        return self._pool
+
+    def _submit(self, task_json: str, agg_index: int, chunks: list[list[Report]]) -> tuple[ProcessPoolExecutor, list]:
+        """Submit every chunk to one pool under the lock, so `replace_keys` cannot shut it down in between."""
+        with self._lock:
+            pool = self._executor_locked()
+            try:
+                return pool, [pool.submit(_open_chunk, task_json, agg_index, chunk) for chunk in chunks]
+            except BrokenProcessPool:  # a worker died since the last batch: the caller retries on a new pool
+                self._pool = None
+                self.pool_restarts += 1
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise BrokenProcessPool("share-opening pool broke before the batch was submitted")
 
     def _restart(self, broken: ProcessPoolExecutor) -> None:
         with self._lock:
@@ -100,14 +140,15 @@ class ShareOpener:
         size = -(-len(reports) // self._workers)
         chunks = [reports[i : i + size] for i in range(0, len(reports), size)]
         for attempt in (1, 2):
-            pool = self._executor()
+            pool = None
             try:
-                futures = [pool.submit(_open_chunk, task_json, agg_index, chunk) for chunk in chunks]
+                pool, futures = self._submit(task_json, agg_index, chunks)
                 raw = [item for f in futures for item in f.result()]
                 break
             except BrokenProcessPool:
                 log.warning("share-opening worker died; restarting the pool and opening the batch again")
-                self._restart(pool)
+                if pool is not None:
+                    self._restart(pool)
                 if attempt == 2:
                     raise
         return [_ERRORS[item[0]](item[1]) if isinstance(item, tuple) else item for item in raw]
@@ -116,7 +157,7 @@ class ShareOpener:
         sealed = report.sealed_shares[agg_index] if len(report.sealed_shares) > agg_index else b""
         key = self._keys.get(sealed[0]) if sealed else None
         if key is None:
-            return SealError("sealed share names an unknown HPKE config id")
+            return SealError(_no_key(sealed, self._retired))
         try:
             return agg.open_input_share(task, key, agg_index, report)
         except InvalidReport as exc:

@@ -14,9 +14,10 @@ from twinmpc.crypto.seal import HpkeKeypair
 from twinmpc.services import pki
 from twinmpc.services.aggregator.config import AggregatorConfig
 from twinmpc.services.aggregator.metrics import Metrics
+from twinmpc.services.aggregator.key_rotator import KeyRotator
 from twinmpc.services.aggregator.privacy import CollectionGuard
 from twinmpc.services.aggregator.share_opener import ShareOpener
-from twinmpc.services.keyfiles import load_or_create_datastore_key, load_or_create_hpke, load_or_create_replica_id
+from twinmpc.services.keyfiles import load_or_create_datastore_key, load_or_create_replica_id
 from twinmpc.services.storage import Datastore, SqliteDatastore
 
 
@@ -39,24 +40,45 @@ def open_datastore(config: AggregatorConfig) -> Datastore:
 class AggregatorState:
     config: AggregatorConfig
     identity: str
-    hpke: HpkeKeypair
     store: Datastore
     metrics: Metrics
     guard: CollectionGuard
     clock: Callable[[], float]
-    opener: ShareOpener  # HPKE opens of large batches on every core
+    keys: KeyRotator  # the HPKE key set, shared by replicas through the store
+
+    @property
+    def hpke(self) -> HpkeKeypair:
+        """The current HPKE key: the config `GetHpkeConfig` hands out and new tasks pin."""
+        return self.keys.current
+
+    @property
+    def hpke_keys(self) -> list[HpkeKeypair]:
+        """Every key that still opens reports (current first): older ones stay until retired."""
+        return self.keys.active
+
+    @property
+    def opener(self) -> ShareOpener:
+        """HPKE opens of large batches on every core, with every non-retired key."""
+        return self.keys.opener
 
     @classmethod
     def open(cls, config: AggregatorConfig, clock: Callable[[], float] = time.time) -> AggregatorState:
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        hpke = load_or_create_hpke(config.data_dir / "hpke_key.json", config.hpke_suite)
         identity = pki.principal_from_certificate(config.tls.cert.read_bytes()).identity
         store = open_datastore(config)
-        opener = ShareOpener([hpke], config.limits.share_open_workers or None)
-        return cls(config, identity, hpke, store, Metrics(), CollectionGuard(config.data_dir, store), clock, opener)
+        guard = CollectionGuard(config.data_dir, store)
+        try:
+            keys = KeyRotator(store, load_or_create_datastore_key(config.data_dir / "datastore.key"), config.data_dir,
+                              config.hpke_suite, guard, clock, config.limits.share_open_workers or None)
+        except BaseException:
+            guard.close()
+            store.close()
+            raise
+        keys.start()
+        return cls(config, identity, store, Metrics(), guard, clock, keys)
 
     def close(self) -> None:
-        self.opener.close()
+        self.keys.close()
         self.guard.close()
         self.store.close()
 

@@ -63,8 +63,7 @@ class TaskRegistry:
         if not 0 <= agg_index < task.num_aggregators:
             raise InvalidTask(f"aggregator_index {agg_index} outside 0..{task.num_aggregators - 1}")
         if task.mode == "shares":
-            if task.aggregators[agg_index].hpke_config != self.state.hpke.config:
-                raise InvalidTask(f"aggregators[{agg_index}].hpke_config is not this aggregator's HPKE config")
+            self.state.keys.check_own(task.aggregators[agg_index].hpke_config, f"aggregators[{agg_index}].hpke_config")  # any non-retired key
             if len(verify_key) != task.scheme.VERIFY_KEY_SIZE:
                 raise InvalidTask(f"verify_key must be {task.scheme.VERIFY_KEY_SIZE} bytes for {task.vdaf}")
         else:
@@ -104,6 +103,9 @@ class TaskRegistry:
         except json.JSONDecodeError as exc:
             raise InvalidTask(f"amendment is not valid JSON: {exc}") from None
         task = amend(loaded.task, changes)
+        if "aggregator_hpke_config" in changes and changes["aggregator_hpke_config"]["index"] == loaded.agg_index:
+            # this aggregator's own entry: only a key it holds; another aggregator's entry is recorded as given
+            self.state.keys.check_own(task.aggregators[loaded.agg_index].hpke_config, f"aggregators[{loaded.agg_index}].hpke_config")
         if task.mode in he_mode.MODES:
             he_mode.public_key(task)  # a rotated key must load, carry no secret, and hold the window's largest sum
         self.state.store.update_task(task_id, TaskRecord(task.to_json(), loaded.agg_index, loaded.verify_key))

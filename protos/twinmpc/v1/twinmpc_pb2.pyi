@@ -255,6 +255,54 @@ class GetHpkeConfigResponse(_message.Message):
     identity: str
     def __init__(self, hpke_config: _Optional[bytes] = ..., identity: _Optional[str] = ...) -> None: ...
 
+class HpkeKeyInfo(_message.Message):
+    __slots__ = ("hpke_config", "state", "current", "created", "retired")
+    HPKE_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    RETIRED_FIELD_NUMBER: _ClassVar[int]
+    hpke_config: bytes
+    state: str
+    current: bool
+    created: int
+    retired: int
+    def __init__(self, hpke_config: _Optional[bytes] = ..., state: _Optional[str] = ..., current: _Optional[bool] = ..., created: _Optional[int] = ..., retired: _Optional[int] = ...) -> None: ...
+
+class RotateHpkeKeyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RotateHpkeKeyResponse(_message.Message):
+    __slots__ = ("hpke_config",)
+    HPKE_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    hpke_config: bytes
+    def __init__(self, hpke_config: _Optional[bytes] = ...) -> None: ...
+
+class RetireHpkeKeyRequest(_message.Message):
+    __slots__ = ("config_id", "force")
+    CONFIG_ID_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    config_id: int
+    force: bool
+    def __init__(self, config_id: _Optional[int] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class RetireHpkeKeyResponse(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: HpkeKeyInfo
+    def __init__(self, key: _Optional[_Union[HpkeKeyInfo, _Mapping]] = ...) -> None: ...
+
+class ListHpkeKeysRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListHpkeKeysResponse(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[HpkeKeyInfo]
+    def __init__(self, keys: _Optional[_Iterable[_Union[HpkeKeyInfo, _Mapping]]] = ...) -> None: ...
+
 class ForecastRequest(_message.Message):
     __slots__ = ("hour", "weekend", "upstream_1", "upstream_2", "rain", "incident")
     HOUR_FIELD_NUMBER: _ClassVar[int]

@@ -421,6 +421,21 @@ class TaskAdminStub:
                 request_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.GetHpkeConfigRequest.SerializeToString,
                 response_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.GetHpkeConfigResponse.FromString,
                 _registered_method=True)
+        self.RotateHpkeKey = channel.unary_unary(
+                '/twinmpc.v1.TaskAdmin/RotateHpkeKey',
+                request_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.RotateHpkeKeyRequest.SerializeToString,
+                response_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.RotateHpkeKeyResponse.FromString,
+                _registered_method=True)
+        self.RetireHpkeKey = channel.unary_unary(
+                '/twinmpc.v1.TaskAdmin/RetireHpkeKey',
+                request_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.RetireHpkeKeyRequest.SerializeToString,
+                response_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.RetireHpkeKeyResponse.FromString,
+                _registered_method=True)
+        self.ListHpkeKeys = channel.unary_unary(
+                '/twinmpc.v1.TaskAdmin/ListHpkeKeys',
+                request_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.ListHpkeKeysRequest.SerializeToString,
+                response_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.ListHpkeKeysResponse.FromString,
+                _registered_method=True)
 
 
 class TaskAdminServicer:
@@ -454,6 +469,28 @@ class TaskAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateHpkeKey(self, request, context):
+        """Key rotation (admin): a new HPKE key with a fresh config id becomes current (GetHpkeConfig);
+        older keys keep opening reports until retired. Audited (key_event).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetireHpkeKey(self, request, context):
+        """Retires a non-current key: reports sealed to it are refused from now on, its private key
+        destroyed. FAILED_PRECONDITION for the current key, or one a task pins (unless force). Audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListHpkeKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -476,6 +513,21 @@ def add_TaskAdminServicer_to_server(servicer, server):
                     servicer.GetHpkeConfig,
                     request_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.GetHpkeConfigRequest.FromString,
                     response_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.GetHpkeConfigResponse.SerializeToString,
+            ),
+            'RotateHpkeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateHpkeKey,
+                    request_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.RotateHpkeKeyRequest.FromString,
+                    response_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.RotateHpkeKeyResponse.SerializeToString,
+            ),
+            'RetireHpkeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetireHpkeKey,
+                    request_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.RetireHpkeKeyRequest.FromString,
+                    response_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.RetireHpkeKeyResponse.SerializeToString,
+            ),
+            'ListHpkeKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHpkeKeys,
+                    request_deserializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.ListHpkeKeysRequest.FromString,
+                    response_serializer=protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.ListHpkeKeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -588,6 +640,87 @@ class TaskAdmin:
             '/twinmpc.v1.TaskAdmin/GetHpkeConfig',
             protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.GetHpkeConfigRequest.SerializeToString,
             protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.GetHpkeConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateHpkeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twinmpc.v1.TaskAdmin/RotateHpkeKey',
+            protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.RotateHpkeKeyRequest.SerializeToString,
+            protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.RotateHpkeKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetireHpkeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twinmpc.v1.TaskAdmin/RetireHpkeKey',
+            protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.RetireHpkeKeyRequest.SerializeToString,
+            protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.RetireHpkeKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHpkeKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twinmpc.v1.TaskAdmin/ListHpkeKeys',
+            protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.ListHpkeKeysRequest.SerializeToString,
+            protos_dot_twinmpc_dot_v1_dot_twinmpc__pb2.ListHpkeKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,
