@@ -82,12 +82,12 @@ class Cohort:
         return cls(keys, directories, [{} for _ in range(n)])
 
 
-def run_ours(cohort: Cohort, d: int, drop: float, *, window: int, seed: int) -> dict[str, Any]:
+def run_ours(cohort: Cohort, d: int, drop: float, *, window: int, seed: int, tolerance: Fraction = TOLERANCE) -> dict[str, Any]:
     n = len(cohort.keys)
     rng = np.random.default_rng(seed)
     values = rng.integers(0, 2**15 + 1, size=(n, d)).astype(np.uint64)
     dropped = set(rng.choice(n, size=int(drop * n), replace=False).tolist())
-    config = RoundConfig(Session(bytes(32), window, 0), d, MasksParams(dropout=TOLERANCE, max_clients=max(n, 2)), DpParams(), 1, 1)
+    config = RoundConfig(Session(bytes(32), window, 0), d, MasksParams(dropout=tolerance, max_clients=max(n, 2)), DpParams(), 1, 1)
     clients = [MasksClient(config, cohort.keys[i], cohort.directories[i], values[i], pair_secrets=cohort.pair_secrets[i]) for i in range(n)]
     server = MasksServer(config)
     names = [k.identity for k in cohort.keys]
@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flower-timeout", type=float, default=900.0, help="seconds per Flower cell before it is trimmed")
     ap.add_argument("--skip-flower", nargs="*", default=[], metavar="N:D", help="cells not run with Flower (too long), e.g. 1000:100000")
     ap.add_argument("--no-flower", action="store_true", help="ours only (plumbing check)")
+    ap.add_argument("--tolerance", type=Fraction, default=TOLERANCE, help="dropout tolerance that sets k and t (default 3/10)")
     ap.add_argument("--quick", action="store_true", help="n=12, d=1 and 100, dropout 0 and 0.3")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "masks")
     args = ap.parse_args(argv)
@@ -206,15 +207,15 @@ def main(argv: list[str] | None = None) -> int:
         for d in args.d:
             for drop in args.dropout:
                 seed = hash((n, d, drop)) & 0xFFFF
-                ours = run_ours(cohort, d, drop, window=2 * len(rows), seed=seed)
-                warm = run_ours(cohort, d, drop, window=2 * len(rows) + 1, seed=seed)
+                ours = run_ours(cohort, d, drop, window=2 * len(rows), seed=seed, tolerance=args.tolerance)
+                warm = run_ours(cohort, d, drop, window=2 * len(rows) + 1, seed=seed, tolerance=args.tolerance)
                 if python is None or f"{n}:{d}" in args.skip_flower:
                     flower = {"skipped": "not run" if python is None else "trimmed: too long on this machine (--skip-flower)"}
                 else:
                     flower = run_flower(python, n, d, drop, ours["k"], ours["t"], args.flower_timeout, seed)
-                rows.append({"n": n, "d": d, "dropout": drop, "ours": ours, "ours_warm": warm, "flower": flower})
+                rows.append({"n": n, "d": d, "dropout": drop, "tolerance": str(args.tolerance), "ours": ours, "ours_warm": warm, "flower": flower})
                 print(f"n={n} d={d} dropout={drop:.0%}: ours {ours['client_ms']:.1f}/{warm['client_ms']:.1f} ms client, "
-                      f"{ours['server_ms']:.1f} ms server; flower {flower}", file=sys.stderr, flush=True)
+                      f"{ours['server_ms']:.1f} ms server, {ours['bytes_per_client']:,.0f} B; flower {flower}", file=sys.stderr, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "result.json").write_text(json.dumps({"rows": rows, "goals": GOALS, "flower": FLOWER_VERSION}, indent=2))
     text = table(rows)

@@ -108,6 +108,14 @@ class MasksClient:
         self._revealed: dict[int, int] = {}
         self._mask_key: X25519PrivateKey | None = None
         self._seed = b""
+        # learnt round by round: roster (plan, index, graph, pair secrets), forwarded shares, survivor set
+        self._plan: RoundPlan | None = None
+        self._index = 0
+        self._graph: NeighbourGraph | None = None
+        self._neighbours: dict[int, bytes] = {}
+        self._held: dict[int, shamir.ShamirShare] = {}
+        self._members: frozenset[int] = frozenset()
+        self._digest = b""
 
     def __repr__(self) -> str:
         return f"MasksClient({self.keys.identity!r}, {self.session.name}, stage={self.stage.name})"
@@ -195,7 +203,7 @@ class MasksClient:
             if f.receiver != self._index:
                 raise IdentityMismatch(f"forwarded shares are for client {f.receiver}, this is client {self._index}")
             plan, me, d = self._plan, self._index, self.config.length
-            self._held: dict[int, shamir.ShamirShare] = {}
+            self._held = {}
             mask_publics: dict[int, bytes] = {}
             for v, sealed in f.sealed:
                 secret = self._neighbours.get(v)

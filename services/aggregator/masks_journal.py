@@ -11,8 +11,8 @@ Blob names (``{s}`` = ``masks/{task id, base64url}/{window start}/{attempt}``)::
 
     masks/sessions          live sessions: concatenated 44-byte session encodings
     {s}/status              version | opened_at ms | closes {phase, count, closed_at ms} | outcome | reason
-    {s}/r{phase}/index      identities in arrival order (u8 length + UTF-8 each)
-    {s}/r{phase}/{h}        the message of the identity whose SHA-256 starts with h (hex, 32 chars)
+    {s}/r{phase}/index      identities in arrival order (u8 length + UTF-8 each); emptied once the session ended
+    {s}/r{phase}/{h}        the message of the identity whose SHA-256 starts with h (hex, 32 chars); emptied likewise
     masks-window/{task id}/{window start}
                             the window's state for collection (`mpc.masks.mode` encoding)
 
@@ -139,6 +139,18 @@ class RoundJournal:
             return status.encode()
 
         self.store.update_blob(f"{self.prefix}/status", apply)
+
+    def wipe(self) -> None:
+        """Empty an ended session's messages (the interface has no delete; an empty blob frees its pages).
+
+        Masked inputs are d ring elements per client: kept, they would grow the store by the
+        cohort's whole traffic every window.  Only an ended session is wiped; its status stays.
+        """
+        for phase in range(5):
+            index = f"{self.prefix}/r{phase}/index"
+            for name in _unpack_identities(self.store.get_blob(index) or b""):
+                self.store.put_blob(self._message_blob(phase, name), b"")
+            self.store.put_blob(index, b"")
 
     def finish(self) -> None:
         """Drop the session from the live list (its status keeps the outcome)."""

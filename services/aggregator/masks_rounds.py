@@ -68,6 +68,7 @@ class MasksRounds:
         self._live: dict[Session, LiveRound] = {}
         self._ended: dict[Session, str] = {}  # aborted sessions -> reason ("" when done)
         self._opening = asyncio.Lock()  # one session at a time is looked up or opened
+        self._wiping: set[asyncio.Task] = set()  # ended sessions' messages being emptied
 
     # ----------------------------------------------------------- lifecycle ---
     async def resume(self) -> None:
@@ -251,6 +252,9 @@ class MasksRounds:
         await asyncio.to_thread(live.journal.finish)
         self._live.pop(session, None)
         self._ended[session] = reason
+        wipe = asyncio.get_running_loop().create_task(asyncio.to_thread(live.journal.wipe), name=f"masks-wipe-{session.name}")
+        self._wiping.add(wipe)
+        wipe.add_done_callback(self._wiping.discard)
 
 
 __all__ = ["LiveRound", "MasksRounds", "WindowAlreadyAggregated"]
