@@ -154,13 +154,13 @@ async def _status(call) -> tuple[grpc.StatusCode, str]:
 def test_replayed_forged_and_misplaced_messages_get_precise_statuses(loop_thread, cluster) -> None:
     task = _task(cluster, 2, min_batch_size=2)
     window = _window(4)
-    keys = load_client_keys(cluster.pki_dir / "edge-m00.crt", cluster.pki_dir / "edge-m00.key", cluster.workdir / "edge-state" / "edge-m00") \
-        if (cluster.pki_dir / "edge-m00.crt").exists() else None
-    cluster.credentials("edge", "edge-m00")
-    keys = keys or load_client_keys(cluster.pki_dir / "edge-m00.crt", cluster.pki_dir / "edge-m00.key", cluster.workdir / "edge-state" / "edge-m00")
+    keys = {}
+    for ident in ("edge-m00", "edge-m01"):
+        cluster.credentials("edge", ident)
+        keys[ident] = load_client_keys(cluster.pki_dir / f"{ident}.crt", cluster.pki_dir / f"{ident}.key", cluster.workdir / "edge-state" / ident)
 
     def advert(session: Session, identity: str = "edge-m00", mask: bytes = b"\x09" * 32) -> bytes:
-        return m.Advertise(session, identity, keys.credential, mask, bytes(32)).encode()
+        return m.Advertise(session, identity, keys[identity].credential, mask, bytes(32)).encode()
 
     def req(msg: bytes, w: int = window, attempt: int = 0) -> pb.MasksRoundRequest:
         return pb.MasksRoundRequest(task_id=task.task_id, window_start=w, attempt=attempt, message=msg)
@@ -184,7 +184,13 @@ def test_replayed_forged_and_misplaced_messages_get_precise_statuses(loop_thread
         first = asyncio.ensure_future(stub.Advertise(req(advert(session)), timeout=ROUND_SECONDS + 5))
         await asyncio.sleep(0.5)
         results["conflicting repeat"] = await _status(stub.Advertise(req(advert(session, mask=b"\x0a" * 32)), timeout=5))
-        results["closed round"] = await _status(first)  # the cohort of one is below min_batch_size: aborted
+        second = await other.Advertise(req(advert(session, "edge-m01")), timeout=ROUND_SECONDS + 5)  # the cohort is full: closes
+        results["roster"] = (grpc.StatusCode.OK, str(m.Roster.decode(second.message).n))
+        await first
+        results["forged shares"] = await _status(stub.ShareKeys(req(m.ShareKeys(session, 1, ()).encode()), timeout=5))
+        results["shares claimed for another client"] = await _status(stub.ShareKeys(req(m.ShareKeys(session, 2, ()).encode()), timeout=5))
+        results["threshold missed"] = await _status(other.ShareKeys(req(
+            m.ShareKeys(session, 2, ((1, bytes(m.SEALED_SHARE_SIZE)),)).encode()), timeout=ROUND_SECONDS + 5))
         results["after the abort"] = await _status(stub.Advertise(req(advert(session)), timeout=5))
         for ch in (channel, other_channel, ctl_channel):
             await ch.close()
@@ -200,8 +206,11 @@ def test_replayed_forged_and_misplaced_messages_get_precise_statuses(loop_thread
         "replayed into another window": (grpc.StatusCode.INVALID_ARGUMENT, "bound to round"),
         "impostor": (grpc.StatusCode.PERMISSION_DENIED, "advertisement names 'edge-m00', the caller is 'edge-m01'"),
         "conflicting repeat": (grpc.StatusCode.ALREADY_EXISTS, "different advertise message"),
-        "closed round": (grpc.StatusCode.ABORTED, "1 clients advertised, fewer than 2"),
-        "after the abort": (grpc.StatusCode.ABORTED, "fewer than 2"),
+        "roster": (grpc.StatusCode.OK, "2"),
+        "forged shares": (grpc.StatusCode.INVALID_ARGUMENT, "exactly the sender's neighbours"),
+        "shares claimed for another client": (grpc.StatusCode.PERMISSION_DENIED, "claims client 2, the caller is client 1"),
+        "threshold missed": (grpc.StatusCode.ABORTED, "1 clients shared keys, fewer than the release floor 2"),
+        "after the abort": (grpc.StatusCode.ABORTED, "fewer than the release floor 2"),
     }
     for name, (code, text) in expected.items():
         got_code, got_text = results[name]
