@@ -188,6 +188,9 @@ class KeyRotator:
             raise NotFound(f"this aggregator has no HPKE key with config id {config_id}")
         if entry.keypair is None:
             return entry  # already retired: a repeated call changes nothing
+        if entry.keypair is self._set.current:
+            raise KeyRefused(f"HPKE key {config_id} is this aggregator's current key; rotate first (twinmpc key rotate), "
+                             "then retire the old key")
         pinned = self._pinned_by(entry.config)
         if pinned and not force:
             names = ", ".join(t[:8] for t in pinned[:5]) + (" ..." if len(pinned) > 5 else "")
@@ -199,10 +202,8 @@ class KeyRotator:
             key_set = self._open(bytes(current))
             found = key_set.get(config_id)
             if found is not None and found.keypair is None:
-                return bytes(current)
-            if found is not None and found.keypair is key_set.current:
-                raise KeyRefused(f"HPKE key {config_id} is this aggregator's current key; rotate first "
-                                 "(twinmpc key rotate), then retire the old key")
+                return bytes(current)  # retired through another replica meanwhile
+            # never the current key: only a newer key can become current, and the newest is never retired
             return self._seal(key_set.retired_key(config_id, retired_at))
 
         raw = bytes(self._store.update_blob(KEY_SET_BLOB, update))
