@@ -84,7 +84,9 @@ def aggregator_init_keys(
 
     Replicas on one database open the same uploads and the same sealed columns, so
     they need one HPKE key and one datastore key: create them once here and hand them
-    to every replica (e.g. a Kubernetes Secret, docs/deployment.md).
+    to every replica (e.g. a Kubernetes Secret, docs/deployment.md). The HPKE key is
+    the first of the aggregator's key set; the first start stores the set, sealed, in
+    the database, where `twinmpc key rotate` adds keys every replica sees.
     """
     from twinmpc.mpc.task import b64encode
     from twinmpc.services.keyfiles import KeyFileError, load_or_create_datastore_key, load_or_create_hpke
