@@ -66,7 +66,10 @@ class KeyRotator:
         self._suite = suite
         self._guard = guard
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the loaded set and the opener's keys
+        # Reads of the database and their application happen in database order: a refresh that
+        # read the set before a rotation committed must not apply it after the rotation did.
+        self._sync = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._raw, self._set = self._load_or_migrate(data_dir)
@@ -135,15 +138,12 @@ class KeyRotator:
 
     def refresh(self) -> bool:
         """Re-read the set from the database; True if it changed (another replica rotated or retired)."""
-        raw = self._store.get_blob(KEY_SET_BLOB)
-        if not raw:
-            return False
-        raw = bytes(raw)
-        with self._lock:
-            if raw == self._raw:
+        with self._sync:
+            raw = self._store.get_blob(KEY_SET_BLOB)
+            if not raw or bytes(raw) == self._raw:
                 return False
-        self._apply(raw, self._open(raw))
-        return True
+            self._apply(bytes(raw), self._open(bytes(raw)))
+            return True
 
     def _apply(self, raw: bytes, key_set: HpkeKeySet) -> None:
         with self._lock:
@@ -165,9 +165,10 @@ class KeyRotator:
             previous[:] = [old.current.config.config_id]
             return self._seal(old.rotated(self._suite, int(self._clock())))
 
-        raw = bytes(self._store.update_blob(KEY_SET_BLOB, update))
-        key_set = self._open(raw)
-        self._apply(raw, key_set)
+        with self._sync:
+            raw = bytes(self._store.update_blob(KEY_SET_BLOB, update))
+            key_set = self._open(raw)
+            self._apply(raw, key_set)
         new = key_set.current.config
         self._guard.record("key_event", actor, action="rotate", config_id=new.config_id, suite=new.suite.name,
                            key_sha256=_digest(new), previous_config_id=previous[0])
@@ -180,8 +181,6 @@ class KeyRotator:
         Refused for the current key, and while a task still pins the key (its uploads
         would all be refused) unless `force` (a compromised key).
         """
-        if not 0 <= config_id <= 255:
-            raise KeyRefused(f"config id must be in 0..255, got {config_id}")
         self.refresh()
         entry = self._set.get(config_id)
         if entry is None:
@@ -196,24 +195,26 @@ class KeyRotator:
             names = ", ".join(t[:8] for t in pinned[:5]) + (" ..." if len(pinned) > 5 else "")
             raise KeyRefused(f"HPKE key {config_id} is still pinned by {len(pinned)} task(s) ({names}): amend them first "
                              "(twinmpc task amend --rotate-aggregator-key), or force it (their uploads are then refused)")
-        retired_at = int(self._clock())
+        retired_here = []
 
         def update(current: bytes | None) -> bytes:
+            retired_here.clear()
             key_set = self._open(bytes(current))
             found = key_set.get(config_id)
             if found is not None and found.keypair is None:
                 return bytes(current)  # retired through another replica meanwhile
+            retired_here.append(True)
             # never the current key: only a newer key can become current, and the newest is never retired
-            return self._seal(key_set.retired_key(config_id, retired_at))
+            return self._seal(key_set.retired_key(config_id, int(self._clock())))
 
-        raw = bytes(self._store.update_blob(KEY_SET_BLOB, update))
-        self._apply(raw, self._open(raw))
-        retired = self._set.get(config_id)
-        if retired.retired == retired_at:
+        with self._sync:
+            raw = bytes(self._store.update_blob(KEY_SET_BLOB, update))
+            self._apply(raw, self._open(raw))
+        if retired_here:
             self._guard.record("key_event", actor, action="retire", config_id=config_id, suite=entry.config.suite.name,
                                key_sha256=_digest(entry.config), forced=force, pinned_tasks=len(pinned))
             log.info("HPKE key %d retired", config_id)
-        return retired
+        return self._set.get(config_id)
 
     def _pinned_by(self, config: HpkeConfig) -> list[str]:
         """Ids (base64url) of this aggregator's tasks whose own aggregator entry pins `config`."""

@@ -132,6 +132,10 @@ def test_rotation_with_uploads_in_flight_then_retirement_and_a_new_collector_key
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert f"HPKE config id {FIRST}, a key this aggregator retired" in refused.value.details()
 
+    assert_one_error(_cli(cluster, "key", "retire", "--endpoint", cluster.endpoints[0], "--config-id", "300"), 2, "0..255")
+    assert_one_error(_cli(cluster, "task", "amend", "--task", "task.json"), 2, "nothing to amend")
+    assert_one_error(_cli(cluster, "task", "amend", "--task", "task.json", "--rotate-aggregator-key", "2"), 2, "0..1")
+
     # --- roles: only an admin manages keys -------------------------------------------------------
     cluster.credentials("controller")
     assert_one_error(_cli(cluster, "key", "rotate", "--endpoint", cluster.endpoints[0], identity="controller-1"), 1, "PERMISSION_DENIED")
