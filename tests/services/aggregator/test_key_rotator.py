@@ -195,3 +195,29 @@ def test_a_second_process_on_the_same_database_follows_rotation_and_retirement(t
         assert "key_event" not in (tmp_path / "agg0b-data" / "audit.log").read_text()  # the replica that acted audits, once
     finally:
         replica.close()
+
+
+def test_a_batch_in_flight_when_the_keys_change_finishes_under_the_old_keys(node):
+    """replace_keys shuts the old worker pool down without cancelling what it was given."""
+    import threading
+
+    from twinmpc.services.aggregator.share_opener import ShareOpener
+
+    old = node.keys.current
+    task = _task_pinning(old.config)
+    reports = [shard_report(task, 1, time=1_700_000_000) for _ in range(600)]
+    opener = ShareOpener([old], workers=2)
+    try:
+        opener.open_many(task, 0, reports[:100])  # the pool is up
+        results: list = []
+        worker = threading.Thread(target=lambda: results.extend(opener.open_many(task, 0, reports)))
+        worker.start()
+        time.sleep(0.01)  # the batch is submitted (or about to be: then it runs on the new pool)
+        new = node.keys.rotate("admin")
+        opener.replace_keys([new, old], frozenset())
+        worker.join(60)
+        assert len(results) == len(reports) and all(isinstance(r, bytes) for r in results)
+        opener.replace_keys([new], frozenset({old.config.config_id}))
+        assert all("retired" in str(r) for r in opener.open_many(task, 0, reports[:100]))
+    finally:
+        opener.close()
