@@ -70,16 +70,21 @@ class Cohort:
     keys: list
     directories: list
     pair_secrets: list
+    ca_pem: bytes
 
     @classmethod
     def enrol(cls, n: int) -> Cohort:
         ca = create_ca("bench CA")
-        keys, directories = [], []
+        keys = []
         for i in range(n):
             leaf = ca.issue("edge", f"edge-{i:05d}")
             keys.append(client_keys(leaf.cert_pem, leaf.key_pem, X25519PrivateKey.generate()))
-            directories.append(CertificateDirectory(ca.cert_pem))
-        return cls(keys, directories, [{} for _ in range(n)])
+        return cls(keys, [CertificateDirectory(ca.cert_pem) for _ in range(n)], [{} for _ in range(n)], ca.cert_pem)
+
+    def cold(self) -> Cohort:
+        """The same clients with nothing verified or agreed yet: the first window they ever see."""
+        n = len(self.keys)
+        return Cohort(self.keys, [CertificateDirectory(self.ca_pem) for _ in range(n)], [{} for _ in range(n)], self.ca_pem)
 
 
 def run_ours(cohort: Cohort, d: int, drop: float, *, window: int, seed: int, tolerance: Fraction = TOLERANCE) -> dict[str, Any]:
@@ -194,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flower-timeout", type=float, default=900.0, help="seconds per Flower cell before it is trimmed")
     ap.add_argument("--skip-flower", nargs="*", default=[], metavar="N:D", help="cells not run with Flower (too long), e.g. 1000:100000")
     ap.add_argument("--no-flower", action="store_true", help="ours only (plumbing check)")
+    ap.add_argument("--reuse-flower", type=Path, help="result.json of an earlier run: its Flower cells (same n, d, dropout, k, t) are not run again")
     ap.add_argument("--tolerance", type=Fraction, default=TOLERANCE, help="dropout tolerance that sets k and t (default 3/10)")
     ap.add_argument("--quick", action="store_true", help="n=12, d=1 and 100, dropout 0 and 0.3")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "masks")
@@ -201,15 +207,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.n, args.d, args.dropout = [12], [1, 100], [0.0, 0.3]
     python = None if args.no_flower else flower_python(args.flwr_venv)
+    reused = {}
+    if args.reuse_flower:
+        for r in json.loads(args.reuse_flower.read_text())["rows"]:
+            if not r["flower"].get("skipped"):
+                reused[(r["n"], r["d"], r["dropout"], r["ours"]["k"], r["ours"]["t"])] = r["flower"]
     rows = []
     for n in args.n:
         cohort = Cohort.enrol(n)
         for d in args.d:
             for drop in args.dropout:
                 seed = hash((n, d, drop)) & 0xFFFF
-                ours = run_ours(cohort, d, drop, window=2 * len(rows), seed=seed, tolerance=args.tolerance)
+                ours = run_ours(cohort.cold(), d, drop, window=2 * len(rows), seed=seed, tolerance=args.tolerance)
+                run_ours(cohort, d, drop, window=2 * len(rows), seed=seed, tolerance=args.tolerance)  # warms the caches
                 warm = run_ours(cohort, d, drop, window=2 * len(rows) + 1, seed=seed, tolerance=args.tolerance)
-                if python is None or f"{n}:{d}" in args.skip_flower:
+                earlier = reused.get((n, d, drop, ours["k"], ours["t"]))
+                if earlier is not None:
+                    flower = {**earlier, "reused": str(args.reuse_flower)}
+                elif python is None or f"{n}:{d}" in args.skip_flower:
                     flower = {"skipped": "not run" if python is None else "trimmed: too long on this machine (--skip-flower)"}
                 else:
                     flower = run_flower(python, n, d, drop, ours["k"], ours["t"], args.flower_timeout, seed)
@@ -219,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "result.json").write_text(json.dumps({"rows": rows, "goals": GOALS, "flower": FLOWER_VERSION}, indent=2))
     text = table(rows)
+    reused_from = sorted({r["flower"]["reused"] for r in rows if r["flower"].get("reused")})
+    if reused_from:
+        text += f"\n\nFlower cells taken from an earlier run of this benchmark: {', '.join(reused_from)}"
     misses = goals(rows)
     (args.out / "result.md").write_text(text + "\n")
     print(text)
