@@ -131,7 +131,7 @@ class KeyRotator:
         if created:
             self._guard.record("key_event", "local", action="import", config_id=seed.config.config_id,
                                suite=seed.config.suite.name, key_sha256=_digest(seed.config), source="hpke_key.json")
-            log.info("HPKE key set created from hpke_key.json (config id %d)", seed.config.config_id)
+            log.debug("HPKE key set created from hpke_key.json (config id %d)", seed.config.config_id)  # audited; start-up stays quiet
         elif all(k.config != seed.config for k in key_set.active):
             log.warning("hpke_key.json is not an active key of the set in the database; the set is authoritative")
         return raw, key_set
