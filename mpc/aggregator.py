@@ -28,20 +28,27 @@ from twinmpc.crypto import seal
 from twinmpc.crypto.seal import HpkeKeypair
 from twinmpc.mpc.client import input_share_info
 from twinmpc.mpc.errors import DecodeError, InvalidReport
-from twinmpc.mpc.report import Report
+from twinmpc.mpc.report import Report, ReportShare
 from twinmpc.mpc.task import Task
 
 CHECKSUM_SIZE = 32
 
 
 def open_input_share(task: Task, keypair: HpkeKeypair, agg_index: int, report: Report) -> bytes:
-    """Decrypt this aggregator's input share; `SealError` if it does not open."""
+    """Decrypt this aggregator's input share of a whole report; `SealError` if it does not open."""
     if not 0 <= agg_index < task.num_aggregators:
         raise ValueError(f"aggregator index {agg_index} outside 0..{task.num_aggregators - 1}")
     if len(report.sealed_shares) != task.num_aggregators:
         raise DecodeError(f"report carries {len(report.sealed_shares)} shares, task has {task.num_aggregators} aggregators")
-    info = input_share_info(task, report.report_id, report.time, agg_index, report.public_share)
-    return seal.open_sealed(keypair, report.sealed_shares[agg_index], info)
+    return open_report_share(task, keypair, agg_index, report.share_for(agg_index))
+
+
+def open_report_share(task: Task, keypair: HpkeKeypair, agg_index: int, share: ReportShare) -> bytes:
+    """Decrypt one aggregator's view of a report (what a helper receives); `SealError` if it does not open."""
+    if not 0 <= agg_index < task.num_aggregators:
+        raise ValueError(f"aggregator index {agg_index} outside 0..{task.num_aggregators - 1}")
+    info = input_share_info(task, share.report_id, share.time, agg_index, share.public_share)
+    return seal.open_sealed(keypair, share.sealed_share, info)
 
 
 def verify_init(task: Task, verify_key: bytes, agg_index: int, report_id: bytes, public_share: bytes, input_share: bytes):

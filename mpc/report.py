@@ -50,6 +50,10 @@ class Report:
             parts.append(s)
         return b"".join(parts)
 
+    def share_for(self, agg_index: int) -> ReportShare:
+        """What aggregator `agg_index` receives of this report."""
+        return ReportShare(self.report_id, self.time, self.public_share, self.sealed_shares[agg_index])
+
     @classmethod
     def decode(cls, data: bytes) -> Report:
         view = memoryview(data)
@@ -80,3 +84,19 @@ def _take(view: memoryview, pos: int, n: int) -> tuple[bytes, int]:
     if n > MAX_PART or pos + n > len(view):
         raise DecodeError("report field length exceeds the message")
     return bytes(view[pos : pos + n]), pos + n
+
+
+@dataclass(frozen=True)
+class ReportShare:
+    """One aggregator's view of a report: the public parts and only its own sealed input share.
+
+    Leader and helpers open their shares the same way (`mpc.aggregator.open_report_share`).
+    """
+
+    report_id: bytes
+    time: int
+    public_share: bytes
+    sealed_share: bytes
+
+    def __repr__(self) -> str:
+        return f"ReportShare(id={self.report_id.hex()}, time={self.time})"
