@@ -17,7 +17,7 @@ import logging
 from twinmpc.mpc import aggregator as agg
 from twinmpc.mpc.errors import DecodeError, InvalidReport
 from twinmpc.mpc.release import batch_of, merge_states
-from twinmpc.mpc.report import REPORT_ID_SIZE, Report
+from twinmpc.mpc.report import REPORT_ID_SIZE, ReportShare
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
 from twinmpc.services.aggregator.errors import BatchMismatch, NotThisRole, PeerFailure, WrongPeer
 from twinmpc.services.aggregator.release import WindowRelease
@@ -102,10 +102,7 @@ class HelperRole:
         task, j = loaded.task, loaded.agg_index
         outcomes: list[tuple[object, bytes] | InvalidReport | None] = [None] * len(rows)
         opened: list[tuple[int, bytes]] = []  # (row index, own input share)
-        reports = [  # this helper's view: only its own sealed share is present
-            Report(row.report_id, row.time, row.public_share, (b"",) * j + (row.sealed_share,) + (b"",) * (task.num_aggregators - j - 1))
-            for row in rows
-        ]
+        reports = [ReportShare(row.report_id, row.time, row.public_share, row.sealed_share) for row in rows]  # this helper's view
         for i, share in enumerate(self.state.opener.open_many(task, j, reports)):
             if isinstance(share, InvalidReport):
                 outcomes[i] = share

@@ -7,7 +7,7 @@ batches in a pool of worker processes (spawned, one per core by default) and
 small ones inline, where a round trip to a worker would cost more than the open.
 
 A worker holds this aggregator's HPKE private keys (sent once, at its start, over
-the pool's pipe; never logged) and runs exactly `mpc.aggregator.open_input_share`.
+the pool's pipe; never logged) and runs exactly `mpc.aggregator.open_report_share`.
 A worker that dies mid-batch breaks the pool: the opener starts a new pool and
 opens the batch again, so a batch is opened completely or not at all (opening is
 pure: retrying it cannot count anything twice).
@@ -30,7 +30,7 @@ from concurrent.futures.process import BrokenProcessPool
 from twinmpc.crypto.seal import HpkeKeypair
 from twinmpc.mpc import aggregator as agg
 from twinmpc.mpc.errors import DecodeError, InvalidReport, SealError
-from twinmpc.mpc.report import Report
+from twinmpc.mpc.report import Report, ReportShare
 from twinmpc.mpc.task import Task
 
 log = logging.getLogger("twinmpc.aggregator")
@@ -60,20 +60,20 @@ def _no_key(sealed: bytes, retired: frozenset[int]) -> str:
     return "sealed share names an unknown HPKE config id"
 
 
-def _open_chunk(task_json: str, agg_index: int, reports: list[Report]) -> list[bytes | tuple[str, str]]:
+def _open_chunk(task_json: str, agg_index: int, reports: list[ReportShare]) -> list[bytes | tuple[str, str]]:
     task = _tasks.get(task_json)
     if task is None:
         task = _tasks[task_json] = Task.from_json(task_json)
     return [_open_one(task, agg_index, r) for r in reports]
 
 
-def _open_one(task: Task, agg_index: int, report: Report) -> bytes | tuple[str, str]:
-    sealed = report.sealed_shares[agg_index] if len(report.sealed_shares) > agg_index else b""
+def _open_one(task: Task, agg_index: int, share: ReportShare) -> bytes | tuple[str, str]:
+    sealed = share.sealed_share
     key = _keys.get(sealed[0]) if sealed else None
     if key is None:
         return ("SealError", _no_key(sealed, _retired))
     try:
-        return agg.open_input_share(task, key, agg_index, report)
+        return agg.open_report_share(task, key, agg_index, share)
     except InvalidReport as exc:
         return (type(exc).__name__ if type(exc).__name__ in _ERRORS else "DecodeError", str(exc))
 
@@ -113,7 +113,7 @@ class ShareOpener:
             )
         return self._pool
 
-    def _submit(self, task_json: str, agg_index: int, chunks: list[list[Report]]) -> tuple[ProcessPoolExecutor, list]:
+    def _submit(self, task_json: str, agg_index: int, chunks: list[list[ReportShare]]) -> tuple[ProcessPoolExecutor, list]:
         """Submit every chunk to one pool under the lock, so `replace_keys` cannot shut it down in between."""
         with self._lock:
             pool = self._executor_locked()
@@ -132,8 +132,9 @@ class ShareOpener:
                 self.pool_restarts += 1
         broken.shutdown(wait=False, cancel_futures=True)
 
-    def open_many(self, task: Task, agg_index: int, reports: list[Report]) -> list[bytes | InvalidReport]:
+    def open_many(self, task: Task, agg_index: int, reports: list[Report] | list[ReportShare]) -> list[bytes | InvalidReport]:
         """This aggregator's input share of each report, or why it does not open; blocking (call off the loop)."""
+        reports = [r if isinstance(r, ReportShare) else r.share_for(agg_index) for r in reports]
         if len(reports) < INLINE_BELOW or self._workers == 1:
             return [self._inline(task, agg_index, r) for r in reports]
         task_json = task.to_json()
@@ -153,13 +154,13 @@ class ShareOpener:
                     raise
         return [_ERRORS[item[0]](item[1]) if isinstance(item, tuple) else item for item in raw]
 
-    def _inline(self, task: Task, agg_index: int, report: Report) -> bytes | InvalidReport:
-        sealed = report.sealed_shares[agg_index] if len(report.sealed_shares) > agg_index else b""
+    def _inline(self, task: Task, agg_index: int, share: ReportShare) -> bytes | InvalidReport:
+        sealed = share.sealed_share
         key = self._keys.get(sealed[0]) if sealed else None
         if key is None:
             return SealError(_no_key(sealed, self._retired))
         try:
-            return agg.open_input_share(task, key, agg_index, report)
+            return agg.open_report_share(task, key, agg_index, share)
         except InvalidReport as exc:
             return exc
 
