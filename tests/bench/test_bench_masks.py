@@ -22,7 +22,7 @@ def test_goal_check_names_each_miss() -> None:
     ours = {"client_ms": 2.0, "server_ms": 1.0, "bytes_per_client": 130.0, "exact": True}
     flower = {"client_ms": 8.0, "server_ms": 10.0, "bytes_per_client": 100.0, "exact": True, "rounds": 4}
     misses = bench_masks.goals([{"n": 10, "d": 1, "dropout": 0.3, "ours": ours, "ours_warm": ours, "flower": flower}])
-    assert misses == ["n=10 d=1 dropout=30%: client only 4.0x cheaper (warm)", "n=10 d=1 dropout=30%: 1.30x Flower's bytes"]
+    assert misses == ["n=10 d=1 dropout=30%: client only 4.0x cheaper (second window)", "n=10 d=1 dropout=30%: 1.30x Flower's bytes"]
 
 
 def test_flower_driver_imports_nothing_of_ours() -> None:
