@@ -14,23 +14,20 @@ result is wrong.  See docs/masks.md.
 from __future__ import annotations
 
 import asyncio
-import os
+import math
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from twinmpc.mpc.masks import mode
 from twinmpc.mpc.masks.server import Phase
-from twinmpc.mpc.task import Task, b64encode
-from twinmpc.services.aggregator.config import load_aggregator_config
-from twinmpc.services.aggregator.masks_journal import window_blob
-from twinmpc.services.aggregator.state import open_datastore
+from twinmpc.mpc.task import Task
 from twinmpc.services.masks_client import MasksRoundClient
 from twinmpc.services.masks_credentials import CertificateDirectory, load_client_keys
-from twinmpc.services.storage import TaskRecord
 from twinmpc.services.twin.local_cluster import LocalCluster
 
 BETA = 1e-6
@@ -44,27 +41,18 @@ def _idle_seconds(n: int) -> int:
     return max(2, n // 25)
 
 
-def _install(cluster: LocalCluster, task: Task) -> None:
-    store = open_datastore(load_aggregator_config(cluster.nodes[0].config_path))
+async def _window_result(cluster: LocalCluster, task: Task, window: int) -> tuple[int, list[int], float] | None:
+    """(count, sum, stated error bound) through the controller's Collect; None when the round left nothing."""
     try:
-        store.put_task(task.task_id, TaskRecord(task.to_json(), 0, b""))
-    finally:
-        store.close()
-
-
-def _window_result(cluster: LocalCluster, task: Task, window: int) -> tuple[int, list[int], float] | None:
-    """(count, sum, stated error bound) of a finished window, released and opened as a collector would."""
-    store = open_datastore(load_aggregator_config(cluster.nodes[0].config_path))
-    try:
-        state = store.get_blob(window_blob(task.task_id, window))
-    finally:
-        store.close()
-    if state is None:
-        return None
-    count = mode.count(task, state)
-    plan = mode.noise_plan(task, state)
-    bound = plan.error_bound(BETA, all_coordinates=True) if plan.distribution != "none" else 0.0
-    return count, mode.open_release(task, cluster.collector_key, window, count, mode.release(task, state)), bound
+        async with cluster.collector() as collector:
+            res = await collector.collect(task, window)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+            return None
+        raise
+    variance = float(res.dp.get("total_variance", 0.0))  # the survivors' noise, as the ledger was charged
+    bound = math.sqrt(2 * variance * math.log(2 * task.measurement.length / BETA))
+    return res.report_count, res.result, bound
 
 
 async def run_masks_demo(console: Console, root: Path, rng: np.random.Generator, *, intersections: int, windows: int,
@@ -79,19 +67,15 @@ async def run_masks_demo(console: Console, root: Path, rng: np.random.Generator,
 
 async def _drive(console: Console, cluster: LocalCluster, rng, n: int, windows: int, window_seconds: int, epsilon: float | None) -> bool:
     dp = {"algo": "discrete-gaussian", "epsilon": epsilon, "delta": 1e-9} if epsilon else {"algo": "none"}
-    task = Task.from_dict({
-        "task_id": b64encode(os.urandom(32)),
+    task = await cluster.provision({
         "measurement": {"type": "sumvec", "length": 2, "bits": 8},
         "mode": "masks",
         "masks": {"dropout": "1/5", "max_clients": n, "round_seconds": ROUND_SECONDS, "idle_seconds": _idle_seconds(n)},
-        "aggregators": [{"endpoint": cluster.endpoints[0]}],
-        "collector_hpke_config": b64encode(cluster.collector_key.config.encode()),
         "window_seconds": window_seconds,
         "min_batch_size": max(2, n // 2),
         "dp": dp,
         "description": "vehicles and speed per window",
     })
-    _install(cluster, task)
     plan = mode.round_config(task, 0).plan(n)
     console.print(f"masks mode: {n} edge nodes, k = {plan.k} neighbours, threshold t = {plan.t}, release floor {plan.min_survivors}; "
                   f"about {DROP_RATE:.0%} drop out before their masked input or before unmasking")
@@ -125,7 +109,7 @@ async def _drive(console: Console, cluster: LocalCluster, rng, n: int, windows: 
             seconds = time.perf_counter() - t0
             included = [i for i in range(n) if drops.get(i, Phase.DONE) > Phase.MASKED_INPUT]
             truth = [int(vehicles[included].sum()), int(speed[included].sum())]
-            got = _window_result(cluster, task, window)
+            got = await _window_result(cluster, task, window)
             if got is None:
                 reasons = {o.detail for o in outcomes if o.status == "aborted"}
                 results.add_row(str(window), str(len(drops)), "-", "aborted", "; ".join(sorted(reasons))[:60], f"{seconds:.1f}", "[red]NO[/]")

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from twinmpc.mpc.masks import messages as m
-from twinmpc.mpc.masks import mode
 from twinmpc.mpc.masks.directory import ClientKeys
 from twinmpc.mpc.masks.server import Phase
 from twinmpc.mpc.masks.session import Session
@@ -19,11 +18,10 @@ from twinmpc.mpc.task import Task, b64encode
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
 from twinmpc.services.aggregator.config import load_aggregator_config
-from twinmpc.services.aggregator.masks_journal import RoundJournal, window_blob
+from twinmpc.services.aggregator.masks_journal import RoundJournal
 from twinmpc.services.aggregator.state import open_datastore
 from twinmpc.services.masks_client import MasksRoundClient
 from twinmpc.services.masks_credentials import CertificateDirectory, load_client_keys
-from twinmpc.services.storage import TaskRecord
 from twinmpc.services.twin.local_cluster import LocalCluster
 
 WINDOW = 60
@@ -43,24 +41,16 @@ def _store(cluster: LocalCluster):
     return open_datastore(load_aggregator_config(cluster.nodes[0].config_path))
 
 
-def _task(cluster: LocalCluster, clients: int, *, min_batch_size: int = 1, dropout: str = "3/10") -> Task:
-    doc = {
-        "task_id": b64encode(os.urandom(32)),
-        "measurement": {"type": "sumvec", "length": 4, "bits": 16},
+def _task(loop_thread, cluster: LocalCluster, clients: int, *, min_batch_size: int = 1, dropout: str = "3/10",
+          measurement: dict | None = None) -> Task:
+    """A masks task provisioned through TaskAdmin (PutTask) like any other."""
+    return loop_thread.run(cluster.provision({
+        "measurement": measurement or {"type": "sumvec", "length": 4, "bits": 16},
         "mode": "masks",
         "masks": {"dropout": dropout, "max_clients": clients, "round_seconds": ROUND_SECONDS},
-        "aggregators": [{"endpoint": cluster.endpoints[0]}],
-        "collector_hpke_config": b64encode(cluster.collector_key.config.encode()),
         "window_seconds": WINDOW,
         "min_batch_size": min_batch_size,
-    }
-    task = Task.from_dict(doc)
-    store = _store(cluster)
-    try:
-        store.put_task(task.task_id, TaskRecord(task.to_json(), 0, b""))
-    finally:
-        store.close()
-    return task
+    }))
 
 
 def _window(offset: int = 2) -> int:
@@ -92,17 +82,14 @@ def _run(loop_thread, cluster, task, window, values, drops: dict[int, Phase]):
     return loop_thread.run(go(), timeout=90)
 
 
-def _collect(cluster: LocalCluster, task: Task, window: int):
-    """Temporary collection path: the window's blob released and opened with our own module (see the notes)."""
-    store = _store(cluster)
-    try:
-        state = store.get_blob(window_blob(task.task_id, window))
-    finally:
-        store.close()
-    if state is None:
-        return None
-    count = mode.count(task, state)
-    return count, mode.open_release(task, cluster.collector_key, window, count, mode.release(task, state))
+def _collect(loop_thread, cluster: LocalCluster, task: Task, window: int):
+    """(report count, result) through the controller's Collect, as for every mode."""
+    async def go():
+        async with cluster.collector() as collector:
+            res = await collector.collect(task, window)
+        return res.report_count, res.result
+
+    return loop_thread.run(go(), timeout=60)
 
 
 @pytest.mark.parametrize(
@@ -116,26 +103,28 @@ def _collect(cluster: LocalCluster, task: Task, window: int):
 )
 def test_exact_sum_with_dropouts_at_every_round(loop_thread, cluster, drops, label) -> None:
     n = 20
-    task = _task(cluster, n)
+    task = _task(loop_thread, cluster, n)
     window = _window()
     values = np.random.default_rng(len(drops)).integers(0, 1 << 16, size=(n, 4))
     outcomes = _run(loop_thread, cluster, task, window, values, drops)
     summed = [i for i in range(n) if drops.get(i, Phase.DONE) > Phase.MASKED_INPUT]
     assert [o.status for o in outcomes] == ["dropped" if i in drops else "summed" for i in range(n)], outcomes
-    count, result = _collect(cluster, task, window)
+    count, result = _collect(loop_thread, cluster, task, window)
     assert count == len(summed)
     assert result == values[summed].sum(axis=0).tolist()
 
 
 def test_round_below_threshold_aborts_and_releases_nothing(loop_thread, cluster) -> None:
     n = 6
-    task = _task(cluster, n, min_batch_size=5, dropout="1/5")
+    task = _task(loop_thread, cluster, n, min_batch_size=5, dropout="1/5")
     window = _window(3)
     values = np.ones((n, 4), dtype=np.int64)
     outcomes = _run(loop_thread, cluster, task, window, values, {0: Phase.MASKED_INPUT, 1: Phase.MASKED_INPUT})
     for o in outcomes[2:]:
         assert o.status == "aborted" and o.detail.startswith("ABORTED:") and "fewer than the release floor 5" in o.detail, o
-    assert _collect(cluster, task, window) is None
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        _collect(loop_thread, cluster, task, window)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION, refused.value.details()
 
 
 def _stub(cluster: LocalCluster, role: str, ident: str):
@@ -152,7 +141,7 @@ async def _status(call) -> tuple[grpc.StatusCode, str]:
 
 
 def test_replayed_forged_and_misplaced_messages_get_precise_statuses(loop_thread, cluster) -> None:
-    task = _task(cluster, 2, min_batch_size=2)
+    task = _task(loop_thread, cluster, 2, min_batch_size=2)
     window = _window(4)
     keys = {}
     for ident in ("edge-m00", "edge-m01"):
@@ -219,7 +208,7 @@ def test_replayed_forged_and_misplaced_messages_get_precise_statuses(loop_thread
 
 def test_aggregator_sigkill_mid_round_never_yields_a_wrong_result(loop_thread, cluster) -> None:
     n = 8
-    task = _task(cluster, n, dropout="1/4")
+    task = _task(loop_thread, cluster, n, dropout="1/4")
     window = _window(5)
     values = np.random.default_rng(5).integers(0, 1 << 16, size=(n, 4))
     session = Session(task.task_id, window, 0)
@@ -250,11 +239,11 @@ def test_aggregator_sigkill_mid_round_never_yields_a_wrong_result(loop_thread, c
         return outcomes
 
     outcomes = loop_thread.run(go(), timeout=90)
-    collected = _collect(cluster, task, window)
-    if collected is None:  # an abort is acceptable; a wrong sum never is
-        assert all(o.status != "summed" for o in outcomes[1:]), outcomes
+    try:
+        count, result = _collect(loop_thread, cluster, task, window)
+    except grpc.aio.AioRpcError as exc:  # an abort is acceptable (nothing to collect); a wrong sum never is
+        assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION and all(o.status != "summed" for o in outcomes[1:]), outcomes
         return
-    count, result = collected
     assert count == n and result == values.sum(axis=0).tolist(), (outcomes, collected)
     assert all(o.status == "summed" for o in outcomes[1:]), outcomes
 
@@ -265,14 +254,7 @@ def test_edge_agents_in_masks_mode_sum_their_windows(loop_thread, cluster, tmp_p
     from twinmpc.services.edge.config import parse_edge_config
     from twinmpc.services.edge.masks import MasksWindows, masks_client
 
-    doc = _task(cluster, 3).to_dict()
-    doc.update(task_id=b64encode(os.urandom(32)), measurement={"type": "sum", "bits": 8})
-    task = Task.from_dict(doc)
-    store = _store(cluster)
-    try:
-        store.put_task(task.task_id, TaskRecord(task.to_json(), 0, b""))
-    finally:
-        store.close()
+    task = _task(loop_thread, cluster, 3, measurement={"type": "sum", "bits": 8})
     window = _window(6)
     (tmp_path / "task.json").write_text(task.to_json())
     pki = cluster.pki_dir
@@ -318,7 +300,7 @@ combine = "sum"
         return [a.metrics.reports_acked for a in agents]
 
     assert loop_thread.run(go(), timeout=60) == [1, 1, 1]
-    assert _collect(cluster, task, window) == (3, sum(counts))
+    assert _collect(loop_thread, cluster, task, window) == (3, sum(counts))
 
 
 def test_task_card_and_demo_in_masks_mode(loop_thread, tmp_path) -> None:
