@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from twinmpc.mpc.errors import InvalidTask
-from twinmpc.mpc.prio3.prio3 import (
-    Prio3,
+from twinmpc.mpc.prio3.instances import (
     Prio3Count,
     Prio3FixedPointBoundedL2Vec,
     Prio3Histogram,
@@ -19,6 +18,7 @@ from twinmpc.mpc.prio3.prio3 import (
     Prio3SumVec,
     Prio3SumVecWithMultiproof,
 )
+from twinmpc.mpc.prio3.prio3 import Prio3
 from twinmpc.mpc.vdaf import Vdaf
 
 PRIO3_CLASSES: dict[str, type[Prio3[Any, Any]]] = {

@@ -292,14 +292,14 @@ def test_official_vectors_through_the_batch_path(path, kernel) -> None:  # type:
 
 def test_long_batches_are_sliced_with_the_same_results(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A batch larger than BATCH_MAX_ELEMENTS allows runs in slices; results stay in report order."""
-    from twinmpc.mpc.prio3 import prio3 as prio3_module
+    from twinmpc.mpc.prio3 import batch as batch_module
 
     vdaf, measure = VARIANTS["histogram"]
     defects = ["none", "length", "none", "evil", "nonce", "none", "none"]
     nonces, pubs, inputs = _make_batch(vdaf, measure, random.Random(11), defects)
     whole = vdaf.verify_init_batch(bytes(32), CTX, 1, b"", nonces, pubs, inputs[1])
     assert vdaf.flp.PROOF_LEN >= vdaf.flp.MEAS_LEN
-    monkeypatch.setattr(prio3_module, "BATCH_MAX_ELEMENTS", 2 * vdaf.flp.PROOF_LEN)  # 2 reports per slice
+    monkeypatch.setattr(batch_module, "BATCH_MAX_ELEMENTS", 2 * vdaf.flp.PROOF_LEN)  # 2 reports per slice
     sliced = vdaf.verify_init_batch(bytes(32), CTX, 1, b"", nonces, pubs, inputs[1])
     for a, b in zip(sliced, whole, strict=True):
         _same(a, b, vdaf)
@@ -361,7 +361,7 @@ def test_shard_batch_rejects_bad_input_before_sharding_anything() -> None:
 
 
 def test_long_shard_batches_are_sliced_with_the_same_results(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from twinmpc.mpc.prio3 import prio3 as prio3_module
+    from twinmpc.mpc.prio3 import batch as batch_module
 
     vdaf, measure = VARIANTS["histogram"]
     rng = random.Random(5)
@@ -369,17 +369,17 @@ def test_long_shard_batches_are_sliced_with_the_same_results(monkeypatch) -> Non
     nonces = [rng.randbytes(16) for _ in range(7)]
     rands = [rng.randbytes(vdaf.RAND_SIZE) for _ in range(7)]
     whole = vdaf.shard_batch(CTX, measurements, nonces, rands)
-    monkeypatch.setattr(prio3_module, "BATCH_MAX_ELEMENTS", 2 * vdaf.flp.PROOF_LEN)  # 2 reports per slice
+    monkeypatch.setattr(batch_module, "BATCH_MAX_ELEMENTS", 2 * vdaf.flp.PROOF_LEN)  # 2 reports per slice
     assert vdaf.shard_batch(CTX, measurements, nonces, rands) == whole
 
 
 def test_long_measurements_shard_report_by_report_in_a_batch(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from twinmpc.mpc.prio3 import prio3 as prio3_module
+    from twinmpc.mpc.prio3 import batch as batch_module
 
     vdaf, measure = VARIANTS["sumvec"]
     rng = random.Random(6)
     args = ([measure(rng) for _ in range(3)], [rng.randbytes(16) for _ in range(3)],
             [rng.randbytes(vdaf.RAND_SIZE) for _ in range(3)])
     vectorised = vdaf.shard_batch(CTX, *args)
-    monkeypatch.setattr(prio3_module, "SHARD_BATCH_MAX_MEAS_LEN", 1)
+    monkeypatch.setattr(batch_module, "SHARD_BATCH_MAX_MEAS_LEN", 1)
     assert vdaf.shard_batch(CTX, *args) == vectorised

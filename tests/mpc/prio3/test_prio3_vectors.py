@@ -37,7 +37,8 @@ from twinmpc.mpc.prio3 import (
 )
 from twinmpc.mpc.prio3.circuits import Count, Histogram, MultihotCountVec, Sum, SumVec
 from twinmpc.mpc.prio3.flp import PolyEval, Valid
-from twinmpc.mpc.prio3.prio3 import Prio3, field64_backend
+from twinmpc.mpc.prio3.params import field64_backend
+from twinmpc.mpc.prio3.prio3 import Prio3
 from twinmpc.mpc.vdaf import Vdaf
 
 VECTOR_DIR = VDAF_VECTORS / "vdaf"

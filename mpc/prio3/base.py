@@ -1,0 +1,211 @@
+"""The machinery both report paths of Prio3 share (draft-irtf-cfrg-vdaf-18, Section 7.2).
+
+Parameters and sizes, the draft's XOF derivations (measurement and proof
+shares of helpers, prove/query/joint randomness), reading XOF output as rows
+of field elements, and the decoders of public, input and verifier shares.
+`Prio3` (mpc/prio3/prio3.py) adds the one-report path on top of it,
+`Prio3Batch` (mpc/prio3/batch.py) the many-reports path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Generic, NamedTuple, TypeVar
+
+import numpy as np
+
+from twinmpc.crypto.field import Field128, Field128Limbs, _PrimeField
+from twinmpc.crypto.xof import Xof, XofTurboShake128
+from twinmpc.mpc.errors import DecodeError, InvalidTask
+from twinmpc.mpc.prio3.flp import FlpBBCGGI19, Valid
+from twinmpc.mpc.prio3.params import (
+    ALGO_CLASS_VDAF,
+    USAGE_JOINT_RAND_PART,
+    USAGE_JOINT_RAND_SEED,
+    USAGE_JOINT_RANDOMNESS,
+    USAGE_MEAS_SHARE,
+    USAGE_PROOF_SHARE,
+    USAGE_PROVE_RANDOMNESS,
+    USAGE_QUERY_RANDOMNESS,
+    format_dst,
+)
+
+M = TypeVar("M")
+R = TypeVar("R")
+
+
+class Prio3VerifyState(NamedTuple):
+    """An aggregator's state between verify_init and verify_next (redacted in repr).
+
+    A NamedTuple: immutable, and cheap to create for each report of a batch.
+    """
+
+    out_share: np.ndarray
+    corrected_joint_rand_seed: bytes | None
+
+    def __repr__(self) -> str:
+        return "Prio3VerifyState(<redacted>)"
+
+
+class Prio3Base(Generic[M, R]):
+    """Prio3's parameters and the derivations and decoders its one-report and batched paths share."""
+
+    NONCE_SIZE = 16
+    ROUNDS = 1
+    ID: int
+
+    def __init__(self, shares: int, valid: Valid[M, R], num_proofs: int, algo_id: int, xof: type[Xof] = XofTurboShake128):
+        if not isinstance(shares, int) or not 2 <= shares < 256:
+            raise InvalidTask("Prio3 needs 2 <= shares < 256")
+        if not isinstance(num_proofs, int) or not 1 <= num_proofs < 256:
+            raise InvalidTask("Prio3 needs 1 <= num_proofs < 256")
+        if not 0 <= algo_id < 2**32:
+            raise InvalidTask("algorithm id must fit in 32 bits")
+        self.SHARES = shares
+        self.PROOFS = num_proofs
+        self.ID = algo_id
+        self.xof = xof
+        self.flp = FlpBBCGGI19(valid)
+        self.field: type[_PrimeField] = valid.field
+        # Output and aggregate shares use one array type per field and kernel:
+        # on the numpy path uint64 or object arrays whatever the compute backend,
+        # on the native path the native arrays (same bytes; mpc.dp goes through to_ints).
+        self.agg_field: type[_PrimeField] = Field128 if valid.field is Field128Limbs else valid.field
+        seed = xof.SEED_SIZE
+        self.VERIFY_KEY_SIZE = seed
+        self.RAND_SIZE = seed * shares * (2 if self.flp.JOINT_RAND_LEN > 0 else 1)
+        self._dst_cache: dict[tuple[int, bytes], bytes] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(shares={self.SHARES}, proofs={self.PROOFS}, id={self.ID:#010x})"
+
+    # ------------------------------------------------------------------ helpers
+    def _dst(self, usage: int, ctx: bytes) -> bytes:
+        key = (usage, ctx)
+        dst = self._dst_cache.get(key)
+        if dst is None:
+            dst = format_dst(ALGO_CLASS_VDAF, self.ID, usage) + ctx
+            if len(self._dst_cache) < 64:
+                self._dst_cache[key] = dst
+        return dst
+
+    @property
+    def _uses_jr(self) -> bool:
+        return self.flp.JOINT_RAND_LEN > 0
+
+    def _helper_meas_share(self, ctx: bytes, agg_id: int, share: bytes) -> tuple[np.ndarray, bytes | None]:
+        """(helper's measurement share, its encoding when the XOF output needed no rejection).
+
+        The encoding is the XOF stream itself then, so long shares are not encoded again."""
+        xof = self.xof(share, self._dst(USAGE_MEAS_SHARE, ctx), bytes([agg_id]))
+        meas, raw = self._expand_rows_raw(self.field, [xof], self.flp.MEAS_LEN)
+        return meas[0], raw
+
+    def _helper_proofs_share(self, ctx: bytes, agg_id: int, share: bytes) -> np.ndarray:
+        return self.xof.expand_into_vec(
+            self.field,
+            share,
+            self._dst(USAGE_PROOF_SHARE, ctx),
+            bytes([self.PROOFS, agg_id]),
+            self.flp.PROOF_LEN * self.PROOFS,
+        )
+
+    def _prove_rands(self, ctx: bytes, seed: bytes) -> np.ndarray:
+        return self.xof.expand_into_vec(
+            self.field, seed, self._dst(USAGE_PROVE_RANDOMNESS, ctx), bytes([self.PROOFS]),
+            self.flp.PROVE_RAND_LEN * self.PROOFS,
+        )
+
+    def _query_rands(self, verify_key: bytes, ctx: bytes, nonce: bytes) -> np.ndarray:
+        return self.xof.expand_into_vec(
+            self.field, verify_key, self._dst(USAGE_QUERY_RANDOMNESS, ctx), bytes([self.PROOFS]) + nonce,
+            self.flp.QUERY_RAND_LEN * self.PROOFS,
+        )
+
+    def _joint_rand_part(self, ctx: bytes, agg_id: int, blind: bytes, meas_enc: bytes | memoryview, nonce: bytes) -> bytes:
+        """The draft's joint randomness part of an aggregator's measurement share, given the share's
+        encoding (long shares are passed as the bytes at hand instead of being encoded again)."""
+        return self.xof.derive_seed(blind, self._dst(USAGE_JOINT_RAND_PART, ctx), bytes([agg_id]) + nonce + meas_enc)
+
+    def _joint_rand_seed(self, ctx: bytes, parts: Sequence[bytes]) -> bytes:
+        return self.xof.derive_seed(bytes(self.xof.SEED_SIZE), self._dst(USAGE_JOINT_RAND_SEED, ctx), b"".join(parts))
+
+    def _joint_rands(self, ctx: bytes, seed: bytes) -> np.ndarray:
+        return self.xof.expand_into_vec(
+            self.field, seed, self._dst(USAGE_JOINT_RANDOMNESS, ctx), bytes([self.PROOFS]),
+            self.flp.JOINT_RAND_LEN * self.PROOFS,
+        )
+
+    # ------------------------------------------------------------------ XOF output as rows
+    def _expand_rows(self, field: type[_PrimeField], xofs: list[Xof], length: int) -> np.ndarray:
+        """Row b = xofs[b].next_vec(field, length): one decode for all rows (see _expand_rows_raw)."""
+        return self._expand_rows_raw(field, xofs, length)[0]
+
+    def _expand_rows_raw(self, field: type[_PrimeField], xofs: list[Xof], length: int) -> tuple[np.ndarray, bytes | None]:
+        """(rows, the XOF bytes they were decoded from, or None if a candidate was rejected).
+
+        Each XOF is read once for `length` elements; a row with a rejected
+        candidate (probability ~2^-32 per Field64 element) keeps its valid
+        candidates and continues with next_vec on the same XOF, which is
+        exactly the draft's sampling loop.  Without rejections the bytes are
+        the rows' encoding, which callers reuse instead of encoding again.
+        """
+        size = field.ENCODED_SIZE
+        raw = b"".join([x.next(length * size) for x in xofs])
+        cand, ok = field.decode_unchecked(raw)
+        cand = cand.reshape(len(xofs), length)
+        ok = ok.reshape(len(xofs), length)
+        bad = np.flatnonzero(~ok.all(axis=1))
+        for b in bad:
+            keep = cand[b][ok[b]]
+            cand[b] = np.concatenate([keep, xofs[b].next_vec(field, length - keep.shape[0])])
+        return cand, (None if bad.size else raw)
+
+    # ------------------------------------------------------------------ decoding
+    def _decode_public_share(self, encoded: bytes) -> list[bytes] | None:
+        s = self.xof.SEED_SIZE
+        if not self._uses_jr:
+            if encoded:
+                raise DecodeError("public share must be empty for this Prio3 variant")
+            return None
+        if len(encoded) != s * self.SHARES:
+            raise DecodeError("public share has the wrong length")
+        return [encoded[i : i + s] for i in range(0, len(encoded), s)]
+
+    def _decode_input_share(
+        self, ctx: bytes, agg_id: int, encoded: bytes
+    ) -> tuple[np.ndarray, np.ndarray, bytes, memoryview | None]:
+        """(measurement share, proofs share, blind, the share's encoding when at hand: the leader's
+        bytes as received, the helper's XOF stream)."""
+        f = self.field
+        s = self.xof.SEED_SIZE
+        blind_len = s if self._uses_jr else 0
+        if agg_id == 0:
+            meas_len = f.ENCODED_SIZE * self.flp.MEAS_LEN
+            proof_len = f.ENCODED_SIZE * self.flp.PROOF_LEN * self.PROOFS
+            if len(encoded) != meas_len + proof_len + blind_len:
+                raise DecodeError("leader input share has the wrong length")
+            view = memoryview(encoded)  # slices without copies (the share can be tens of MB)
+            meas = f.decode_vec(view[:meas_len])
+            proofs = f.decode_vec(view[meas_len : meas_len + proof_len])
+            return meas, proofs, encoded[meas_len + proof_len :], view[:meas_len]
+        if len(encoded) != s + blind_len:
+            raise DecodeError("helper input share has the wrong length")
+        share = encoded[:s]
+        meas, raw = self._helper_meas_share(ctx, agg_id, share)
+        return meas, self._helper_proofs_share(ctx, agg_id, share), encoded[s:], None if raw is None else memoryview(raw)
+
+    def _decode_verifier_share(self, encoded: bytes) -> tuple[np.ndarray, bytes]:
+        f = self.field
+        vlen = f.ENCODED_SIZE * self.flp.VERIFIER_LEN * self.PROOFS
+        jlen = self.xof.SEED_SIZE if self._uses_jr else 0
+        if len(encoded) != vlen + jlen:
+            raise DecodeError("verifier share has the wrong length")
+        return f.decode_vec(encoded[:vlen]), encoded[vlen:]
+
+    def _check_agg_param(self, agg_param: bytes) -> None:
+        if agg_param != b"":
+            raise DecodeError("Prio3 takes no aggregation parameter")
+
+
+__all__ = ["M", "Prio3Base", "Prio3VerifyState", "R"]
