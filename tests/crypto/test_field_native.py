@@ -134,7 +134,7 @@ def test_fused_prover_kernel_gives_the_same_values_on_any_thread_count(monkeypat
 
 def test_range_check_kernels_match_the_reference() -> None:
     """The compiled range-check wires and weighted sums equal the numpy formulas (ragged last call)."""
-    from twinmpc.mpc.prio3.circuits import range_check_wire_evals_rows, range_check_wires_rows
+    from twinmpc.mpc.prio3.range_check import range_check_wire_evals_rows, range_check_wires_rows
 
     rng = np.random.default_rng(9)
     for ref, nat in PAIRS:
