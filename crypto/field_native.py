@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from twinmpc.crypto.field import F128_DTYPE, Field64, Field128Limbs, _PrimeField
+from twinmpc.crypto.field import F128_DTYPE, Field64, _PrimeField
+from twinmpc.crypto.field128_limbs import Field128Limbs
 
 try:
     from twinmpc.crypto._field_kernel import ffi as _ffi

@@ -1,4 +1,4 @@
-"""Field128Limbs product kernel (crypto.field._mul_block) against Python big ints.
+"""Field128Limbs product kernel (crypto.field128_limbs._mul_block) against Python big ints.
 
 The kernel folds the eight 32-bit product columns with 2^128 = 28*2^64 - 1
 (mod p) and carries twice; these properties aim at its edges: limbs that are
@@ -13,15 +13,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twinmpc.crypto.field import (
-    _BLOCK,
-    _LIMB_MUL_MIN,
-    Field64,
-    Field64Small,
-    Field128,
-    Field128Limbs,
-    _mul_block,
-)
+from twinmpc.crypto.field import Field64, Field64Small, Field128
+from twinmpc.crypto.field128_limbs import _BLOCK, _LIMB_MUL_MIN, Field128Limbs, _mul_block
 
 P = Field128.MODULUS
 _M32 = 2**32 - 1

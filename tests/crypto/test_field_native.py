@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twinmpc.crypto import poly
-from twinmpc.crypto.field import Field64, Field128Limbs
+from twinmpc.crypto.field import Field64
+from twinmpc.crypto.field128_limbs import Field128Limbs
 from twinmpc.crypto.field_native import Field64Native, Field128Native, native_built
 
 if not native_built():

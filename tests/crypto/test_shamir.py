@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twinmpc.crypto.errors import DecodeError
-from twinmpc.crypto.field import Field64, Field64Small, Field128, Field128Limbs
+from twinmpc.crypto.field import Field64, Field64Small, Field128
+from twinmpc.crypto.field128_limbs import Field128Limbs
 from twinmpc.crypto.shamir import ShamirShare, lagrange_at_zero, reconstruct, share
 
 FIELDS = [Field64, Field64Small, Field128, Field128Limbs]

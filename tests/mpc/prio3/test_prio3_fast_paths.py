@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twinmpc.crypto.field import Field64, Field64Small, Field128, Field128Limbs
+from twinmpc.crypto.field import Field64, Field64Small, Field128
+from twinmpc.crypto.field128_limbs import Field128Limbs
 from twinmpc.mpc.errors import InvalidMeasurement
 from twinmpc.mpc.prio3.circuits import SumVec
 

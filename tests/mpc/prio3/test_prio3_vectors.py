@@ -17,7 +17,8 @@ import numpy as np
 from tests.paths import REPO, OUR_VECTORS, VDAF_VECTORS  # noqa: F401
 import pytest
 
-from twinmpc.crypto.field import Field64, Field64Small, Field128, Field128Limbs
+from twinmpc.crypto.field import Field64, Field64Small, Field128
+from twinmpc.crypto.field128_limbs import Field128Limbs
 from twinmpc.crypto.field_native import KERNEL_ENV, Field64Native, Field128Native, native_built
 from twinmpc.mpc.errors import (
     DecodeError,
