@@ -14,7 +14,8 @@ from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
 
-from twinmpc.crypto.field import Field128, Field128Limbs, _PrimeField
+from twinmpc.crypto.field import Field128, _PrimeField
+from twinmpc.crypto.field128_limbs import Field128Limbs
 from twinmpc.crypto.xof import Xof, XofTurboShake128
 from twinmpc.mpc.errors import DecodeError, InvalidTask
 from twinmpc.mpc.prio3.flp import FlpBBCGGI19, Valid
