@@ -7,7 +7,8 @@ only changes speed, never bytes.
 
 from __future__ import annotations
 
-from twinmpc.crypto.field import Field64, Field64Small, Field128, Field128Limbs, _PrimeField
+from twinmpc.crypto.field import Field64, Field64Small, Field128, _PrimeField
+from twinmpc.crypto.field128_limbs import Field128Limbs
 from twinmpc.crypto.field_native import Field64Native, Field128Native, kernel_enabled
 
 # Draft-18 Section 6.2.3: format_dst(algo_class, algo, usage) starts with VERSION.
