@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from twinmpc.services.storage.base import PendingReport, secret_column_ad, unpack_list
+from twinmpc.services.storage.base import PendingReport, TaskRecord, secret_column_ad, unpack_list
 
 
 class ColumnSealer:
@@ -34,6 +34,18 @@ class ColumnSealer:
     def open(self, table: str, row: bytes, column: str, value: bytes) -> bytes:
         value = bytes(value)
         return self._aead.decrypt(value[:12], value[12:], secret_column_ad(table, row, column))
+
+    def seal_verify_key(self, task_id: bytes, record: TaskRecord) -> bytes:
+        """The task's verify key as stored in its row."""
+        return self.seal("tasks", task_id, "verify_key", record.verify_key)
+
+    def task_record(self, task_id: bytes, task_json: str, agg_index: int, sealed_key: bytes) -> TaskRecord:
+        """A tasks row (its verify key sealed) as a record."""
+        return TaskRecord(task_json, agg_index, self.open("tasks", task_id, "verify_key", sealed_key))
+
+    def seal_leader_share(self, task_id: bytes, report: PendingReport) -> bytes:
+        """The leader's opened input share of a report as stored in its row."""
+        return self.seal("reports", task_id + report.report_id, "leader_share", report.leader_share)
 
     def pending_reports(self, task_id: bytes, rows: Iterable[tuple]) -> list[PendingReport]:
         """Rows of (report_id, time, public_share, sealed leader_share, packed helper_shares)."""

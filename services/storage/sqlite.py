@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,6 +38,14 @@ from twinmpc.services.storage.base import (
     PENDING,
     REJECTED,
     pack_list,
+)
+from twinmpc.services.storage.rows import (
+    COLLECTION_COLUMNS,
+    HELPER_ROW_COLUMNS,
+    REPORT_COLUMNS,
+    collection_record,
+    helper_rows,
+    window_record,
 )
 from twinmpc.services.storage.sealing import ColumnSealer
 
@@ -76,6 +84,23 @@ CREATE INDEX IF NOT EXISTS jobs_task ON jobs (task_id, state);
 # Columns added after the first release: created on old files by `_add_missing_columns`.
 _ADDED_COLUMNS = {"jobs": (("lease_owner", "BLOB"), ("lease_expires", "REAL"))}
 
+
+def _closed_windows(db: sqlite3.Connection, task_id: bytes, windows: Collection[int]) -> set[int]:
+    """Which of a task's windows are frozen for a collection (no late reports)."""
+    return {
+        w for (w,) in db.execute(
+            f"SELECT window_start FROM windows WHERE task_id=? AND state='collected' AND window_start IN ({','.join('?' * len(windows))})",
+            (task_id, *windows),
+        )
+    }
+
+
+def _update_blob(db: sqlite3.Connection, name: str, update: BlobUpdate) -> bytes:
+    """Read-modify-write of one blob inside the caller's transaction."""
+    row = db.execute("SELECT value FROM blobs WHERE name=?", (name,)).fetchone()
+    value = update(row[0] if row else None)
+    db.execute("INSERT INTO blobs VALUES (?,?) ON CONFLICT(name) DO UPDATE SET value=excluded.value", (name, value))
+    return value
 
 
 class SqliteDatastore:
@@ -123,7 +148,7 @@ class SqliteDatastore:
     # --- tasks -------------------------------------------------------------------
     def put_task(self, task_id: bytes, record: TaskRecord) -> None:
         """Store a new task; a task id that exists already raises AlreadyExists (tasks are immutable)."""
-        key = self._sealer.seal("tasks", task_id, "verify_key", record.verify_key)
+        key = self._sealer.seal_verify_key(task_id, record)
         with self._tx() as db:
             cur = db.execute("INSERT INTO tasks VALUES (?,?,?,?) ON CONFLICT(task_id) DO NOTHING", (task_id, record.task_json, record.agg_index, key))
             if cur.rowcount != 1:
@@ -131,7 +156,7 @@ class SqliteDatastore:
 
     def update_task(self, task_id: bytes, record: TaskRecord) -> None:
         """Replace a task's document (for audited amendments that only tighten privacy)."""
-        key = self._sealer.seal("tasks", task_id, "verify_key", record.verify_key)
+        key = self._sealer.seal_verify_key(task_id, record)
         with self._tx() as db:
             cur = db.execute("UPDATE tasks SET task_json=?, agg_index=?, verify_key=? WHERE task_id=?", (record.task_json, record.agg_index, key, task_id))
             if cur.rowcount != 1:
@@ -142,12 +167,12 @@ class SqliteDatastore:
             row = self._db.execute("SELECT task_json, agg_index, verify_key FROM tasks WHERE task_id=?", (task_id,)).fetchone()
         if row is None:
             raise NotFound("unknown task")
-        return TaskRecord(row[0], row[1], self._sealer.open("tasks", task_id, "verify_key", row[2]))
+        return self._sealer.task_record(task_id, *row)
 
     def list_tasks(self) -> list[TaskRecord]:
         with self._lock:
             rows = self._db.execute("SELECT task_id, task_json, agg_index, verify_key FROM tasks ORDER BY task_id").fetchall()
-        return [TaskRecord(r[1], r[2], self._sealer.open("tasks", r[0], "verify_key", r[3])) for r in rows]
+        return [self._sealer.task_record(*r) for r in rows]
 
     # --- leader: reports -----------------------------------------------------------
     def put_reports(self, task_id: bytes, rows: list[tuple[int, PendingReport]]) -> list[PutOutcome]:
@@ -160,23 +185,14 @@ class SqliteDatastore:
         Outcomes are per upload, per row; a report id stored by an earlier upload of the same
         group is a replay for the later ones.
         """
-        sealed = [
-            [self._sealer.seal("reports", task_id + r.report_id, "leader_share", r.leader_share) for _, r in rows]
-            for task_id, rows in uploads
-        ]
+        sealed = [[self._sealer.seal_leader_share(task_id, r) for _, r in rows] for task_id, rows in uploads]
         with self._tx() as db:
             return [self._insert_reports(db, task_id, rows, shares) for (task_id, rows), shares in zip(uploads, sealed, strict=True)]
 
     def _insert_reports(self, db: sqlite3.Connection, task_id: bytes, rows: list[tuple[int, PendingReport]], sealed: list[bytes]) -> list[PutOutcome]:
         if not rows:
             return []
-        windows = {w for w, _ in rows}
-        closed = {
-            w for (w,) in db.execute(
-                f"SELECT window_start FROM windows WHERE task_id=? AND state='collected' AND window_start IN ({','.join('?' * len(windows))})",
-                (task_id, *windows),
-            )
-        }
+        closed = _closed_windows(db, task_id, {w for w, _ in rows})
         results: list[PutOutcome] = []
         for (window_start, r), share in zip(rows, sealed, strict=True):
             if window_start in closed:
@@ -205,8 +221,7 @@ class SqliteDatastore:
                 return None
             task_id = first[0]
             rows = db.execute(
-                "SELECT report_id, time, public_share, leader_share, helper_shares FROM reports "
-                "WHERE state=? AND task_id=? ORDER BY window_start LIMIT ?",
+                f"SELECT {REPORT_COLUMNS} FROM reports WHERE state=? AND task_id=? ORDER BY window_start LIMIT ?",
                 (PENDING, task_id, limit),
             ).fetchall()
             self._claim(db, job_id, task_id, [r[0] for r in rows])
@@ -216,8 +231,7 @@ class SqliteDatastore:
         """Claim pending reports of one window (used to flush before a collection)."""
         with self._tx() as db:
             rows = db.execute(
-                "SELECT report_id, time, public_share, leader_share, helper_shares FROM reports "
-                "WHERE state=? AND task_id=? AND window_start=? LIMIT ?",
+                f"SELECT {REPORT_COLUMNS} FROM reports WHERE state=? AND task_id=? AND window_start=? LIMIT ?",
                 (PENDING, task_id, window_start, limit),
             ).fetchall()
             if rows:
@@ -229,10 +243,7 @@ class SqliteDatastore:
             task = self._db.execute("SELECT task_id FROM jobs WHERE job_id=?", (job_id,)).fetchone()
             if task is None:
                 raise NotFound("unknown job")
-            rows = self._db.execute(
-                "SELECT report_id, time, public_share, leader_share, helper_shares FROM reports WHERE job_id=? ORDER BY rowid",
-                (job_id,),
-            ).fetchall()
+            rows = self._db.execute(f"SELECT {REPORT_COLUMNS} FROM reports WHERE job_id=? ORDER BY rowid", (job_id,)).fetchall()
         return self._sealer.pending_reports(task[0], rows)
 
     def update_job_verdicts(self, job_id: bytes, verdicts: bytes) -> None:
@@ -296,13 +307,7 @@ class SqliteDatastore:
             existing = db.execute("SELECT state FROM jobs WHERE job_id=?", (job_id,)).fetchone()
             if existing is None:
                 db.execute("INSERT INTO jobs (job_id, task_id, role, state) VALUES (?,?,'helper','init')", (job_id, task_id))
-            windows = sorted({w for w, _ in rows})
-            closed = {
-                w for (w,) in db.execute(
-                    f"SELECT window_start FROM windows WHERE task_id=? AND state='collected' AND window_start IN ({','.join('?' * len(windows))})",
-                    (task_id, *windows),
-                )
-            } if rows else set()
+            closed = _closed_windows(db, task_id, sorted({w for w, _ in rows})) if rows else set()
             for window_start, r in rows:
                 if window_start in closed:
                     fresh.append(PutOutcome.WINDOW_CLOSED)
@@ -320,10 +325,8 @@ class SqliteDatastore:
 
     def get_helper_job_rows(self, job_id: bytes) -> list[tuple[int, HelperReportRow]]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT window_start, report_id, time, public_share, sealed_share FROM helper_reports WHERE job_id=?", (job_id,)
-            ).fetchall()
-        return [(w, HelperReportRow(rid, t, ps, ss)) for w, rid, t, ps, ss in rows]
+            rows = self._db.execute(f"SELECT {HELPER_ROW_COLUMNS} FROM helper_reports WHERE job_id=?", (job_id,)).fetchall()
+        return helper_rows(rows)
 
     def get_job_state(self, job_id: bytes) -> str | None:
         with self._lock:
@@ -349,7 +352,7 @@ class SqliteDatastore:
             row = self._db.execute(
                 "SELECT state, accumulator FROM windows WHERE task_id=? AND window_start=?", (task_id, window_start)
             ).fetchone()
-        return WindowRecord(task_id, window_start, row[0], row[1]) if row else None
+        return window_record(task_id, window_start, row)
 
     def count_pending(self, task_id: bytes, window_start: int) -> int:
         with self._lock:
@@ -360,13 +363,11 @@ class SqliteDatastore:
         return n
 
     # --- collections ---------------------------------------------------------------------
-    _COLLECTION_COLUMNS = "collection_id, state, report_count, checksum, accumulator, response, audit_pending"
-
     def _collection(self, db: sqlite3.Connection, task_id: bytes, window_start: int, index: int) -> CollectionRecord | None:
         row = db.execute(
-            f"SELECT {self._COLLECTION_COLUMNS} FROM collections WHERE task_id=? AND window_start=? AND idx=?", (task_id, window_start, index)
+            f"SELECT {COLLECTION_COLUMNS} FROM collections WHERE task_id=? AND window_start=? AND idx=?", (task_id, window_start, index)
         ).fetchone()
-        return None if row is None else CollectionRecord(task_id, window_start, index, row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]))
+        return collection_record(task_id, window_start, index, row)
 
     def get_collection(self, task_id: bytes, window_start: int, index: int) -> CollectionRecord | None:
         with self._lock:
@@ -422,9 +423,7 @@ class SqliteDatastore:
             if existing.state == RELEASED:
                 return existing, False
             if charge is not None:
-                row = db.execute("SELECT value FROM blobs WHERE name=?", (ledger,)).fetchone()
-                value = charge(row[0] if row else None)
-                db.execute("INSERT INTO blobs VALUES (?,?) ON CONFLICT(name) DO UPDATE SET value=excluded.value", (ledger, value))
+                _update_blob(db, ledger, charge)
             db.execute(
                 "UPDATE collections SET state=?, response=?, audit_pending=1 WHERE task_id=? AND window_start=? AND idx=?",
                 (RELEASED, response, task_id, window_start, index),
@@ -445,13 +444,10 @@ class SqliteDatastore:
         with self._tx() as db:
             db.execute("INSERT INTO blobs VALUES (?,?) ON CONFLICT(name) DO UPDATE SET value=excluded.value", (name, value))
 
-    def update_blob(self, name: str, update) -> bytes:
+    def update_blob(self, name: str, update: BlobUpdate) -> bytes:
         """Atomic read-modify-write; an exception from `update` leaves the blob unchanged."""
         with self._tx() as db:
-            row = db.execute("SELECT value FROM blobs WHERE name=?", (name,)).fetchone()
-            value = update(row[0] if row else None)
-            db.execute("INSERT INTO blobs VALUES (?,?) ON CONFLICT(name) DO UPDATE SET value=excluded.value", (name, value))
-        return value
+            return _update_blob(db, name, update)
 
     # --- job leases ------------------------------------------------------------------------
     def renew_job_lease(self, job_id: bytes) -> bool:
