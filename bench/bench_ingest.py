@@ -177,7 +177,7 @@ async def _check_counted(cluster, task, window: int, sent: int) -> bool:
 
     store = open_datastore(load_aggregator_config(cluster.nodes[0].config_path))
     try:
-        from twinmpc.mpc.release import batch_of
+        from twinmpc.mpc.modes import batch_of
 
         for _ in range(100):
             pending = store.count_pending(task.task_id, window)

@@ -64,7 +64,7 @@ from twinmpc.mpc import collector
 from twinmpc.mpc.task import Task, b64encode
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
-from twinmpc.mpc.release import noise_plan
+from twinmpc.mpc.modes import noise_plan
 from twinmpc.services.client import TaskAdminClient
 from twinmpc.services.twin.local_cluster import LocalCluster
 from twinmpc.services.storage.sqlite import ACCEPTED

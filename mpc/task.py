@@ -27,6 +27,7 @@ from twinmpc.mpc.measurements import MeasurementType, measurement_from_params
 from twinmpc.mpc.masks.noise import check_dp
 from twinmpc.mpc.masks.params import MasksParams, check_measurement
 from twinmpc.mpc.output_policy import OutputPolicy
+from twinmpc.mpc.schemes import scheme_for
 
 TASK_ID_SIZE = 32
 MODES = ("shares", "paillier", "ckks", "masks")
@@ -287,9 +288,7 @@ class Task:
     @cached_property
     def scheme(self):
         """The aggregation scheme instance (VDAF) this task uses in mode 'shares'."""
-        from twinmpc.mpc.schemes import scheme_for_task
-
-        return scheme_for_task(self)
+        return scheme_for(self.vdaf, self.measurement, self.num_aggregators)
 
 
 def _check_masks(task: Task) -> None:

@@ -17,7 +17,7 @@ import typer
 from twinmpc.mpc.errors import TwinMpcError
 from twinmpc.services.cli_aggregator import agg_app
 from twinmpc.services.cli_base import creds as _creds
-from twinmpc.services.cli_base import fail
+from twinmpc.services.cli_base import fail, load_task, utc
 from twinmpc.services.cli_base import run_rpc as _run
 from twinmpc.services.cli_keys import hpke_key_app, task_amend
 
@@ -144,17 +144,6 @@ def _load_he_secret(mode: str, path: Path, passphrase_env: str):
 
 
 # --------------------------------------------------------------- tasks ---
-def _load_task(path: Path):
-    from twinmpc.mpc.task import Task
-
-    try:
-        return Task.from_json(path.read_text())
-    except OSError as exc:
-        raise fail(str(exc), 2) from None
-    except TwinMpcError as exc:
-        raise fail(f"{path}: {exc}", 2) from None
-
-
 @task_app.command("create")
 def task_create(
     endpoint: Annotated[list[str], typer.Option(help="aggregator endpoints, leader first")],
@@ -222,10 +211,9 @@ def task_card(
     config: Annotated[Optional[Path], typer.Option(help="an aggregator's config (agg.toml), to show the budget spent there")] = None,
 ) -> None:
     """Print what a task computes, its privacy parameters, budget spent/remaining and its aggregators."""
-    from twinmpc.mpc.release import noise_plan
+    from twinmpc.mpc.modes import mode_of
 
-    task = _load_task(task_file)
-    plan = noise_plan(task)
+    task = load_task(task_file)
     card = {
         "task_id": task.task_id_b64,
         "description": task.description,
@@ -235,14 +223,9 @@ def task_card(
         "window_seconds": task.window_seconds,
         "min_batch_size": task.min_batch_size,
         "dp": task.dp,
-        "noise_per_collection": plan.describe(),
+        **mode_of(task).privacy_card(task),
         "aggregators": [a.endpoint for a in task.aggregators],
     }
-    if task.mode == "masks":  # the clients add the noise, calibrated to the dropout floor
-        from twinmpc.mpc.masks.mode import card as masks_card
-
-        del card["noise_per_collection"]  # a central mechanism's noise: not what masks mode adds
-        card["masks"] = masks_card(task)
     if config is not None:
         from twinmpc.services.aggregator.config import ConfigError, load_aggregator_config
         from twinmpc.services.aggregator.state import open_datastore
@@ -334,11 +317,10 @@ def upload(
     line on stdout (what `twinmpc collect --window` takes); the summary goes
     to stderr.
     """
-    from twinmpc.mpc.client import shard_report, shard_reports
-    from twinmpc.mpc.he_mode import encrypt_he_report
+    from twinmpc.mpc.modes import mode_of
     from twinmpc.services.client import UploadClient
 
-    task = _load_task(task_file)
+    task = load_task(task_file)
     lines = (source.read_text() if source else sys.stdin.read()).splitlines()
     numbered = []
     for number, line in enumerate(lines, start=1):
@@ -349,14 +331,11 @@ def upload(
         except json.JSONDecodeError as exc:
             raise fail(f"line {number}: {exc}", 2) from None
     try:
-        if task.mode == "shares":  # one batch; on a bad entry, name its line below
-            reports = shard_reports(task, [m for _, m in numbered], time=time_)
-        else:
-            reports = [encrypt_he_report(task, m, time=time_) for _, m in numbered]
+        reports = mode_of(task).make_reports(task, [m for _, m in numbered], time=time_)  # on a bad entry, name its line below
     except TwinMpcError as batch_error:
         for number, m in numbered:
             try:
-                (shard_report if task.mode == "shares" else encrypt_he_report)(task, m, time=time_)
+                mode_of(task).make_reports(task, [m], time=time_)
             except TwinMpcError as exc:
                 raise fail(f"line {number}: {exc}", 2) from None
         raise fail(str(batch_error), 2) from None
@@ -378,16 +357,10 @@ def upload(
     typer.echo(f"{accepted}/{len(outcomes)} reports accepted", err=True)
     for start, count in sorted(windows.items()):
         closes = start + task.window_seconds
-        typer.echo(f"  window {start}: {count} report(s); collectable from {_utc(closes)} ({closes})", err=True)
+        typer.echo(f"  window {start}: {count} report(s); collectable from {utc(closes)} ({closes})", err=True)
         typer.echo(str(start))
     if accepted != len(outcomes):
         raise typer.Exit(1)
-
-
-def _utc(unix: int) -> str:
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ------------------------------------------------------------- collect ---
@@ -397,7 +370,7 @@ def collect(
     window: Annotated[str, typer.Option(help="window start in unix seconds, as `twinmpc upload` prints it; or 'latest': the last window closed by now")],
     pki_dir: PkiDir,
     wait: Annotated[bool, typer.Option("--wait", help="if the window is still open, sleep until it closes, then collect")] = False,
-    collector_key: Annotated[Optional[Path], typer.Option(help="collector HPKE key (mode 'shares')")] = None,
+    collector_key: Annotated[Optional[Path], typer.Option(help="collector HPKE key (modes 'shares', 'masks')")] = None,
     he_key: Annotated[Optional[Path], typer.Option(help="collector secret key (modes 'paillier', 'ckks')")] = None,
     passphrase_env: str = "TWINMPC_HE_PASSPHRASE",
     identity: str = "controller-1",
@@ -405,10 +378,11 @@ def collect(
     """Collect a closed window's result and print it as JSON."""
     import time
 
+    from twinmpc.mpc.modes import mode_of
     from twinmpc.services.client import Collector
     from twinmpc.services.keyfiles import KeyFileError, load_hpke_key
 
-    task = _load_task(task_file)
+    task = load_task(task_file)
     if window == "latest":
         window_start = task.window_start(int(time.time())) - task.window_seconds
     else:
@@ -417,9 +391,9 @@ def collect(
         except ValueError:
             raise fail(f"--window must be a window start (unix seconds) or 'latest', got {window!r}", 2) from None
     key = he_secret = None
-    if task.mode == "shares":
+    if mode_of(task).collector_holds_hpke_key:
         if collector_key is None:
-            raise fail("mode 'shares' needs --collector-key", 2)
+            raise fail(f"mode {task.mode!r} needs --collector-key", 2)
         try:
             key = load_hpke_key(collector_key)
         except KeyFileError as exc:

@@ -48,3 +48,22 @@ def run_rpc(coro: Coroutine[Any, Any, T]) -> T:
         raise fail(f"{exc.code().name}: {exc.details()}") from None
     except TwinMpcError as exc:
         raise fail(str(exc)) from None
+
+
+def load_task(path: Path):
+    """A task document from a JSON file; an unreadable or invalid file exits 2 naming it."""
+    from twinmpc.mpc.task import Task
+
+    try:
+        return Task.from_json(path.read_text())
+    except OSError as exc:
+        raise fail(str(exc), 2) from None
+    except TwinMpcError as exc:
+        raise fail(f"{path}: {exc}", 2) from None
+
+
+def utc(unix: int) -> str:
+    """Unix seconds as an ISO-8601 UTC timestamp, the way every command prints times."""
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from twinmpc.services.cli_base import creds, fail, run_rpc
+from twinmpc.services.cli_base import creds, fail, load_task, run_rpc, utc
 
 hpke_key_app = typer.Typer(help="Rotate, retire and list an aggregator's HPKE keys (admin).", no_args_is_help=True)
 
@@ -53,22 +53,20 @@ def key_retire(
     """Retire a non-current key: reports sealed to it are refused from now on and its private key is destroyed."""
     if not 0 <= config_id <= 255:
         raise fail(f"--config-id must be in 0..255, got {config_id}", 2)
-    from twinmpc.services.cli import _utc
 
     key = run_rpc(_client(pki_dir, identity).retire_hpke_key(endpoint, config_id, force=force))
-    typer.echo(f"{endpoint}: HPKE config id {config_id} retired at {_utc(key.retired)}")
+    typer.echo(f"{endpoint}: HPKE config id {config_id} retired at {utc(key.retired)}")
 
 
 @hpke_key_app.command("list")
 def key_list(endpoint: Endpoint, pki_dir: PkiDir, identity: Identity = "admin") -> None:
     """One line per key, oldest first: config id, state (current marked *), suite, created and retired times."""
     from twinmpc.crypto.seal import HpkeConfig
-    from twinmpc.services.cli import _utc
 
     for key in run_rpc(_client(pki_dir, identity).list_hpke_keys(endpoint)):
         config = HpkeConfig.decode(key.hpke_config)
-        retired = f"  retired {_utc(key.retired)}" if key.retired else ""
-        typer.echo(f"{'*' if key.current else ' '} {config.config_id:3d}  {key.state:7s}  {config.suite.name}  created {_utc(key.created)}{retired}")
+        retired = f"  retired {utc(key.retired)}" if key.retired else ""
+        typer.echo(f"{'*' if key.current else ' '} {config.config_id:3d}  {key.state:7s}  {config.suite.name}  created {utc(key.created)}{retired}")
 
 
 def task_amend(
@@ -81,10 +79,9 @@ def task_amend(
 ) -> None:
     """Pin rotated keys in a task on every aggregator, write the amended task.json and print it."""
     from twinmpc.mpc.task import b64encode
-    from twinmpc.services.cli import _load_task
     from twinmpc.services.keyfiles import KeyFileError, load_hpke_key
 
-    task = _load_task(task_file)
+    task = load_task(task_file)
     indices = rotate_aggregator_key or []
     if not indices and set_collector_key is None:
         raise fail("nothing to amend: give --rotate-aggregator-key INDEX and/or --set-collector-key FILE", 2)

@@ -22,9 +22,8 @@ from typing import Any, Self
 import grpc
 
 from twinmpc.crypto.seal import HpkeConfig, HpkeKeypair
-from twinmpc.mpc import collector, he_mode
-from twinmpc.mpc.masks import mode as masks_mode
 from twinmpc.mpc.collector import CollectionResult
+from twinmpc.mpc.modes import mode_of
 from twinmpc.mpc.report import Report
 from twinmpc.mpc.task import Task, b64encode
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
@@ -125,20 +124,14 @@ class Collector(_LeaderChannel):
         """Collection `index` of a closed window; repeating a call returns the same released result."""
         request = pb.CollectRequest(task_id=task.task_id, window_start=window_start, collection_index=index)
         response = await self._stub.Collect(request, timeout=self.timeout)
-        if task.mode == "shares":
-            if self._key is None:
-                raise ValueError("mode 'shares' needs the collector's HPKE key")
-            value = collector.unshard(
-                task, self._key, window_start, response.report_count, response.checksum, list(response.sealed_aggregate_shares)
-            ).result
-        elif task.mode == "masks":
-            if self._key is None or len(response.sealed_aggregate_shares) != 1:
-                raise ValueError("mode 'masks' needs the collector's HPKE key and one aggregate")
-            value = masks_mode.open_release(task, self._key, window_start, response.report_count, response.sealed_aggregate_shares[0])
-        else:
-            if self._he_key is None or len(response.sealed_aggregate_shares) != 1:
-                raise ValueError(f"mode {task.mode!r} needs the collector's homomorphic secret key and one aggregate")
-            value = he_mode.decrypt(task, self._he_key, response.sealed_aggregate_shares[0], response.report_count)
+        mode = mode_of(task)
+        key = self._key if mode.collector_holds_hpke_key else self._he_key
+        if key is None:
+            which = "HPKE key" if mode.collector_holds_hpke_key else "homomorphic secret key"
+            raise ValueError(f"mode {task.mode!r} needs the collector's {which}")
+        value = mode.open_collection(
+            task, key, window_start, response.report_count, response.checksum, list(response.sealed_aggregate_shares)
+        )
         dp = json.loads(response.dp_applied_json) if response.dp_applied_json else {}
         released = task.output.apply(task.measurement, value, response.report_count)
         return CollectionResult(task.task_id, window_start, task.window_seconds, response.report_count, released, dp, response.collection_id)
@@ -174,7 +167,7 @@ class TaskAdminClient:
             for e, (c, ident) in zip(endpoints, configs, strict=True)
         ]
         task = Task.from_dict(doc)
-        key_size = task.scheme.VERIFY_KEY_SIZE if task.mode == "shares" else 0
+        key_size = mode_of(task).verify_key_size(task)
         key = os.urandom(key_size) if verify_key is None else verify_key
         for index, endpoint in enumerate(endpoints):
             req = pb.PutTaskRequest(task_json=task.to_json(), aggregator_index=index, verify_key=key)

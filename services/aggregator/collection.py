@@ -28,6 +28,7 @@ from twinmpc.services.aggregator.leader_jobs import LeaderJobs
 from twinmpc.services.aggregator.peers import HelperPeers
 from twinmpc.services.aggregator.release import WindowRelease
 from twinmpc.services.aggregator.state import AggregatorState
+from twinmpc.mpc.modes import mode_of
 from twinmpc.mpc.task import Task
 from twinmpc.services.aggregator.tasks import LoadedTask, TaskRegistry
 from twinmpc.services.storage import CollectionRecord, WindowBusy
@@ -80,7 +81,7 @@ class LeaderCollection:
     async def _release(self, loaded: LoadedTask, record: CollectionRecord, actor: str) -> CollectionRecord:
         task = loaded.task
         helper_shares: list[pb.AggregateShareResponse] = []
-        if task.num_aggregators > 1 and task.mode == "shares":
+        if mode_of(task).verifies_with_helpers:
             request = pb.AggregateShareRequest(
                 task_id=task.task_id, window_start=record.window_start, report_count=record.report_count,
                 checksum=record.checksum, collection_id=record.collection_id, collection_index=record.index,

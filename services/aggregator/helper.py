@@ -16,7 +16,7 @@ import logging
 
 from twinmpc.mpc import aggregator as agg
 from twinmpc.mpc.errors import DecodeError, InvalidReport
-from twinmpc.mpc.release import batch_of, merge_states
+from twinmpc.mpc.modes import batch_of, mode_of
 from twinmpc.mpc.report import REPORT_ID_SIZE, ReportShare
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
 from twinmpc.services.aggregator.errors import BatchMismatch, NotThisRole, PeerFailure, WrongPeer
@@ -163,7 +163,7 @@ class HelperRole:
                 continue
             deltas.setdefault(window, agg.Accumulator(task)).add([v.report_id], [out])
         store.put_blob(rejected_blob, b"".join(rejected))
-        store.finish_helper_job(job_id, task_id, {w: a.encode() for w, a in deltas.items()}, merge_states(task))
+        store.finish_helper_job(job_id, task_id, {w: a.encode() for w, a in deltas.items()}, mode_of(task).merge(task))
         accepted = sum(a.count for a in deltas.values())
         self.state.metrics.inc("reports_aggregated_total", accepted)
         return accepted, rejected

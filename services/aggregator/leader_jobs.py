@@ -13,7 +13,7 @@ double-counting a report::
     <----------------------------  rejected ids
     accumulate own shares, mark reports accepted, J done (one transaction)
 
-Homomorphic modes have no helpers: a job re-validates and adds ciphertexts.
+Modes without helpers (homomorphic) sum a job's reports alone (`TaskMode.aggregate_alone`).
 
 The event loop only routes: every datastore call and the proof work of a job run
 on worker threads (SQLite and numpy release the GIL in their heavy parts), so
@@ -30,9 +30,9 @@ import os
 import time
 
 from twinmpc.mpc import aggregator as agg
-from twinmpc.mpc import he_mode
 from twinmpc.mpc.errors import InvalidReport
-from twinmpc.mpc.release import merge_states
+from twinmpc.mpc.modes import mode_of
+from twinmpc.mpc.report import ReportShare
 from twinmpc.mpc.task import Task
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
 from twinmpc.services.aggregator.errors import PeerFailure
@@ -141,27 +141,18 @@ class LeaderJobs:
                     raise PeerFailure(f"window {window_start} still has reports in flight; retry the collection")
                 await asyncio.sleep(0.02)
 
-    def _run_he_job(self, task: Task, job_id: bytes, reports: list[PendingReport]) -> None:
-        """Homomorphic modes: validate again and add ciphertexts per window; no helpers."""
-        by_window: dict[int, list[bytes]] = {}
-        accepted, rejected = [], []
-        for r in reports:
-            try:
-                he_mode.validate(task, r.leader_share)
-            except InvalidReport:
-                rejected.append(r.report_id)
-                continue
-            by_window.setdefault(task.window_start(r.time), []).append(r.leader_share)
-            accepted.append(r.report_id)
-        deltas = {w: he_mode.accumulate(task, cts) for w, cts in by_window.items()}
-        self.state.store.finish_leader_job(job_id, task.task_id, deltas, merge_states(task), accepted, rejected)
-        self.state.metrics.inc("reports_aggregated_total", len(accepted))
+    def _run_alone(self, task: Task, job_id: bytes, reports: list[PendingReport]) -> None:
+        """A mode without helpers sums the job's reports itself; one transaction commits the job."""
+        shares = [ReportShare(r.report_id, r.time, r.public_share, r.leader_share) for r in reports]
+        done = mode_of(task).aggregate_alone(task, shares)
+        self.state.store.finish_leader_job(job_id, task.task_id, done.deltas, mode_of(task).merge(task), done.accepted, done.rejected)
+        self.state.metrics.inc("reports_aggregated_total", len(done.accepted))
 
     async def _run_job(self, loaded: LoadedTask, job_id: bytes, reports: list[PendingReport], verdicts) -> None:
         started = time.perf_counter()
         task = loaded.task
-        if task.mode != "shares":
-            await asyncio.to_thread(self._run_he_job, task, job_id, reports)
+        if not mode_of(task).verifies_with_helpers:
+            await asyncio.to_thread(self._run_alone, task, job_id, reports)
             return
         states: dict[bytes, object] = {}
         leader_vshares: dict[bytes, bytes] = {}
@@ -208,7 +199,7 @@ class LeaderJobs:
             deltas.setdefault(window, agg.Accumulator(task)).add([v.report_id], [out])
             accepted_ids.append(v.report_id)
         self.state.store.finish_leader_job(
-            job_id, task.task_id, {w: a.encode() for w, a in deltas.items()}, merge_states(task), accepted_ids, rejected_ids
+            job_id, task.task_id, {w: a.encode() for w, a in deltas.items()}, mode_of(task).merge(task), accepted_ids, rejected_ids
         )
         metrics = self.state.metrics
         metrics.inc("reports_aggregated_total", len(accepted_ids))

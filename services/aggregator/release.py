@@ -22,9 +22,8 @@ import logging
 import secrets
 from collections.abc import Callable
 
-from twinmpc.mpc import release as mpc_release
 from twinmpc.mpc.errors import BatchNotClosed, BatchTooSmall, BudgetExhausted, CollectionRefused, InvalidTask
-from twinmpc.mpc.release import WindowBatch
+from twinmpc.mpc.modes import WindowBatch, mode_of
 from twinmpc.mpc.task import Task
 from twinmpc.services.aggregator.masks_journal import window_blob
 from twinmpc.services.aggregator.privacy import charge_id, ledger_name
@@ -57,19 +56,19 @@ class WindowRelease:
 
     def window_state(self, task: Task, window_start: int) -> bytes | None:
         """The window's aggregate state (masks mode: the result its SecAgg+ round left)."""
-        if task.mode == mpc_release.MASKS:
+        if mode_of(task).state_in_round_blob:
             return self.state.store.get_blob(window_blob(task.task_id, window_start))
         record = self.state.store.get_window(task.task_id, window_start)
         return None if record is None else record.accumulator
 
     def check_releasable(self, task: Task, window_start: int, index: int, state_bytes: bytes | None, actor: str) -> WindowBatch:
         """Batch size and budget, before anything is frozen or spent; the window's batch."""
-        batch = mpc_release.batch_of(task, state_bytes)
+        batch = mode_of(task).batch_of(task, state_bytes)
         try:
             if batch.count < task.min_batch_size:
                 # the count itself is not disclosed: it would tell how far below the minimum a window is
                 raise BatchTooSmall(f"window {window_start} holds fewer reports than the task's min_batch_size; retry later or after more uploads")
-            self.state.guard.check_budget(task, mpc_release.noise_plan(task, state_bytes), charge_id(task, window_start, index))
+            self.state.guard.check_budget(task, mode_of(task).noise_plan(task, state_bytes), charge_id(task, window_start, index))
         except CollectionRefused as exc:
             self.refuse(exc, task, window_start, actor)
             raise
@@ -78,7 +77,7 @@ class WindowRelease:
     def freeze(self, task: Task, window_start: int, index: int, state_bytes: bytes | None, batch: WindowBatch,
                collection_id: str | None = None) -> CollectionRecord:
         """Fix the report set (raises WindowBusy if the window moved since `state_bytes` was read)."""
-        in_table = None if task.mode == mpc_release.MASKS else state_bytes  # masks rounds leave their result in a blob
+        in_table = None if mode_of(task).state_in_round_blob else state_bytes  # masks rounds leave their result in a blob
         return self.state.store.freeze_collection(
             task.task_id, window_start, index, collection_id or secrets.token_hex(8), in_table, batch.count, batch.checksum,
             snapshot=state_bytes,
@@ -93,8 +92,9 @@ class WindowRelease:
         if record.state == RELEASED:
             self._audit_if_pending(task, record, actor)
             return record
-        plan = mpc_release.noise_plan(task, record.accumulator)
-        share = mpc_release.release(task, record.window_start, agg_index, record.accumulator, plan)
+        mode = mode_of(task)
+        plan = mode.noise_plan(task, record.accumulator)
+        share = mode.release(task, record.window_start, agg_index, record.accumulator, plan)
         response = wrap(share, plan.describe())
         key = charge_id(task, record.window_start, record.index)
         try:
@@ -126,7 +126,7 @@ class WindowRelease:
         if self.state.guard.has_collection_entry(record.collection_id):
             self.state.store.update_collection_audited(task.task_id, record.window_start, record.index)
             return
-        self._audit(task, record, actor, mpc_release.noise_plan(task, record.accumulator).describe())
+        self._audit(task, record, actor, mode_of(task).noise_plan(task, record.accumulator).describe())
 
     def refuse(self, exc: Exception, task: Task, window_start: int, actor: str) -> None:
         self.state.metrics.inc("collections_refused_total", reason=type(exc).__name__)

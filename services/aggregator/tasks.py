@@ -9,9 +9,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from twinmpc.mpc import he_mode
 from twinmpc.mpc.errors import InvalidTask, UnknownTask
-from twinmpc.mpc.release import noise_plan
+from twinmpc.mpc.modes import mode_of, noise_plan
 from twinmpc.mpc.task import Task
 from twinmpc.mpc.task_amendment import amend
 from twinmpc.services.aggregator.state import AggregatorState
@@ -62,15 +61,11 @@ class TaskRegistry:
         noise_plan(task)  # the DP block must calibrate for this measurement
         if not 0 <= agg_index < task.num_aggregators:
             raise InvalidTask(f"aggregator_index {agg_index} outside 0..{task.num_aggregators - 1}")
-        if task.mode == "shares":
-            self.state.keys.check_own(task.aggregators[agg_index].hpke_config, f"aggregators[{agg_index}].hpke_config")  # any non-retired key
-            if len(verify_key) != task.scheme.VERIFY_KEY_SIZE:
-                raise InvalidTask(f"verify_key must be {task.scheme.VERIFY_KEY_SIZE} bytes for {task.vdaf}")
-        else:
-            if agg_index != 0:
-                raise InvalidTask(f"mode {task.mode!r} runs on one aggregator (index 0)")
-            if task.mode in he_mode.MODES:
-                he_mode.public_key(task)  # must load, carry no secret, and hold the window's largest sum
+        mode = mode_of(task)
+        own_config = mode.own_hpke_config(task, agg_index)
+        if own_config is not None:
+            self.state.keys.check_own(own_config, f"aggregators[{agg_index}].hpke_config")  # any non-retired key
+        mode.check_hosting(task, agg_index, verify_key)
         try:
             self.state.store.put_task(task.task_id, record)
         except AlreadyExists:  # another replica stored it meanwhile
@@ -106,8 +101,7 @@ class TaskRegistry:
         if "aggregator_hpke_config" in changes and changes["aggregator_hpke_config"]["index"] == loaded.agg_index:
             # this aggregator's own entry: only a key it holds; another aggregator's entry is recorded as given
             self.state.keys.check_own(task.aggregators[loaded.agg_index].hpke_config, f"aggregators[{loaded.agg_index}].hpke_config")
-        if task.mode in he_mode.MODES:
-            he_mode.public_key(task)  # a rotated key must load, carry no secret, and hold the window's largest sum
+        mode_of(task).check_keys(task)  # a rotated key must load, carry no secret, and hold the window's largest sum
         self.state.store.update_task(task_id, TaskRecord(task.to_json(), loaded.agg_index, loaded.verify_key))
         self._remember(LoadedTask(task, loaded.agg_index, loaded.verify_key))
         self.state.guard.record("task_changed", actor, task=task.task_id_b64, changes=json.dumps(_digests(changes), sort_keys=True))

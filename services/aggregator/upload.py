@@ -13,9 +13,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from twinmpc.mpc import he_mode
 from twinmpc.mpc.errors import DecodeError, InvalidReport, ReplayedReport, StaleReport
-from twinmpc.mpc.report import REPORT_ID_SIZE, Report
+from twinmpc.mpc.modes import mode_of
+from twinmpc.mpc.report import REPORT_ID_SIZE, Report, ReportShare
 from twinmpc.mpc.task import Task
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
 from twinmpc.services.aggregator.backpressure import Admission
@@ -128,18 +128,14 @@ class UploadRole:
         return out  # type: ignore[return-value]
 
     def _check_framing(self, task: Task, msg: pb.Report, now: float) -> PendingReport | Report:
-        """Length, time and shape checks; a homomorphic report is validated whole, a shares report still sealed."""
+        """Length, time and shape checks (the task's mode checks the shape); a report still to open, or the leader's view."""
         if len(msg.report_id) != REPORT_ID_SIZE:
             raise DecodeError(f"report_id must be {REPORT_ID_SIZE} bytes, got {len(msg.report_id)}")
         if msg.time > now + task.max_skew_seconds:
             raise StaleReport(f"report time {msg.time} is more than {task.max_skew_seconds}s ahead of the aggregator clock")
         if msg.time < now - task.report_expiry_seconds:
             raise StaleReport(f"report time {msg.time} is older than the task's {task.report_expiry_seconds}s report expiry")
-        if task.mode != "shares":
-            if len(msg.sealed_shares) != 1 or msg.public_share:
-                raise DecodeError(f"a {task.mode} report carries exactly one ciphertext and no public share")
-            he_mode.validate(task, msg.sealed_shares[0])
-            return PendingReport(msg.report_id, msg.time, b"", msg.sealed_shares[0], ())
-        if len(msg.sealed_shares) != task.num_aggregators:
-            raise DecodeError(f"report carries {len(msg.sealed_shares)} sealed shares, task has {task.num_aggregators} aggregators")
-        return Report(msg.report_id, msg.time, msg.public_share, tuple(msg.sealed_shares))
+        admitted = mode_of(task).admit(task, Report(msg.report_id, msg.time, msg.public_share, tuple(msg.sealed_shares)))
+        if isinstance(admitted, ReportShare):  # the leader's view already (one ciphertext): nothing to open
+            return PendingReport(admitted.report_id, admitted.time, admitted.public_share, admitted.sealed_share, ())
+        return admitted

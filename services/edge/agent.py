@@ -37,6 +37,7 @@ import numpy as np
 from twinmpc.mpc.client import shard_report
 from twinmpc.mpc.errors import InvalidMeasurement, InvalidTask
 from twinmpc.mpc.measurements import Count, Histogram, MeasurementType, Sum, SumVec
+from twinmpc.mpc.modes import HomomorphicMode, mode_of
 from twinmpc.mpc.task import Task
 from twinmpc.services.client import UploadClient
 from twinmpc.services.pki import channel_credentials
@@ -144,7 +145,7 @@ def load_stream_task(cfg: EdgeConfig, stream: StreamConfig) -> Task:
 
 def _check_stream_task(stream: StreamConfig, task: Task) -> None:
     m = task.measurement
-    if task.mode not in ("shares", "masks"):
+    if isinstance(mode_of(task), HomomorphicMode):  # edge nodes secret-share or mask; they hold no collector key
         raise EdgeConfigError(f"stream {stream.name!r}: task mode {task.mode!r} is not supported at the edge (use 'shares' or 'masks')")
     if not isinstance(m, (Count, Sum, Histogram, SumVec)):
         raise EdgeConfigError(f"stream {stream.name!r}: measurement type {m.NAME!r} is not supported by the edge pipeline")
@@ -335,7 +336,7 @@ class EdgeAgent:
         noisy = stream.pipeline.add_noise(result.value, self._noise_rng)
         measurement, clamped = to_measurement(task.measurement, noisy)
         m.windows_clamped += int(clamped)
-        if task.mode == "masks":  # no report to store: the value joins the window's round now
+        if not mode_of(task).takes_uploads:  # masks: no report to store, the value joins the window's round now
             if self.masks is None:
                 raise EdgeConfigError(f"stream {stream.cfg.name!r}: a masks-mode task needs the agent's masks client")
             self.masks.start(task, ws, measurement, result.readings)
@@ -468,7 +469,7 @@ async def run_edge_agent(config_path: str) -> None:
     cfg = load_edge_config(config_path)
     client = upload_client(cfg)
     agent = EdgeAgent(cfg, uploader=client)
-    if any(s.task.mode == "masks" for s in agent.streams):
+    if any(not mode_of(s.task).takes_uploads for s in agent.streams):
         agent.masks = MasksWindows(masks_client(cfg), agent.metrics)
     endpoint = None
     if cfg.metrics_listen:

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from twinmpc.mpc.client import shard_reports
-from twinmpc.mpc.release import noise_plan
+from twinmpc.mpc.modes import noise_plan
 from twinmpc.services.twin.local_cluster import LocalCluster
 
 LEVELS = ["free", "light", "moderate", "heavy", "jammed"]

@@ -67,9 +67,9 @@ from twinmpc.mpc.collector import CollectionResult
 from twinmpc.mpc.errors import InvalidMeasurement, InvalidTask, TwinMpcError
 from twinmpc.mpc.fedavg import FedAvgConfig
 from twinmpc.mpc.measurements import FixedPointVec
+from twinmpc.mpc.modes import SharesMode, mode_of, noise_plan
 from twinmpc.mpc.task import Task
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
-from twinmpc.mpc.release import noise_plan
 from twinmpc.services.client import Collector, UploadClient, report_to_proto
 from twinmpc.services.twin.city import CityDataset, generate_city
 from twinmpc.services.twin.fedavg_training import FedAvgHistory, run_fedavg
@@ -155,7 +155,7 @@ class ServiceSecureSum:
         rand: Callable[[int], bytes] = os.urandom,
         timeout: float = 300.0,
     ) -> None:
-        if not isinstance(task.measurement, FixedPointVec) or task.mode != "shares":
+        if not isinstance(task.measurement, FixedPointVec) or not isinstance(mode_of(task), SharesMode):
             raise InvalidTask("FedAvg rounds need a fixedpointvec task in mode 'shares'")
         if windows < 1:
             raise ValueError("windows must be >= 1")

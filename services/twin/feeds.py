@@ -33,6 +33,7 @@ import numpy as np
 
 from twinmpc.mpc.client import shard_reports
 from twinmpc.mpc.he_mode import encrypt_he_report
+from twinmpc.mpc.modes import mode_of
 from twinmpc.mpc.report import Report
 from twinmpc.mpc.task import Task
 from twinmpc.services.client import UploadClient
@@ -44,7 +45,7 @@ from twinmpc.services.twin.traffic import Grid
 
 def make_reports(task: Task, measurements: Sequence[list[int]], report_time: int) -> list[Report]:
     """Shard and seal (shares modes) or encrypt (homomorphic modes) one report per measurement."""
-    if task.mode == "shares":
+    if mode_of(task).verifies_with_helpers:
         return shard_reports(task, list(measurements), time=report_time)
     return [encrypt_he_report(task, m, time=report_time) for m in measurements]
 

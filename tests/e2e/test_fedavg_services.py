@@ -14,7 +14,7 @@ from twinmpc.crypto import fixedpoint, ring
 from twinmpc.mpc import dp
 from twinmpc.mpc.errors import InvalidMeasurement, InvalidTask
 from twinmpc.mpc.fedavg import FedAvgConfig, encode_update
-from twinmpc.mpc.release import noise_plan
+from twinmpc.mpc.modes import noise_plan
 from twinmpc.services.twin.city import generate_city
 from twinmpc.services.twin.fedavg_runner import (
     ACCURACY_MARGIN,

@@ -8,7 +8,7 @@ import os
 from twinmpc.mpc import aggregator as agg
 from twinmpc.mpc.client import shard_report
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
-from twinmpc.mpc.release import batch_of
+from twinmpc.mpc.modes import batch_of
 from twinmpc.services.aggregator.helper import HelperRole
 from tests.service_utils import past_window, provision
 

@@ -17,7 +17,7 @@ import pytest
 from twinmpc.crypto.audit_log import verify_log
 from twinmpc.crypto.signing import VerifyKey
 from twinmpc.mpc.client import shard_report
-from twinmpc.mpc.release import batch_of
+from twinmpc.mpc.modes import batch_of
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
 from twinmpc.services.aggregator.config import load_aggregator_config

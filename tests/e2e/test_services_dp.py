@@ -8,7 +8,7 @@ import pytest
 from twinmpc.crypto.audit_log import verify_log
 from twinmpc.crypto.signing import VerifyKey
 from twinmpc.mpc.client import shard_report
-from twinmpc.mpc.release import noise_plan
+from twinmpc.mpc.modes import noise_plan
 from tests.service_utils import collect, past_window, provision, upload
 
 

@@ -64,7 +64,7 @@ def test_paillier_exact(loop_thread, cluster2, paillier_keys, measurement, value
 
 
 def test_paillier_with_dp_noise_within_bound(loop_thread, cluster2, paillier_keys):
-    from twinmpc.mpc.release import noise_plan
+    from twinmpc.mpc.modes import noise_plan
 
     pub, sec = paillier_keys
     task = _provision(loop_thread, cluster2, {"type": "count"}, "paillier", _pub_json(pub), dp={"algo": "discrete-laplace", "epsilon": 1})

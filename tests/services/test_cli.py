@@ -144,3 +144,22 @@ def test_paillier_task_by_hand(tmp_path, loop_thread):
         for k in env_pass:
             os.environ.pop(k, None)
         loop_thread.run(cluster.stop())
+
+
+def test_masks_task_is_collected_with_the_collector_hpke_key_and_carded_with_its_round_noise(tmp_path):
+    """A masks result is sealed to the collector's HPKE key: collect asks for that key, not a homomorphic one."""
+    from twinmpc.crypto.seal import HpkeKeypair
+    from twinmpc.mpc.task import Task, b64encode
+
+    task = Task.from_dict({
+        "task_id": b64encode(bytes(range(32))), "measurement": {"type": "sumvec", "length": 3, "bits": 8}, "mode": "masks",
+        "aggregators": [{"endpoint": "127.0.0.1:1"}], "collector_hpke_config": b64encode(HpkeKeypair.generate(0).config.encode()),
+        "window_seconds": 60, "min_batch_size": 3,
+    })
+    (tmp_path / "masks.json").write_text(task.to_json())
+    out = twinmpc("collect", "--task", "masks.json", "--window", "0", "--pki-dir", "pki", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip() == "error: mode 'masks' needs --collector-key"
+    card = twinmpc("task", "card", "--task", "masks.json", cwd=tmp_path)
+    assert card.returncode == 0, card.stderr
+    doc = json.loads(card.stdout)
+    assert "masks" in doc and "noise_per_collection" not in doc

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from tests.helpers import make_task
-from twinmpc.mpc.release import noise_plan
+from twinmpc.mpc.modes import noise_plan
 from twinmpc.services.twin.loop import TwinConfig, task_document
 
 
