@@ -44,13 +44,6 @@ LAZY_ARROWS_ALLOWED = {
 
 MAX_LINES = 600
 EXEMPT_FROM_SIZE = {"bench/prio3_draft_baseline.py"}  # the draft's code, transcribed one to one
-# Files over MAX_LINES today that their owners are splitting; each entry must be removed
-# (this test says so) once the file is back under the limit.
-OVER_LIMIT_FOR_NOW = {
-    "crypto/field.py": "Field64/Field128 and their compiled-kernel dispatch, being reorganised by its owner",
-    "mpc/prio3/prio3.py": "single-report and batched Prio3 paths, being reorganised by its owner",
-    "mpc/prio3/circuits.py": "gadgets and circuits, being reorganised by its owner",
-}
 
 
 def _is_generated(rel: str) -> bool:
@@ -190,10 +183,8 @@ def test_no_product_module_over_600_lines() -> None:
         for rel, _ in product_modules()
         if not _is_generated(rel) and rel not in EXEMPT_FROM_SIZE
     }
-    too_long = {rel: n for rel, n in sizes.items() if n > MAX_LINES and rel not in OVER_LIMIT_FOR_NOW}
-    stale = sorted(rel for rel in OVER_LIMIT_FOR_NOW if sizes.get(rel, 0) <= MAX_LINES)
+    too_long = {rel: n for rel, n in sizes.items() if n > MAX_LINES}
     report = [f"{rel}: {n} lines (limit {MAX_LINES})" for rel, n in sorted(too_long.items(), key=lambda kv: -kv[1])]
-    report += [f"{rel}: back under {MAX_LINES} lines (or gone); remove it from OVER_LIMIT_FOR_NOW" for rel in stale]
     if report:
         print("\n".join(["module size:", *report]))
     assert not report, "module size:\n" + "\n".join(report)
