@@ -30,12 +30,13 @@ The log carries metadata only, never a reading or a share: field values are
 restricted to short strings, numbers, booleans, null and small lists/objects of
 those; bytes and arrays are refused outright.
 
-`verify_log` re-checks the whole file offline and names the first bad line:
-torn last line, invalid UTF-8/JSON, non-canonical bytes, foreign key id, bad
-signature, out-of-order or missing sequence number, broken hash chain,
-malformed fields, inconsistent checkpoint, or truncation behind the sidecar.
+`crypto.audit_verify.verify_log` re-checks the whole file offline and names
+the first bad line.
 Appends are fsync-ed before `append` returns; a process holds an exclusive
-``flock`` on the file while it is open for writing.
+``flock`` on the file while it is open for writing.  Processes of one service
+that share a log (worker processes on one port) open it with ``shared=True``:
+each append then takes the ``flock``, re-reads the chain's head from the file
+(another process may have appended since), writes, fsyncs and releases it.
 
 Not for: high-rate per-report telemetry (each entry costs a signature and an fsync).
 """
@@ -49,6 +50,7 @@ import math
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -199,6 +201,7 @@ class AuditLog:
         head: str,
         checkpoint_interval: int,
         clock: Callable[[], datetime],
+        shared: bool = False,
     ) -> None:
         self._path = path
         self._fd: int | None = fd
@@ -207,7 +210,8 @@ class AuditLog:
         self._head = head
         self._interval = checkpoint_interval
         self._clock = clock
-        self._lock = threading.Lock()  # one writer process (flock), possibly several threads
+        self._lock = threading.Lock()  # the threads of this process; the flock orders processes
+        self._shared = shared
 
     @classmethod
     def open(
@@ -217,11 +221,15 @@ class AuditLog:
         *,
         checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL,
         clock: Callable[[], datetime] | None = None,
+        shared: bool = False,
     ) -> AuditLog:
         """Open (or create) the log for appending; an existing log continues its chain.
 
         The last entry must be complete, canonical and signed by `signing_key`
         (AuditLogCorrupt otherwise); run `verify_log` to check the whole chain.
+        `shared`: other processes holding the same key append too (each append
+        locks the file and continues from its current head); otherwise this
+        process holds the file exclusively until `close`.
         """
         if not isinstance(signing_key, SigningKey):
             raise TypeError("signing_key must be a crypto.signing.SigningKey")
@@ -233,17 +241,18 @@ class AuditLog:
         if created:
             _fsync_dir(p.parent)  # the new directory entry survives a crash too
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise AuditLogCorrupt(f"{p} is already open for writing by another process") from None
+            _lock_file(fd, p, wait=_SHARED_LOCK_WAIT_SECONDS if shared else 0.0)
             next_seq, head = _resume(fd, p, signing_key.public_key)
         except BaseException:
             os.close(fd)
             raise
-        log = cls(p, fd, signing_key, next_seq, head, checkpoint_interval, clock or _utc_now)
-        log._checkpoint_if_due()
-        _write_sidecar(_head_file(p), _signed_head(signing_key, log._seq, log._head))  # also repairs a crash after an append
+        log = cls(p, fd, signing_key, next_seq, head, checkpoint_interval, clock or _utc_now, shared)
+        try:
+            log._checkpoint_if_due()
+            _write_sidecar(_head_file(p), _signed_head(signing_key, log._seq, log._head))  # also repairs a crash after an append
+        finally:
+            if shared and log._fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
         return log
 
     @property
@@ -267,10 +276,21 @@ class AuditLog:
         _check_actor(actor)
         _check_fields(fields)
         with self._lock:
-            self._write_line(kind, actor, fields)
-            entry_id = self._head
-            self._checkpoint_if_due()
-            _write_sidecar(_head_file(self._path), _signed_head(self._key, self._seq, self._head))
+            if self._fd is None:
+                raise ValueError("audit log is closed")
+            fd = self._fd
+            if self._shared:  # another process may have appended: continue from the file's head
+                _lock_file(fd, self._path, wait=_SHARED_LOCK_WAIT_SECONDS)
+            try:
+                if self._shared:
+                    self._seq, self._head = _resume(fd, self._path, self._key.public_key)
+                self._write_line(kind, actor, fields)
+                entry_id = self._head
+                self._checkpoint_if_due()
+                _write_sidecar(_head_file(self._path), _signed_head(self._key, self._seq, self._head))
+            finally:
+                if self._shared and self._fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
         return entry_id
 
     def _checkpoint_if_due(self) -> None:
@@ -324,6 +344,22 @@ class AuditLog:
         return f"AuditLog(path={str(self._path)!r}, count={self._seq}, key_id={self._key.key_id})"
 
 
+_SHARED_LOCK_WAIT_SECONDS = 30.0  # an append by another process holds the lock for one fsync or two
+
+
+def _lock_file(fd: int, path: Path, *, wait: float) -> None:
+    """Take the exclusive flock, waiting up to `wait` seconds (0: fail at once if another process holds it)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise AuditLogCorrupt(f"{path} is already open for writing by another process") from None
+            time.sleep(0.002)
+
+
 def _fsync_dir(directory: Path) -> None:
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
@@ -374,25 +410,7 @@ def _resume(fd: int, path: Path, public_key: VerifyKey) -> tuple[int, str]:
     return entry["seq"] + 1, _hash_line(line)
 
 
-# ----------------------------------------------------------------- verifying
-@dataclass(frozen=True)
-class VerifyResult:
-    """Outcome of `verify_log`: ok, how far the chain holds, and where and why it breaks."""
-
-    ok: bool
-    entries: int
-    head: str
-    last_checkpoint_seq: int | None
-    bad_line: int | None = None
-    reason: str = ""
-
-    def describe(self) -> str:
-        if self.ok:
-            cp = "none" if self.last_checkpoint_seq is None else f"seq {self.last_checkpoint_seq}"
-            return f"{self.entries} entries verified, last checkpoint {cp}, head {self.head}"
-        if self.bad_line is None:
-            return self.reason
-        return f"line {self.bad_line}: {self.reason}"
+# ----------------------------------------------------------------- checking one line
 
 
 def _check_line(line: bytes, public_key: VerifyKey) -> tuple[str | None, dict[str, Any] | None]:
@@ -440,136 +458,3 @@ def _check_line(line: bytes, public_key: VerifyKey) -> tuple[str | None, dict[st
     except (ValueError, TypeError) as exc:
         return str(exc), None
     return None, entry
-
-
-def verify_log(
-    path: str | os.PathLike[str],
-    public_key: VerifyKey,
-    *,
-    checkpoint_path: str | os.PathLike[str] | None = None,
-    head_path: str | os.PathLike[str] | None = None,
-) -> VerifyResult:
-    """Check the whole chain offline; the result names the first bad line (1-based) and why.
-
-    `checkpoint_path` defaults to ``<log>.checkpoint`` when that file exists. The log's
-    own signed head ``<log>.head`` must exist and be matched; `head_path` is an extra
-    head kept elsewhere earlier, which the log must still extend.
-    """
-    p = Path(path)
-    data = p.read_bytes()
-    lines = data.split(b"\n")
-    torn = lines.pop()  # b"" when the file ends with a newline (or is empty)
-    head = GENESIS_HASH
-    last_cp: int | None = None
-
-    def fail(index: int, reason: str) -> VerifyResult:
-        return VerifyResult(False, index, head, last_cp, index + 1, reason)
-
-    for index, line in enumerate(lines):
-        problem, entry = _check_line(line, public_key)
-        if problem is not None or entry is None:
-            return fail(index, problem or "unreadable entry")
-        if entry["seq"] != index:
-            return fail(index, f"sequence number {entry['seq']}, expected {index} (entry missing, duplicated or reordered)")
-        if entry["prev_hash"] != head:
-            return fail(index, f"prev_hash does not match the hash of line {index} (chain broken)")
-        if entry["kind"] == CHECKPOINT:
-            f = entry["fields"]
-            if set(f) != {"count", "head"} or f["count"] != index or f["head"] != head:
-                return fail(index, "checkpoint count/head do not match the entries before it")
-            last_cp = index
-        head = _hash_line(line)
-    if torn:
-        return fail(len(lines), "last line is torn (no trailing newline): incomplete write or truncation")
-
-    side = Path(checkpoint_path) if checkpoint_path is not None else _sidecar(p)
-    if checkpoint_path is not None or side.exists():
-        anchor = _check_sidecar(side, public_key)
-        if isinstance(anchor, str):
-            return VerifyResult(False, len(lines), head, last_cp, None, anchor)
-        seq, anchor_line = anchor
-        if seq >= len(lines):
-            return VerifyResult(
-                False, len(lines), head, last_cp, len(lines) + 1,
-                f"log truncated: checkpoint {side.name} records entry seq {seq} but the log ends after "
-                f"{len(lines)} entries",
-            )
-        if lines[seq] != anchor_line:
-            return VerifyResult(
-                False, len(lines), head, last_cp, seq + 1, f"line {seq + 1} differs from the checkpoint in {side.name}"
-            )
-    for where in (_head_file(p), *( [Path(head_path)] if head_path is not None else [])):
-        problem = _check_extends(where, lines, public_key)
-        if problem is not None:
-            return VerifyResult(False, len(lines), head, last_cp, None, problem)
-    return VerifyResult(True, len(lines), head, last_cp)
-
-
-def read_signed_head(path: str | os.PathLike[str], public_key: VerifyKey) -> tuple[int, str]:
-    """(count, head hash) of a signed head file; `AuditLogCorrupt` if it is missing, altered or foreign."""
-    where = Path(path)
-    try:
-        raw = where.read_bytes()
-    except OSError as exc:
-        raise AuditLogCorrupt(f"signed head {where} cannot be read ({exc.strerror}): the log may have been truncated or replaced") from None
-    try:
-        if not raw.endswith(b"\n") or raw.count(b"\n") != 1:
-            raise ValueError("must hold exactly one line")
-        doc = json.loads(raw[:-1])
-        if not isinstance(doc, dict) or set(doc) != _HEAD_KEYS or canonical_json(doc) != raw[:-1]:
-            raise ValueError("not a canonical signed head")
-        if doc["key_id"] != public_key.key_id:
-            raise ValueError(f"signed by key {doc['key_id']!r}, expected {public_key.key_id}")
-        body = {k: v for k, v in doc.items() if k != "signature"}
-        public_key.verify(bytes.fromhex(doc["signature"]), canonical_json(body), dst=DST_AUDIT_HEAD)
-        count, head = doc["count"], doc["head"]
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0 or not isinstance(head, str) or not _HEX64.match(head):
-            raise ValueError("count or head malformed")
-    except (ValueError, BadSignature, UnicodeDecodeError) as exc:
-        raise AuditLogCorrupt(f"signed head {where.name} does not verify: {exc}") from None
-    return count, head
-
-
-def _check_extends(where: Path, lines: list[bytes], public_key: VerifyKey) -> str | None:
-    """None if the log holds the entry the signed head names (it may hold more), else why not."""
-    try:
-        count, head = read_signed_head(where, public_key)
-    except AuditLogCorrupt as exc:
-        return str(exc)
-    if count > len(lines):
-        return f"log truncated: the signed head {where.name} records {count} entries but the log holds {len(lines)}"
-    at = GENESIS_HASH if count == 0 else _hash_line(lines[count - 1])
-    if at != head:
-        return f"the log does not extend the signed head {where.name}: entry {count} differs from the one it signed"
-    return None
-
-
-def _check_sidecar(side: Path, public_key: VerifyKey) -> tuple[int, bytes] | str:
-    try:
-        raw = side.read_bytes()
-    except OSError as exc:
-        return f"cannot read checkpoint file {side}: {exc.strerror}"
-    if not raw.endswith(b"\n") or raw.count(b"\n") != 1:
-        return f"checkpoint file {side.name} must hold exactly one line"
-    line = raw[:-1]
-    problem, entry = _check_line(line, public_key)
-    if problem is not None or entry is None:
-        return f"checkpoint file {side.name}: {problem}"
-    if entry["kind"] != CHECKPOINT:
-        return f"checkpoint file {side.name} holds a {entry['kind']!r} entry"
-    return entry["seq"], line
-
-
-def audit_verify_main(log_path: str, public_key_path: str, head_path: str | None = None) -> tuple[int, str]:
-    """CLI body of ``twinmpc audit verify``: exit 0 if the log verifies, 1 if it does not, 2 on unusable input."""
-    try:
-        key = VerifyKey.load(public_key_path)
-    except (OSError, ValueError) as exc:
-        return 2, f"cannot read public key {public_key_path}: {exc}"
-    try:
-        result = verify_log(log_path, key, head_path=head_path)
-    except OSError as exc:
-        return 2, f"cannot read audit log {log_path}: {exc.strerror or exc}"
-    if result.ok:
-        return 0, f"OK {log_path}: {result.describe()} (key {key.key_id})"
-    return 1, f"FAILED {log_path}: {result.describe()}"

@@ -250,7 +250,7 @@ def audit_verify(
     head: Annotated[Optional[Path], typer.Option(help="a signed head saved earlier (`audit head`): the log must still extend it")] = None,
 ) -> None:
     """Check the hash chain, every signature and the signed head; name the first bad line."""
-    from twinmpc.crypto.audit_log import audit_verify_main
+    from twinmpc.crypto.audit_verify import audit_verify_main
 
     code, message = audit_verify_main(str(log), str(key), str(head) if head else None)
     typer.echo(message, err=code != 0)
@@ -263,7 +263,8 @@ def audit_head(
     key: Annotated[Path, typer.Option(help="the aggregator's audit_signing.pub")],
 ) -> None:
     """Print the log's signed head (entry count and last hash), after checking it, for a third party to keep."""
-    from twinmpc.crypto.audit_log import AuditLogCorrupt, read_signed_head
+    from twinmpc.crypto.audit_log import AuditLogCorrupt
+    from twinmpc.crypto.audit_verify import read_signed_head
     from twinmpc.crypto.signing import VerifyKey
 
     head_file = log.with_name(log.name + ".head")

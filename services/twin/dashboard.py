@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from twinmpc.crypto.audit_log import verify_log
+from twinmpc.crypto.audit_verify import verify_log
 from twinmpc.crypto.signing import VerifyKey
 from twinmpc.services.pki import Role, principal_from_certificate
 from twinmpc.services.twin.decision_log import DecisionLog, verify_decisions

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from twinmpc.crypto.audit_log import AuditLog, verify_log
+from twinmpc.crypto.audit_log import AuditLog
+from twinmpc.crypto.audit_verify import verify_log
 from twinmpc.crypto.signing import SigningKey, VerifyKey
 from twinmpc.services.twin.controller import webster_plan
 from twinmpc.services.twin.traffic import SignalPlan

@@ -17,7 +17,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from twinmpc.crypto import audit_log
-from twinmpc.crypto.audit_log import AuditLog, AuditLogCorrupt, audit_verify_main, canonical_json, verify_log
+from twinmpc.crypto.audit_log import AuditLog, AuditLogCorrupt, canonical_json
+from twinmpc.crypto.audit_verify import audit_verify_main, verify_log
 from twinmpc.crypto.signing import BadSignature, SigningKey, VerifyKey, key_id_of
 
 VECTORS = sorted(OUR_VECTORS.glob("audit_log_*.json"))
@@ -582,3 +583,49 @@ def test_audit_verify_main_with_kept_head(tmp_path: Path, key: SigningKey) -> No
     path.write_bytes(path.read_bytes().splitlines(keepends=True)[0])
     code, msg = audit_verify_main(str(path), str(pub), str(kept))
     assert code == 1 and "truncated" in msg
+
+
+# ============================================================ shared writers
+def _append_shared(path: str, seed: bytes, writer: int, count: int) -> None:
+    log = AuditLog.open(path, SigningKey.from_seed(seed), checkpoint_interval=7, shared=True)
+    for i in range(count):
+        log.append("collection", f"worker-{writer}", n=i)
+    log.close()
+
+
+def test_processes_sharing_a_log_extend_one_chain(tmp_path: Path, key: SigningKey) -> None:
+    """Worker processes of one aggregator append concurrently; every entry lands once, in one verified chain."""
+    import multiprocessing
+
+    path = tmp_path / "audit.log"
+    seed = bytes(range(100, 132))  # the `key` fixture's seed
+    AuditLog.open(path, key, checkpoint_interval=7, shared=True).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_append_shared, args=(str(path), seed, w, 25)) for w in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    result = verify_log(path, key.public_key)
+    assert result.ok, result.describe()
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    by_writer = [sum(e["actor"] == f"worker-{w}" for e in entries) for w in range(3)]
+    assert by_writer == [25, 25, 25]
+    assert [e["seq"] for e in entries] == list(range(len(entries)))
+    assert sum(e["kind"] == "checkpoint" for e in entries) == len(entries) // 8  # every 8th slot, none skipped
+
+
+def test_a_shared_writer_waits_for_an_exclusive_one_then_refuses(tmp_path: Path, key: SigningKey, monkeypatch) -> None:
+    monkeypatch.setattr(audit_log, "_SHARED_LOCK_WAIT_SECONDS", 0.2)
+    path = tmp_path / "audit.log"
+    with AuditLog.open(path, key):  # a process holding the log for itself
+        with pytest.raises(AuditLogCorrupt, match="already open"):
+            AuditLog.open(path, key, shared=True)
+    shared = AuditLog.open(path, key, shared=True)
+    shared.append("collection", "worker-0")
+    with pytest.raises(AuditLogCorrupt, match="already open"):
+        with AuditLog.open(path, key):  # an exclusive opener while a shared one is between appends: it gets the file...
+            shared.append("collection", "worker-0")  # ...and the shared writer refuses after its wait
+    shared.close()
+    assert verify_log(path, key.public_key).ok

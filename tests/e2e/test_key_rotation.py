@@ -22,7 +22,7 @@ import grpc
 import pytest
 
 from twinmpc.bench.bench_scaling import start_leader_replica
-from twinmpc.crypto.audit_log import verify_log
+from twinmpc.crypto.audit_verify import verify_log
 from twinmpc.crypto.signing import VerifyKey
 from twinmpc.mpc.client import shard_report
 from twinmpc.mpc.task import Task, b64encode

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.e2e.test_masks import _clients, _window
-from twinmpc.crypto.audit_log import verify_log
+from twinmpc.crypto.audit_verify import verify_log
 from twinmpc.crypto.signing import VerifyKey
 from twinmpc.services.aggregator.config import load_aggregator_config
 from twinmpc.services.aggregator.privacy import budget_report

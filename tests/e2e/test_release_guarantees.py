@@ -14,7 +14,7 @@ import sys
 import grpc
 import pytest
 
-from twinmpc.crypto.audit_log import verify_log
+from twinmpc.crypto.audit_verify import verify_log
 from twinmpc.crypto.signing import VerifyKey
 from twinmpc.mpc.client import shard_report
 from twinmpc.mpc.modes import batch_of

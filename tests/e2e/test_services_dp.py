@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from twinmpc.crypto.audit_log import verify_log
+from twinmpc.crypto.audit_verify import verify_log
 from twinmpc.crypto.signing import VerifyKey
 from twinmpc.mpc.client import shard_report
 from twinmpc.mpc.modes import noise_plan

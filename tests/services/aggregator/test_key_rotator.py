@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from twinmpc.crypto.audit_log import verify_log
+from twinmpc.crypto.audit_verify import verify_log
 from twinmpc.crypto.signing import VerifyKey
 from twinmpc.mpc.client import shard_report
 from twinmpc.mpc.errors import InvalidTask, SealError
