@@ -76,6 +76,8 @@ class TaskMode:
     state_in_round_blob = False
     #: the collector opens results with its HPKE key (False: with its homomorphic secret key)
     collector_holds_hpke_key = True
+    #: the task's protocol state lives in one process's memory (masks rounds): one serving process only
+    needs_one_process = False
 
     def make_reports(self, task: Task, measurements: Sequence[Any], time: int | None = None) -> list[Report]:
         """Client: one report per measurement, ready to upload to the leader."""
@@ -240,6 +242,7 @@ class MasksMode(TaskMode):
     name = "masks"
     takes_uploads = False
     state_in_round_blob = True
+    needs_one_process = True
 
     def noise_plan(self, task: Task, state: bytes | None = None) -> dp.NoisePlan:
         return masks_mode.noise_plan(task, state)

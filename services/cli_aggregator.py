@@ -28,7 +28,7 @@ def aggregator_serve(
 ) -> None:
     """Serve until SIGTERM/SIGINT."""
     from twinmpc.services.aggregator.config import ConfigError, load_aggregator_config
-    from twinmpc.services.aggregator.server import serve
+    from twinmpc.services.aggregator.workers import serve
 
     try:
         cfg = load_aggregator_config(config)

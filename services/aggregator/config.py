@@ -82,6 +82,9 @@ class AggregatorConfig(BaseModel):
     metrics_listen: ListenAddress | None = None  # e.g. "127.0.0.1:9464": Prometheus GET /metrics
     database_url: str | None = None  # postgresql://user@host:port/db (docs/storage.md); None: SQLite in data_dir
     database_password_env: str | None = None  # name of the environment variable holding the database password
+    # processes serving this aggregator's port (SO_REUSEPORT): each is a replica sharing data_dir and
+    # the database, so uploads, jobs and collections use every core; masks rounds need workers = 1
+    workers: int = Field(1, ge=1, le=64)
 
     @field_validator("database_url")
     @classmethod
@@ -165,6 +168,7 @@ def render_aggregator_config(
         f"identity = {q(identity)}",
         'hpke_suite = "x25519-hkdf-sha256-aes128gcm"   # or "mlkem768x25519-hkdf-sha256-aes128gcm" (post-quantum hybrid)',
         'log_level = "INFO"',
+        "# workers = 2                       # processes serving this port, one per core (docs/operations.md; masks tasks need 1)",
     ]
     if metrics_listen:
         lines.append(f"metrics_listen = {q(metrics_listen)}   # Prometheus GET /metrics (plain HTTP: loopback or a monitoring network)")

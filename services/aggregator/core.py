@@ -43,8 +43,9 @@ class AggregatorCore:
         *,
         peer_credentials: grpc.ChannelCredentials | None = None,
         clock: Callable[[], float] = time.time,
+        worker: int = 0,
     ) -> None:
-        self.state = AggregatorState.open(config, clock)
+        self.state = AggregatorState.open(config, clock, worker)
         self.tasks = TaskRegistry(self.state)
         self.peers = HelperPeers(config.limits, peer_credentials)
         self.jobs = LeaderJobs(self.state, self.tasks, self.peers)

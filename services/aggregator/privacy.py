@@ -37,7 +37,8 @@ def charge_id(task: Task, window_start: int, index: int) -> str:
 class CollectionGuard:
     """Ledger charges and audit entries of one aggregator."""
 
-    def __init__(self, data_dir: Path, store: Datastore) -> None:
+    def __init__(self, data_dir: Path, store: Datastore, *, shared: bool = False) -> None:
+        """`shared`: the aggregator's worker processes append to one audit log."""
         key_path = data_dir / "audit_signing.key"
         if key_path.exists():
             self.signing_key = SigningKey.load(key_path)
@@ -45,7 +46,7 @@ class CollectionGuard:
             self.signing_key = SigningKey.generate()
             self.signing_key.save(key_path)
             self.signing_key.public_key.save(data_dir / "audit_signing.pub")
-        self.audit = AuditLog.open(data_dir / "audit.log", self.signing_key)
+        self.audit = AuditLog.open(data_dir / "audit.log", self.signing_key, shared=shared)
         self.store = store
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
 """Start an aggregator: mTLS grpc.aio server with auth, health and reflection.
 
 `start_aggregator(config)` returns ``(server, port, core)`` so tests bind
-port 0; `serve(config)` runs until SIGTERM/SIGINT and shuts down gracefully.
+port 0; `services.aggregator.workers.serve(config)` runs a whole aggregator
+(its worker processes too) until SIGTERM/SIGINT.
 
 The gRPC port is bound exclusively by default: gRPC sets SO_REUSEPORT on its
 listeners, so a second, independent aggregator started on an occupied port
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import signal
 import socket
 from fractions import Fraction
 
@@ -118,19 +118,20 @@ def check_port_free(listen: str) -> None:
 
 
 async def start_aggregator(
-    config: AggregatorConfig, *, clock=None, reuse_port: bool = False
+    config: AggregatorConfig, *, clock=None, reuse_port: bool = False, worker: int = 0
 ) -> tuple[grpc.aio.Server, int, AggregatorCore]:
     """Build and start the server; returns (server, bound port, core).
 
     `reuse_port` lets several processes of the same aggregator share the port;
     leave it False for a standalone aggregator, so an occupied port is refused.
+    `worker` is this process's index among the aggregator's worker processes.
     """
     if not reuse_port:
         check_port_free(config.listen)
     tls = config.tls
     peer_creds = pki.channel_credentials(tls.cert, tls.key, tls.ca)
     server_creds = pki.server_credentials(tls.cert, tls.key, tls.ca)
-    core = AggregatorCore(config, peer_credentials=peer_creds, **({"clock": clock} if clock else {}))
+    core = AggregatorCore(config, peer_credentials=peer_creds, worker=worker, **({"clock": clock} if clock else {}))
     size = config.limits.max_message_bytes
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(ROLE_POLICY, rate_limiter=_rate_limiter(config), message_cost=MESSAGE_COST)],
@@ -185,20 +186,3 @@ async def stop_aggregator(server: grpc.aio.Server, core: AggregatorCore, grace: 
         core.metrics_server = None
     await server.stop(grace)
     await core.stop()
-
-
-async def serve(config: AggregatorConfig, *, port_file: str | None = None) -> None:
-    """Run until SIGINT/SIGTERM; optionally write the bound port to `port_file`."""
-    server, port, core = await start_aggregator(config)
-    if port_file:
-        from pathlib import Path
-
-        tmp = Path(port_file + ".tmp")
-        tmp.write_text(str(port))
-        tmp.replace(port_file)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await stop_aggregator(server, core)

@@ -6,6 +6,7 @@ object explicitly; none keeps a reference to another role.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,14 +22,19 @@ from twinmpc.services.keyfiles import load_or_create_datastore_key, load_or_crea
 from twinmpc.services.storage import Datastore, SqliteDatastore
 
 
-def open_datastore(config: AggregatorConfig) -> Datastore:
+def open_datastore(config: AggregatorConfig, worker: int = 0) -> Datastore:
     """The aggregator's store: PostgreSQL when `database_url` is set, else SQLite in data_dir.
 
     Replicas sharing one database must share `datastore.key` (it seals the secret columns).
+    Worker processes of one aggregator share its data_dir; each has its own name in job
+    leases (derived from the replica id, so a restarted worker resumes its own jobs).
     """
     config.data_dir.mkdir(parents=True, exist_ok=True)
     key = load_or_create_datastore_key(config.data_dir / "datastore.key")
-    lease = {"lease_owner": load_or_create_replica_id(config.data_dir / "replica.id"), "lease_seconds": config.limits.job_lease_seconds}
+    owner = load_or_create_replica_id(config.data_dir / "replica.id")
+    if worker:
+        owner = hashlib.sha256(owner + worker.to_bytes(2, "big")).digest()[: len(owner)]
+    lease = {"lease_owner": owner, "lease_seconds": config.limits.job_lease_seconds}
     if config.database_url:
         from twinmpc.services.storage.postgres import PostgresDatastore  # optional dependency: pip install '.[postgres]'
 
@@ -62,11 +68,12 @@ class AggregatorState:
         return self.keys.opener
 
     @classmethod
-    def open(cls, config: AggregatorConfig, clock: Callable[[], float] = time.time) -> AggregatorState:
+    def open(cls, config: AggregatorConfig, clock: Callable[[], float] = time.time, worker: int = 0) -> AggregatorState:
+        """`worker`: this process's index among the aggregator's `config.workers` processes."""
         config.data_dir.mkdir(parents=True, exist_ok=True)
         identity = pki.principal_from_certificate(config.tls.cert.read_bytes()).identity
-        store = open_datastore(config)
-        guard = CollectionGuard(config.data_dir, store)
+        store = open_datastore(config, worker)
+        guard = CollectionGuard(config.data_dir, store, shared=config.workers > 1)
         try:
             keys = KeyRotator(store, load_or_create_datastore_key(config.data_dir / "datastore.key"), config.data_dir,
                               config.hpke_suite, guard, clock, config.limits.share_open_workers or None)

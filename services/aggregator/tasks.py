@@ -62,6 +62,9 @@ class TaskRegistry:
         if not 0 <= agg_index < task.num_aggregators:
             raise InvalidTask(f"aggregator_index {agg_index} outside 0..{task.num_aggregators - 1}")
         mode = mode_of(task)
+        if mode.needs_one_process and self.state.config.workers > 1:
+            raise InvalidTask(f"mode {task.mode!r} keeps its rounds in one process's memory; this aggregator serves "
+                              f"with workers = {self.state.config.workers}")
         own_config = mode.own_hpke_config(task, agg_index)
         if own_config is not None:
             self.state.keys.check_own(own_config, f"aggregators[{agg_index}].hpke_config")  # any non-retired key

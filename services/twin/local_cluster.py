@@ -57,6 +57,7 @@ class LocalCluster:
     metrics: bool = False  # expose Prometheus /metrics on a free loopback port (`metrics_endpoints`)
     database_urls: dict[int, str] = field(default_factory=dict)  # aggregator index -> postgresql:// URL (else SQLite)
     database_password_env: str | None = None  # env var holding the database password, for those aggregators
+    workers: dict[int, int] = field(default_factory=dict)  # aggregator index -> processes sharing its port (else 1)
     nodes: list[_Node] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -85,6 +86,7 @@ class LocalCluster:
             f'hpke_suite = "{self.hpke_suite}"',
             *([f'metrics_listen = "127.0.0.1:{node.metrics_port}"'] if self.metrics else []),
             *self._database_lines(int(ident.removeprefix("agg"))),
+            *([f"workers = {self.workers[node.index]}"] if self.workers.get(node.index, 1) > 1 else []),
             "[tls]",
             f'cert = "pki/{ident}.crt"',
             f'key = "pki/{ident}.key"',
