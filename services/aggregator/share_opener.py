@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -32,6 +33,7 @@ from twinmpc.mpc import aggregator as agg
 from twinmpc.mpc.errors import DecodeError, InvalidReport, SealError
 from twinmpc.mpc.report import Report, ReportShare
 from twinmpc.mpc.task import Task
+from twinmpc.services.parent_death import end_with_parent
 
 log = logging.getLogger("twinmpc.aggregator")
 
@@ -46,8 +48,9 @@ _retired: frozenset[int] = frozenset()
 _tasks: dict[str, Task] = {}
 
 
-def _init_worker(keys: list[tuple[int, str, bytes]], retired: frozenset[int] = frozenset()) -> None:
+def _init_worker(keys: list[tuple[int, str, bytes]], retired: frozenset[int], parent_pid: int) -> None:
     global _retired
+    end_with_parent(parent_pid, signal.SIGKILL)  # holds private keys: never outlive the aggregator
     for config_id, suite, raw in keys:
         _keys[config_id] = HpkeKeypair.from_private_bytes(config_id, suite, raw)
     _retired = retired
@@ -109,7 +112,7 @@ class ShareOpener:
             secrets_for_workers = [(cid, k.config.suite.name, k._raw) for cid, k in self._keys.items()]
             self._pool = ProcessPoolExecutor(
                 self._workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=(secrets_for_workers, self._retired),
+                initializer=_init_worker, initargs=(secrets_for_workers, self._retired, os.getpid()),
             )
         return self._pool
 

@@ -24,7 +24,6 @@ Each serving worker names its process id in ``<data_dir>/worker-<i>.pid``.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import multiprocessing
 import os
@@ -36,12 +35,12 @@ from twinmpc.mpc.modes import mode_of
 from twinmpc.services.aggregator.config import AggregatorConfig, ConfigError
 from twinmpc.services.aggregator.server import check_port_free, start_aggregator, stop_aggregator
 from twinmpc.services.listen import split_listen
+from twinmpc.services.parent_death import end_with_parent
 
 log = logging.getLogger("twinmpc.aggregator")
 
 READY_TIMEOUT_SECONDS = 60.0
 RESTART_DELAY_SECONDS = 1.0
-_PR_SET_PDEATHSIG = 1
 
 
 async def serve(config: AggregatorConfig, *, port_file: str | None = None) -> None:
@@ -174,7 +173,7 @@ class WorkerPool:
 
 def _worker_main(config: AggregatorConfig, index: int, primary_pid: int, ready) -> None:
     """Entry point of one worker process: serve the shared port until SIGTERM."""
-    _stop_with_parent(primary_pid)
+    end_with_parent(primary_pid)  # SIGTERM: a graceful stop that frees the port
     from twinmpc.services.logs import configure_json_logging
 
     configure_json_logging(config.log_level)
@@ -202,14 +201,3 @@ async def _serve_worker(config: AggregatorConfig, index: int, ready) -> None:
 def pid_path(config: AggregatorConfig, index: int) -> Path:
     """Where worker `index` of the aggregator names its process id while it serves."""
     return config.data_dir / f"worker-{index}.pid"
-
-
-def _stop_with_parent(primary_pid: int) -> None:
-    """Ask the kernel to SIGTERM this worker when the primary dies (Linux); exit if it already has."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the primary's stop() remains the way workers end
-        pass
-    if os.getppid() != primary_pid:
-        os._exit(0)

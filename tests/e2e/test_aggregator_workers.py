@@ -26,7 +26,7 @@ from twinmpc.protos.twinmpc.v1 import twinmpc_pb2 as pb
 from twinmpc.protos.twinmpc.v1 import twinmpc_pb2_grpc as pb_grpc
 from twinmpc.services.client import report_to_proto
 from twinmpc.services.twin.local_cluster import LocalCluster
-from tests.service_utils import collect, past_window, provision
+from tests.service_utils import collect, past_window, provision, upload
 
 CHANNELS = 16  # independent TLS connections: the kernel spreads connections, not calls, over the workers
 
@@ -142,14 +142,28 @@ def test_a_killed_worker_is_restarted_and_loses_no_acknowledged_report(loop_thre
     assert result.report_count == len(reports) and result.result == len(reports)
 
 
-def test_the_primarys_death_stops_its_workers_and_frees_the_port(loop_thread, cluster):
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(c) for c in (task / "children").read_text().split()}
+    return found
+
+
+def test_the_primarys_death_stops_its_workers_and_children_and_frees_the_port(loop_thread, cluster):
+    """SIGKILL leaves no orphan: not the worker (it holds the port), not the share-opening pool (it holds keys)."""
+    task = provision(loop_thread, cluster, {"type": "count"})
+    reports = [shard_report(task, 1, time=past_window() + 1) for _ in range(300)]
+    upload(loop_thread, cluster, task, reports)  # a streamed batch: the primary opens it in its worker pool
+    primary = cluster.nodes[0].process.pid
     worker = _worker_pid(cluster)
+    children = _children(primary)
+    assert worker in children and len(children) >= 2  # the worker, and at least one opener process
     port = int(cluster.endpoints[0].rsplit(":", 1)[1])
     cluster.kill(0)
     deadline = time.monotonic() + 15
-    while _alive(worker) and time.monotonic() < deadline:
+    while any(_alive(c) for c in children) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(worker)
+    assert not [c for c in children if _alive(c)]
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))  # nobody listens there any more
