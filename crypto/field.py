@@ -59,6 +59,9 @@ class _PrimeField:
     LARGE: type[_PrimeField]  # backend for long vectors (itself unless overridden)
     CHEAP_DOT = False  # True where exact dot products cost one reduction per output (object arrays)
     NATIVE = False  # True where arithmetic and `ntt_rows` run in compiled code (crypto.field_native)
+    # Fixed-width storage whose bytes are the draft's encoding (None: object arrays).  Such
+    # vectors are read from XOFs and viewed in received shares without a decoding copy.
+    DTYPE: np.dtype | None = None
 
     @classmethod
     def from_backend(cls, other: type[_PrimeField], vec: np.ndarray) -> np.ndarray:
@@ -135,6 +138,24 @@ class _PrimeField:
         if not np.all(ok):
             raise DecodeError(f"{cls.NAME}: element >= modulus")
         return vec
+
+    @classmethod
+    def view_vec(cls, data: bytes | memoryview) -> np.ndarray:
+        """`decode_vec` without a copy where the storage is the encoding (`DTYPE`): a read-only
+        view of `data` (which must outlive it); otherwise the decoded copy."""
+        if cls.DTYPE is None:
+            return cls.decode_vec(data)
+        if len(data) % cls.ENCODED_SIZE:
+            raise DecodeError(f"{cls.NAME}: length {len(data)} is not a multiple of {cls.ENCODED_SIZE}")
+        vec = np.frombuffer(data, dtype=cls.DTYPE)
+        if not cls.all_canonical(vec):
+            raise DecodeError(f"{cls.NAME}: element >= modulus")
+        return vec
+
+    @classmethod
+    def all_canonical(cls, vec: np.ndarray) -> bool:
+        """Whether every element of a `DTYPE` vector read from bytes is < p."""
+        return bool(np.all(cls.decode_unchecked(np.ascontiguousarray(vec).view(np.uint8))[1]))
 
     @classmethod
     def add(cls, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -306,6 +327,7 @@ class Field64(_PrimeField):
 
     _P = np.uint64(MODULUS)
     _EPS = np.uint64(0xFFFFFFFF)  # 2^64 mod p
+    DTYPE = np.dtype("<u8")
 
     @classmethod
     def from_ints(cls, values: Iterable[int]) -> np.ndarray:
@@ -320,6 +342,10 @@ class Field64(_PrimeField):
     @classmethod
     def zeros_shape(cls, shape: tuple[int, ...]) -> np.ndarray:
         return np.zeros(shape, dtype=np.uint64)
+
+    @classmethod
+    def all_canonical(cls, vec: np.ndarray) -> bool:
+        return bool((vec < cls._P).all())
 
     @classmethod
     def from_u64(cls, small: np.ndarray) -> np.ndarray:

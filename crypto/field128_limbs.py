@@ -133,6 +133,7 @@ class Field128Limbs(_Field128Params, _PrimeField):
     """The same field on (lo, hi) uint64 pairs; see the module docstring."""
 
     SMALL = Field128
+    DTYPE = F128_DTYPE
 
     @classmethod
     def from_ints(cls, values: Iterable[int]) -> np.ndarray:
@@ -189,6 +190,11 @@ class Field128Limbs(_Field128Params, _PrimeField):
         words = np.frombuffer(data, dtype="<u8")  # plain words: cheaper than the structured fields
         hi = words[1::2]
         return words.view(F128_DTYPE).copy(), (hi < _P_HI) | ((hi == _P_HI) & (words[0::2] == 0))
+
+    @classmethod
+    def all_canonical(cls, vec: np.ndarray) -> bool:
+        hi, lo = vec["hi"], vec["lo"]
+        return bool(((hi < _P_HI) | ((hi == _P_HI) & (lo == 0))).all())
 
     @classmethod
     def encode_vec(cls, vec: np.ndarray) -> bytes:

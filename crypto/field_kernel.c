@@ -673,6 +673,23 @@ void f128_decode(u64 *out, const u64 *in, i64 n, unsigned char *ok) {
     }
 }
 
+/* Number of non-canonical elements (>= p) among n: 0 lets a received or
+ * sampled vector be used in place, without a decoded copy. */
+i64 f64_count_bad(const u64 *in, i64 n) {
+    i64 bad = 0;
+    for (i64 k = 0; k < n; k++) bad += in[k] >= P64;
+    return bad;
+}
+
+i64 f128_count_bad(const u64 *in, i64 n) {
+    i64 bad = 0;
+    for (i64 k = 0; k < n; k++) {
+        u64 lo = in[2 * k], hi = in[2 * k + 1];
+        bad += hi > PHI || (hi == PHI && lo != 0);
+    }
+    return bad;
+}
+
 /* ------------------------------------ FLP prover: fused range-check gadget */
 /* The draft's bit check ParallelSum(Mul, chunk) proved without storing its
  * wires: for slot j the two wire rows (seed, then r_i^(j+1) x[i*chunk+j] for

@@ -153,6 +153,7 @@ class _NativeOps:
     _LAGRANGE: str
     _DECODE: str
     _RANGE_PROVE: str
+    _COUNT_BAD: str
 
     @classmethod
     def _binary(cls, fname: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -347,6 +348,11 @@ class _NativeOps:
         return out, ok
 
     @classmethod
+    def all_canonical(cls, vec: np.ndarray) -> bool:
+        vec = np.ascontiguousarray(vec)
+        return not vec.size or getattr(_lib, cls._COUNT_BAD)(_from_buffer(vec), vec.size) == 0
+
+    @classmethod
     def lagrange(cls, t: int, roots: np.ndarray, n_inv: np.ndarray) -> np.ndarray | None:
         """Barycentric weights at t for the n-th roots (see crypto.poly.lagrange_weights),
         or None when t is itself one of the roots."""
@@ -377,6 +383,7 @@ class Field64Native(_NativeOps, Field64):
     _ADD, _SUB, _MUL, _MUL_SUM, _NTT = "f64_add", "f64_sub", "f64_mul", "f64_mul_sum", "f64_ntt"
     _PMUL, _RANGE_WIRES, _RANGE_EVALS = "f64_pmul_extend", "f64_range_wires", "f64_range_evals"
     _LAGRANGE, _DECODE, _RANGE_PROVE = "f64_lagrange", "f64_decode", "f64_range_prove"
+    _COUNT_BAD = "f64_count_bad"
 
 
 class Field128Native(_NativeOps, Field128Limbs):
@@ -387,6 +394,7 @@ class Field128Native(_NativeOps, Field128Limbs):
     _ADD, _SUB, _MUL, _MUL_SUM, _NTT = "f128_add", "f128_sub", "f128_mul", "f128_mul_sum", "f128_ntt"
     _PMUL, _RANGE_WIRES, _RANGE_EVALS = "f128_pmul_extend", "f128_range_wires", "f128_range_evals"
     _LAGRANGE, _DECODE, _RANGE_PROVE = "f128_lagrange", "f128_decode", "f128_range_prove"
+    _COUNT_BAD = "f128_count_bad"
 
     @classmethod
     def from_u64(cls, small: np.ndarray) -> np.ndarray:

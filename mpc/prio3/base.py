@@ -94,7 +94,7 @@ class Prio3Base(Generic[M, R]):
     def _uses_jr(self) -> bool:
         return self.flp.JOINT_RAND_LEN > 0
 
-    def _helper_meas_share(self, ctx: bytes, agg_id: int, share: bytes) -> tuple[np.ndarray, bytes | None]:
+    def _helper_meas_share(self, ctx: bytes, agg_id: int, share: bytes) -> tuple[np.ndarray, memoryview | None]:
         """(helper's measurement share, its encoding when the XOF output needed no rejection).
 
         The encoding is the XOF stream itself then, so long shares are not encoded again."""
@@ -125,8 +125,9 @@ class Prio3Base(Generic[M, R]):
 
     def _joint_rand_part(self, ctx: bytes, agg_id: int, blind: bytes, meas_enc: bytes | memoryview, nonce: bytes) -> bytes:
         """The draft's joint randomness part of an aggregator's measurement share, given the share's
-        encoding (long shares are passed as the bytes at hand instead of being encoded again)."""
-        return self.xof.derive_seed(blind, self._dst(USAGE_JOINT_RAND_PART, ctx), bytes([agg_id]) + nonce + meas_enc)
+        encoding (long shares are passed as the bytes at hand instead of being encoded again, and
+        hashed as a part of the binder rather than copied into it)."""
+        return self.xof.derive_seed(blind, self._dst(USAGE_JOINT_RAND_PART, ctx), (bytes([agg_id]) + nonce, meas_enc))
 
     def _joint_rand_seed(self, ctx: bytes, parts: Sequence[bytes]) -> bytes:
         return self.xof.derive_seed(bytes(self.xof.SEED_SIZE), self._dst(USAGE_JOINT_RAND_SEED, ctx), b"".join(parts))
@@ -142,7 +143,9 @@ class Prio3Base(Generic[M, R]):
         """Row b = xofs[b].next_vec(field, length): one decode for all rows (see _expand_rows_raw)."""
         return self._expand_rows_raw(field, xofs, length)[0]
 
-    def _expand_rows_raw(self, field: type[_PrimeField], xofs: list[Xof], length: int) -> tuple[np.ndarray, bytes | None]:
+    def _expand_rows_raw(
+        self, field: type[_PrimeField], xofs: list[Xof], length: int
+    ) -> tuple[np.ndarray, memoryview | None]:
         """(rows, the XOF bytes they were decoded from, or None if a candidate was rejected).
 
         Each XOF is read once for `length` elements; a row with a rejected
@@ -150,17 +153,38 @@ class Prio3Base(Generic[M, R]):
         candidates and continues with next_vec on the same XOF, which is
         exactly the draft's sampling loop.  Without rejections the bytes are
         the rows' encoding, which callers reuse instead of encoding again.
+        Fields stored as their encoding (`DTYPE`) are read straight into the
+        rows, which are then that encoding (no bytes object, no decoding copy).
         """
         size = field.ENCODED_SIZE
+        if field.DTYPE is not None:
+            rows = np.empty((len(xofs), length), dtype=field.DTYPE)
+            bad = []
+            for b, x in enumerate(xofs):
+                x.next_into(rows[b])
+                if not field.all_canonical(rows[b]):
+                    bad.append(b)
+            for b in bad:
+                keep = rows[b][field.decode_unchecked(rows[b].view(np.uint8))[1]]
+                rows[b] = np.concatenate([keep, xofs[b].next_vec(field, length - keep.shape[0])])
+            return rows, (None if bad else memoryview(rows.view(np.uint8).reshape(-1)))
         raw = b"".join([x.next(length * size) for x in xofs])
         cand, ok = field.decode_unchecked(raw)
         cand = cand.reshape(len(xofs), length)
         ok = ok.reshape(len(xofs), length)
-        bad = np.flatnonzero(~ok.all(axis=1))
-        for b in bad:
+        bad_rows = np.flatnonzero(~ok.all(axis=1))
+        for b in bad_rows:
             keep = cand[b][ok[b]]
             cand[b] = np.concatenate([keep, xofs[b].next_vec(field, length - keep.shape[0])])
-        return cand, (None if bad.size else raw)
+        return cand, (None if bad_rows.size else memoryview(raw))
+
+    @staticmethod
+    def _encoding(field: type[_PrimeField], vec: np.ndarray) -> bytes | memoryview:
+        """The encoding of a vector: its own bytes where the storage is the encoding (no copy;
+        valid while `vec` is), else `encode_vec`."""
+        if field.DTYPE is not None:
+            return memoryview(np.ascontiguousarray(vec, dtype=field.DTYPE).view(np.uint8).reshape(-1))
+        return field.encode_vec(vec)
 
     # ------------------------------------------------------------------ decoding
     def _decode_public_share(self, encoded: bytes) -> list[bytes] | None:
@@ -187,14 +211,14 @@ class Prio3Base(Generic[M, R]):
             if len(encoded) != meas_len + proof_len + blind_len:
                 raise DecodeError("leader input share has the wrong length")
             view = memoryview(encoded)  # slices without copies (the share can be tens of MB)
-            meas = f.decode_vec(view[:meas_len])
+            meas = f.view_vec(view[:meas_len])  # read-only view of `encoded` where the field allows
             proofs = f.decode_vec(view[meas_len : meas_len + proof_len])
             return meas, proofs, encoded[meas_len + proof_len :], view[:meas_len]
         if len(encoded) != s + blind_len:
             raise DecodeError("helper input share has the wrong length")
         share = encoded[:s]
         meas, raw = self._helper_meas_share(ctx, agg_id, share)
-        return meas, self._helper_proofs_share(ctx, agg_id, share), encoded[s:], None if raw is None else memoryview(raw)
+        return meas, self._helper_proofs_share(ctx, agg_id, share), encoded[s:], raw
 
     def _decode_verifier_share(self, encoded: bytes) -> tuple[np.ndarray, bytes]:
         f = self.field

@@ -148,7 +148,7 @@ class Prio3Batch(Prio3Base[M, R]):
                 enc = bf.encode_vec(helper_meas.reshape(-1))
                 for b in range(count):
                     parts[b].append(self.xof.derive_seed(
-                        helper_blinds[b][j - 1], dst_part, bytes([j]) + nonces[b] + enc[b * meas_bytes : (b + 1) * meas_bytes]
+                        helper_blinds[b][j - 1], dst_part, (bytes([j]) + nonces[b], enc[b * meas_bytes : (b + 1) * meas_bytes])
                     ))
         leader_enc = bf.encode_vec(leader_meas.reshape(-1))
         jl, pl = self.flp.JOINT_RAND_LEN, self.flp.PROVE_RAND_LEN
@@ -160,7 +160,7 @@ class Prio3Batch(Prio3Base[M, R]):
             jr_xofs = []
             for b in range(count):
                 parts[b].insert(0, self.xof.derive_seed(
-                    leader_blinds[b], dst_part, b"\x00" + nonces[b] + leader_enc[b * meas_bytes : (b + 1) * meas_bytes]
+                    leader_blinds[b], dst_part, (b"\x00" + nonces[b], leader_enc[b * meas_bytes : (b + 1) * meas_bytes])
                 ))
                 jr_xofs.append(self.xof(self.xof.derive_seed(zero_seed, dst_seed, b"".join(parts[b])), dst_jr, proofs_byte))
             joint_rands = self._expand_rows(bf, jr_xofs, jl * self.PROOFS)
@@ -264,17 +264,22 @@ class Prio3Batch(Prio3Base[M, R]):
             joined = views[0][: meas_bytes + proof_bytes] if len(rows) == 1 else b"".join(
                 [v[: meas_bytes + proof_bytes] for v in views]
             )
-            cand, ok = bf.decode_unchecked(joined)
-            del joined
             width = self.flp.MEAS_LEN + self.flp.PROOF_LEN * self.PROOFS
-            cand = cand.reshape(len(rows), width)
-            good = ok.reshape(len(rows), width).all(axis=1)
+            if len(rows) == 1 and bf.DTYPE is not None:  # one (long) report: a read-only view, no copy
+                cand = np.frombuffer(joined, dtype=bf.DTYPE).reshape(1, width)
+                good = np.array([bf.all_canonical(cand)])
+            else:
+                cand, ok = bf.decode_unchecked(joined)
+                cand = cand.reshape(len(rows), width)
+                good = ok.reshape(len(rows), width).all(axis=1)
+            del joined
             for i in np.flatnonzero(~good):
                 results[rows[i]] = DecodeError(f"{f.NAME}: element >= modulus")
-            keep = np.flatnonzero(good)
-            rows = [rows[i] for i in keep]
-            parts_of = [parts_of[i] for i in keep]
-            cand = cand[keep]
+            if not good.all():
+                keep = np.flatnonzero(good)
+                rows = [rows[i] for i in keep]
+                parts_of = [parts_of[i] for i in keep]
+                cand = cand[keep]
             meas = cand[:, : self.flp.MEAS_LEN]
             proofs = cand[:, self.flp.MEAS_LEN :]
             blinds = [input_shares[b][meas_bytes + proof_bytes :] for b in rows]
@@ -310,7 +315,7 @@ class Prio3Batch(Prio3Base[M, R]):
             agg_byte = bytes([agg_id])
             jr_xofs = []
             for i, b in enumerate(rows):
-                part = self.xof.derive_seed(blinds[i], dst_part, agg_byte + nonces[b] + meas_enc[i])
+                part = self.xof.derive_seed(blinds[i], dst_part, (agg_byte + nonces[b], meas_enc[i]))
                 parts = list(parts_of[i])  # type: ignore[arg-type]
                 parts[agg_id] = part
                 seed = self.xof.derive_seed(zero_seed, dst_seed, b"".join(parts))

@@ -78,8 +78,7 @@ class Prio3(Prio3Batch[M, R]):
             del helper_enc
             leader_meas = f.sub(leader_meas, helper_meas)
             del helper_meas
-        leader_enc = f.encode_vec(leader_meas)
-        del leader_meas
+        leader_enc = self._encoding(f, leader_meas)
         if self._uses_jr:
             parts.insert(0, self._joint_rand_part(ctx, 0, leader_blind, leader_enc, nonce))
             joint_rands = self._joint_rands(ctx, self._joint_rand_seed(ctx, parts))
@@ -98,7 +97,8 @@ class Prio3(Prio3Batch[M, R]):
         for j, share in enumerate(helper_shares, start=1):
             leader_proofs = f.sub(leader_proofs, self._helper_proofs_share(ctx, j, share))
 
-        leader = leader_enc + f.encode_vec(leader_proofs) + leader_blind
+        leader = b"".join([leader_enc, f.encode_vec(leader_proofs), leader_blind])
+        del leader_enc, leader_meas
         helpers = [share + blind for share, blind in zip(helper_shares, helper_blinds or [b""] * k)]
         return b"".join(parts), [leader] + helpers
 
@@ -131,7 +131,7 @@ class Prio3(Prio3Batch[M, R]):
         joint_rands = f.zeros(0)
         if parts is not None:  # this variant uses joint randomness
             jr_part = self._joint_rand_part(
-                ctx, agg_id, blind, meas_enc if meas_enc is not None else f.encode_vec(meas_share), nonce
+                ctx, agg_id, blind, meas_enc if meas_enc is not None else self._encoding(f, meas_share), nonce
             )
             parts = list(parts)
             parts[agg_id] = jr_part

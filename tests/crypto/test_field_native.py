@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twinmpc.crypto import poly
+from twinmpc.crypto.errors import DecodeError
 from twinmpc.crypto.field import Field64
 from twinmpc.crypto.field128_limbs import Field128Limbs
 from twinmpc.crypto.field_native import Field64Native, Field128Native, native_built
@@ -181,3 +182,23 @@ def test_fused_range_check_prover_equals_the_wire_matrix_path(nat, monkeypatch) 
     monkeypatch.setattr(type(flp.valid), "prove_gadget_rows", Valid.prove_gadget_rows)
     assert np.array_equal(fused["1"], flp.prove_rows(nat, meas, prove_rand, joint_rand))
     assert np.array_equal(fused["2"], fused["1"])
+
+
+@pytest.mark.parametrize("ref, nat", PAIRS, ids=lambda f: f.__name__)
+def test_canonical_check_and_views_match_the_reference(ref, nat) -> None:  # type: ignore[no-untyped-def]
+    """all_canonical (compiled count of elements >= p) and view_vec agree with decode_vec on edge
+    encodings; a view is read-only and shares the received bytes."""
+    size, p = ref.ENCODED_SIZE, ref.MODULUS
+    over = [p, p + 1, 2 ** (8 * size) - 1] + ([p + 2**64 - 1, (p >> 64) + 1 << 64] if size == 16 else [])
+    good = [0, 1, p - 1, p - 2, 2**63] + ([(p >> 64) << 64, p - 2**64] if size == 16 else [])
+    for values in [good, good + [over[0]], [over[-1]] + good] + [[v] for v in over]:
+        data = b"".join(v.to_bytes(size, "little") for v in values)
+        vec = np.frombuffer(data, dtype=ref.DTYPE)
+        want = all(v < p for v in values)
+        assert nat.all_canonical(vec) is want and ref.all_canonical(vec) is want, values
+        if want:
+            view = nat.view_vec(data)
+            assert not view.flags.writeable and np.array_equal(view, ref.decode_vec(data))
+        else:
+            with pytest.raises(DecodeError):
+                nat.view_vec(data)

@@ -6,13 +6,20 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from tests.paths import REPO, OUR_VECTORS, VDAF_VECTORS  # noqa: F401
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twinmpc.crypto.field import Field64, Field128, _PrimeField
+from twinmpc.crypto.field import Field64, Field64Small, Field128, _PrimeField
+from twinmpc.crypto.field128_limbs import Field128Limbs
+from twinmpc.crypto.field_native import Field64Native, Field128Native, native_built
 from twinmpc.crypto.xof import Xof, XofFixedKeyAes128, XofTurboShake128
+
+# Every backend: object arrays, the numpy word layouts (read in place) and their compiled twins.
+BACKENDS = [Field64Small, Field64, Field128, Field128Limbs] + ([Field64Native, Field128Native] if native_built() else [])
 
 SHARED = VDAF_VECTORS
 
@@ -73,6 +80,34 @@ def test_turboshake_matches_pycryptodome(seed: bytes, dst: bytes, binder: bytes,
     assert turbo_shake128(2, msg).read(16) == TurboSHAKE128.new(domain=2, data=msg).read(16)
 
 
+@pytest.mark.parametrize("xof", [XofTurboShake128, XofFixedKeyAes128])
+@settings(max_examples=60, deadline=None)
+@given(parts=st.lists(st.binary(max_size=300), max_size=5), big=st.booleans())
+def test_binder_in_parts_is_the_concatenation(xof: type[Xof], parts: list[bytes], big: bool) -> None:
+    """A binder given as parts (bytes, memoryviews, arrays) hashes exactly as their concatenation,
+    also past the length from which a whole binder is absorbed rather than concatenated."""
+    if big:
+        parts = parts + [bytes(range(256)) * 20]
+    seed = bytes(range(xof.SEED_SIZE))
+    whole = b"".join(parts)
+    mixed = tuple(memoryview(p) if i % 3 == 1 else np.frombuffer(p, dtype=np.uint8) if i % 3 == 2 else p
+                  for i, p in enumerate(parts))
+    want = xof(seed, b"dst", whole).next(200)  # type: ignore[call-arg]
+    assert xof(seed, b"dst", mixed).next(200) == want  # type: ignore[call-arg]
+    assert xof.derive_seed(seed, b"dst", mixed) == want[: xof.SEED_SIZE]
+
+
+@pytest.mark.parametrize("xof", [XofTurboShake128, XofFixedKeyAes128])
+def test_next_into_continues_the_stream(xof: type[Xof]) -> None:
+    seed = bytes(range(xof.SEED_SIZE))
+    whole = xof(seed, b"d", b"b").next(500)  # type: ignore[call-arg]
+    x = xof(seed, b"d", b"b")  # type: ignore[call-arg]
+    first, words = np.empty(3, dtype=np.uint8), np.empty(40, dtype="<u8")
+    x.next_into(first)
+    x.next_into(words)
+    assert first.tobytes() + words.tobytes() + x.next(177) == whole
+
+
 def test_parameter_validation() -> None:
     with pytest.raises(ValueError):
         XofFixedKeyAes128(bytes(15), b"", b"")
@@ -110,7 +145,7 @@ def reference_next_vec(stream: bytes, field: type[_PrimeField], length: int) -> 
     return out, pos
 
 
-@pytest.mark.parametrize("field", [Field64, Field128], ids=lambda f: f.NAME)
+@pytest.mark.parametrize("field", BACKENDS, ids=lambda f: f.__name__)
 def test_next_vec_rejection_sampling(field: type[_PrimeField]) -> None:
     size = field.ENCODED_SIZE
     top = (2 ** (8 * size) - 1).to_bytes(size, "little")  # >= p: rejected
@@ -124,7 +159,7 @@ def test_next_vec_rejection_sampling(field: type[_PrimeField]) -> None:
     assert xof.pos == consumed  # exactly the bytes the draft's loop reads
 
 
-@pytest.mark.parametrize("field", [Field64, Field128], ids=lambda f: f.NAME)
+@pytest.mark.parametrize("field", BACKENDS, ids=lambda f: f.__name__)
 def test_next_vec_matches_reference_on_real_stream(field: type[_PrimeField]) -> None:
     seed = bytes(32)
     stream = XofTurboShake128(seed, b"d", b"b").next(field.ENCODED_SIZE * 300)

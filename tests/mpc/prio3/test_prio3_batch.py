@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from twinmpc.crypto.field import Field64, Field64Small, Field128
 from twinmpc.crypto.field128_limbs import Field128Limbs
+from twinmpc.crypto.field_native import Field64Native, Field128Native, native_built
 from twinmpc.crypto.poly import (
     lagrange_weights,
     lagrange_weights_rows,
@@ -193,6 +194,9 @@ def test_bad_agg_param_rejects_every_report_and_caller_mistakes_raise() -> None:
     assert isinstance(msgs[0], DecodeError)
 
 
+NATIVE_FIELDS = [Field64Native, Field128Native] if native_built() else []
+
+
 class _ScriptedXof(Xof):
     """A byte stream with chosen contents (values >= p included) to drive rejection sampling."""
 
@@ -208,9 +212,10 @@ class _ScriptedXof(Xof):
         return out
 
 
-@pytest.mark.parametrize("field", [Field64, Field128], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("field", [Field64, Field128, Field128Limbs, *NATIVE_FIELDS], ids=lambda f: f.__name__)
 def test_expand_rows_rejection_sampling_matches_next_vec(field) -> None:  # type: ignore[no-untyped-def]
-    """Rows with rejected candidates continue on their own stream exactly like Xof.next_vec."""
+    """Rows with rejected candidates continue on their own stream exactly like Xof.next_vec
+    (rows read in place on word backends); without rejections the bytes come back as the encoding."""
     vdaf = VARIANTS["count2"][0]
     size = field.ENCODED_SIZE
     rng = random.Random(3)
@@ -224,6 +229,9 @@ def test_expand_rows_rejection_sampling_matches_next_vec(field) -> None:  # type
     for row, data in zip(got, streams):
         assert field.to_ints(row) == field.to_ints(_ScriptedXof(data).next_vec(field, 5))
     assert np.shape(got) == (4, 5)
+    clean = [streams[0], streams[3]]
+    rows, raw = vdaf._expand_rows_raw(field, [_ScriptedXof(s) for s in clean], 5)
+    assert bytes(raw) == b"".join(s[: 5 * size] for s in clean) == field.encode_vec(rows.reshape(-1))
 
 
 def test_query_rows_flags_a_test_point_on_the_roots_like_query_rejects_it() -> None:
