@@ -161,7 +161,7 @@ class Valid(Generic[Measurement, AggResult]):
     # ---- batches: row b of every array belongs to report b (Prio3.verify_init_batch) ----
     # `field` is the backend the batch is computed on (the same field, possibly
     # another representation than self.field).  Each must equal its 1-D twin
-    # row by row (tests/test_prio3_batch.py checks the resulting bytes).
+    # row by row (tests/mpc/prio3/test_prio3_batch.py checks the resulting bytes).
     def wire_evals_rows(
         self, field: type[_PrimeField], meas: np.ndarray, joint_rand: np.ndarray, num_shares: int,
         weights: list[np.ndarray],
