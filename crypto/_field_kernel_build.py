@@ -1,4 +1,5 @@
-"""cffi build script for `twinmpc.crypto._field_kernel` (the C source is crypto/field_kernel.c).
+"""cffi build script for `twinmpc.crypto._field_kernel` (the C sources are crypto/field_kernel.c
+and crypto/xof_kernel.c, compiled as one unit: the XOF kernels use the field's element helpers).
 
 Run by setuptools at `pip install` (setup.py's ``cffi_modules``); never imported at run time.
 """
@@ -7,7 +8,7 @@ from pathlib import Path
 
 from cffi import FFI
 
-_SOURCE = Path(__file__).with_name("field_kernel.c")
+_SOURCES = [Path(__file__).with_name(name) for name in ("field_kernel.c", "xof_kernel.c")]
 
 def _as_void_pointers(decls: str) -> str:
     return decls.replace("const uint64_t *", "const void *").replace("uint64_t *", "void *").replace(
@@ -43,11 +44,22 @@ int {f}_range_prove(uint64_t *out, const uint64_t *x, int64_t rows, int64_t n, c
                     const uint64_t *tw_inv, const uint64_t *twist_br, const uint64_t *tw_fwd, int threads);
 int {f}_lagrange(uint64_t *out, const uint64_t *t, int64_t n, const uint64_t *roots, const uint64_t *n_inv);"""
         for f in ("f64", "f128")
+    )
+    + """
+void ts_init(void *h, int64_t domain);
+void ts_absorb(void *h, const void *in, int64_t len);
+void ts_squeeze(void *h, void *out, int64_t len);
+void ts_absorb_many(void **h, const void **in, const int64_t *len, int n);
+int ts_set_simd(int level);"""
+    + "".join(
+        f"""
+int {f}_expand_share(void *A, int64_t n, uint64_t *out, void *B, const uint64_t *meas, uint64_t *lead, void *C);"""
+        for f in ("f64", "f128")
     ))
 )
 ffibuilder.set_source(
     "twinmpc.crypto._field_kernel",
-    _SOURCE.read_text(),
+    "\n".join(path.read_text() for path in _SOURCES),
     extra_compile_args=["-O3", "-std=c11", "-pthread"],
     extra_link_args=["-pthread"],
 )

@@ -154,6 +154,7 @@ class _NativeOps:
     _DECODE: str
     _RANGE_PROVE: str
     _COUNT_BAD: str
+    _EXPAND: str
 
     @classmethod
     def _binary(cls, fname: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -339,6 +340,28 @@ class _NativeOps:
 
 
     @classmethod
+    def expand_share(
+        cls, xof: Any, n: int, out: np.ndarray | None = None, absorb_share: Any = None,
+        meas: np.ndarray | None = None, lead: np.ndarray | None = None, absorb_lead: Any = None,
+    ) -> None:
+        """The draft's helper measurement share (n elements of `xof` by rejection sampling), fused
+        with its uses (all optional): written to `out`; its encoding absorbed by `absorb_share`;
+        lead = meas - share (in place when lead is meas); lead's encoding absorbed by
+        `absorb_lead`.  XOF arguments are crypto.xof.TurboShake128Native instances; their streams
+        share the permutation's SIMD lanes (see crypto/xof_kernel.c)."""
+        for arr in (out, meas, lead):
+            if arr is not None and (arr.dtype != cls._DTYPE or arr.shape != (n,) or not arr.flags.c_contiguous):
+                raise ValueError("expand_share: vectors must be contiguous, of this field and of length n")
+        if lead is not None and (meas is None or not lead.flags.writeable):
+            raise ValueError("expand_share: lead needs meas and must be writable")
+        if out is not None and not out.flags.writeable:
+            raise ValueError("expand_share: out must be writable")
+        ptr = lambda a: _ffi.NULL if a is None else _ptr(a)
+        st = lambda h: _ffi.NULL if h is None else h.ptr
+        if getattr(_lib, cls._EXPAND)(st(xof), n, ptr(out), st(absorb_share), ptr(meas), ptr(lead), st(absorb_lead)):
+            raise MemoryError("field kernel scratch")
+
+    @classmethod
     def decode_unchecked(cls, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         n = len(data) // cls._DTYPE.itemsize
         out = np.empty(n, dtype=cls._DTYPE)
@@ -383,7 +406,7 @@ class Field64Native(_NativeOps, Field64):
     _ADD, _SUB, _MUL, _MUL_SUM, _NTT = "f64_add", "f64_sub", "f64_mul", "f64_mul_sum", "f64_ntt"
     _PMUL, _RANGE_WIRES, _RANGE_EVALS = "f64_pmul_extend", "f64_range_wires", "f64_range_evals"
     _LAGRANGE, _DECODE, _RANGE_PROVE = "f64_lagrange", "f64_decode", "f64_range_prove"
-    _COUNT_BAD = "f64_count_bad"
+    _COUNT_BAD, _EXPAND = "f64_count_bad", "f64_expand_share"
 
 
 class Field128Native(_NativeOps, Field128Limbs):
@@ -394,7 +417,7 @@ class Field128Native(_NativeOps, Field128Limbs):
     _ADD, _SUB, _MUL, _MUL_SUM, _NTT = "f128_add", "f128_sub", "f128_mul", "f128_mul_sum", "f128_ntt"
     _PMUL, _RANGE_WIRES, _RANGE_EVALS = "f128_pmul_extend", "f128_range_wires", "f128_range_evals"
     _LAGRANGE, _DECODE, _RANGE_PROVE = "f128_lagrange", "f128_decode", "f128_range_prove"
-    _COUNT_BAD = "f128_count_bad"
+    _COUNT_BAD, _EXPAND = "f128_count_bad", "f128_expand_share"
 
     @classmethod
     def from_u64(cls, small: np.ndarray) -> np.ndarray:

@@ -40,6 +40,12 @@ from xoflib import TurboShake128, turbo_shake128
 
 from twinmpc.crypto.field import _PrimeField
 
+try:
+    from twinmpc.crypto._field_kernel import ffi as _ffi
+    from twinmpc.crypto._field_kernel import lib as _lib
+except ImportError:  # not compiled (a source tree used without `pip install`)
+    _ffi = _lib = None
+
 BytesLike = Union[bytes, bytearray, memoryview]
 # A binder, whole or as parts hashed one after the other (the same as their concatenation).
 Binder = Union[BytesLike, tuple[BytesLike, ...]]
@@ -64,6 +70,44 @@ def _turbo_shake128(domain: int, prefix: bytes, binder: Binder):  # type: ignore
     if len(binder) > _CONCAT_MAX:
         return TurboShake128(domain, prefix).absorb(binder).finalize()
     return turbo_shake128(domain, prefix + binder)
+
+
+class TurboShake128Native:
+    """TurboSHAKE128 of crypto/xof_kernel.c (the same bytes as xoflib's, tested against it and
+    RFC 9861): absorb, then read.  Its state can be handed to the compiled share kernels
+    (crypto.field_native `expand_share`), which run several such streams on SIMD lanes.
+
+    Only with the compiled kernel (`native_xof_available`)."""
+
+    __slots__ = ("state", "ptr")
+    STATE_WORDS = 28  # ts128 in xof_kernel.c: 25 lanes, position, squeezing flag, domain
+
+    def __init__(self, domain: int, data: BytesLike = b"") -> None:
+        self.state = np.zeros(self.STATE_WORDS, dtype=np.uint64)
+        self.ptr = _ffi.from_buffer(self.state)
+        _lib.ts_init(self.ptr, domain)
+        if len(data):
+            self.absorb(data)
+
+    def absorb(self, data: BytesLike | np.ndarray) -> TurboShake128Native:
+        size = memoryview(data).nbytes
+        if size:
+            _lib.ts_absorb(self.ptr, _ffi.from_buffer(data), size)
+        return self
+
+    def read_into(self, out: np.ndarray) -> None:
+        if out.nbytes:
+            _lib.ts_squeeze(self.ptr, _ffi.from_buffer(out), out.nbytes)
+
+    def read(self, length: int) -> bytes:
+        out = np.empty(length, dtype=np.uint8)
+        self.read_into(out)
+        return out.tobytes()
+
+
+def native_xof_available() -> bool:
+    """Whether the compiled TurboSHAKE128 (and the kernels that use it) is built."""
+    return _lib is not None
 
 
 class Xof:
@@ -129,6 +173,17 @@ class XofTurboShake128(Xof):
         if out.nbytes:
             self._h.read_into(out.view(np.uint8))
 
+    @staticmethod
+    def native(seed: bytes, dst: bytes, binder: Binder = b"") -> TurboShake128Native:
+        """The compiled instance after framing, seed and binder (more may be absorbed before the
+        first read); reading it gives `XofTurboShake128(seed, dst, binder + more)`'s stream."""
+        if len(seed) > 255 or len(dst) > 65535:
+            raise ValueError("seed longer than 255 bytes or dst longer than 65535 bytes")
+        h = TurboShake128Native(1, _framed_dst(dst) + bytes((len(seed),)) + seed)
+        for part in binder if isinstance(binder, tuple) else (binder,):
+            h.absorb(part)
+        return h
+
     def __repr__(self) -> str:
         return "XofTurboShake128(<redacted>)"
 
@@ -170,4 +225,4 @@ class XofFixedKeyAes128(Xof):
         return "XofFixedKeyAes128(<redacted>)"
 
 
-__all__ = ["Binder", "Xof", "XofFixedKeyAes128", "XofTurboShake128"]
+__all__ = ["Binder", "TurboShake128Native", "Xof", "XofFixedKeyAes128", "XofTurboShake128", "native_xof_available"]

@@ -16,7 +16,7 @@ import numpy as np
 
 from twinmpc.crypto.field import Field128, _PrimeField
 from twinmpc.crypto.field128_limbs import Field128Limbs
-from twinmpc.crypto.xof import Xof, XofTurboShake128
+from twinmpc.crypto.xof import Xof, XofTurboShake128, native_xof_available
 from twinmpc.mpc.errors import DecodeError, InvalidTask
 from twinmpc.mpc.prio3.flp import FlpBBCGGI19, Valid
 from twinmpc.mpc.prio3.params import (
@@ -30,6 +30,11 @@ from twinmpc.mpc.prio3.params import (
     USAGE_QUERY_RANDOMNESS,
     format_dst,
 )
+
+# From this many measurement elements, native fields expand helper shares with the compiled
+# fused kernel (crypto/xof_kernel.c): share, its joint-randomness part and the leader's share in
+# one pass, the XOF streams on SIMD lanes.  Shorter reports keep the per-call-cheap path.
+FUSED_MIN_MEAS_LEN = 4096
 
 M = TypeVar("M")
 R = TypeVar("R")
@@ -76,6 +81,11 @@ class Prio3Base(Generic[M, R]):
         self.VERIFY_KEY_SIZE = seed
         self.RAND_SIZE = seed * shares * (2 if self.flp.JOINT_RAND_LEN > 0 else 1)
         self._dst_cache: dict[tuple[int, bytes], bytes] = {}
+        # The fused share kernel: native field, the draft's TurboSHAKE XOF, a long measurement.
+        self._fused = (
+            self.field.NATIVE and xof is XofTurboShake128 and native_xof_available()
+            and self.flp.MEAS_LEN >= FUSED_MIN_MEAS_LEN
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(shares={self.SHARES}, proofs={self.PROOFS}, id={self.ID:#010x})"
@@ -101,6 +111,70 @@ class Prio3Base(Generic[M, R]):
         xof = self.xof(share, self._dst(USAGE_MEAS_SHARE, ctx), bytes([agg_id]))
         meas, raw = self._expand_rows_raw(self.field, [xof], self.flp.MEAS_LEN)
         return meas[0], raw
+
+    def _shard_meas(
+        self, ctx: bytes, meas: np.ndarray, nonce: bytes, helper_shares: list[bytes], helper_blinds: list[bytes],
+        leader_blind: bytes,
+    ) -> tuple[np.ndarray, list[bytes]]:
+        """(leader's measurement share, joint-randomness parts in aggregator order, or [] without
+        joint randomness).  Long measurements: at most the measurement, one share and the
+        leader's running share live at a time."""
+        f = self.field
+        leader_meas = meas
+        parts: list[bytes] = []
+        for j, share in enumerate(helper_shares, start=1):
+            helper_meas, helper_enc = self._helper_meas_share(ctx, j, share)
+            if self._uses_jr:
+                enc = helper_enc if helper_enc is not None else f.encode_vec(helper_meas)
+                parts.append(self._joint_rand_part(ctx, j, helper_blinds[j - 1], enc, nonce))
+            del helper_enc
+            leader_meas = f.sub(leader_meas, helper_meas)
+            del helper_meas
+        if self._uses_jr:
+            parts.insert(0, self._joint_rand_part(ctx, 0, leader_blind, self._encoding(f, leader_meas), nonce))
+        return leader_meas, parts
+
+    def _shard_meas_fused(
+        self, ctx: bytes, meas: np.ndarray, nonce: bytes, helper_shares: list[bytes], helper_blinds: list[bytes],
+        leader_blind: bytes,
+    ) -> tuple[np.ndarray, list[bytes]]:
+        """`_shard_meas` with the compiled fused kernel: each helper's share is squeezed,
+        hashed into its part and subtracted in one pass, the last one also hashing the leader's
+        share into the leader's part (three XOF streams on SIMD lanes)."""
+        f = self.field
+        n = self.flp.MEAS_LEN
+        dst_meas, dst_part = self._dst(USAGE_MEAS_SHARE, ctx), self._dst(USAGE_JOINT_RAND_PART, ctx)
+        lead = np.empty(n, dtype=f.DTYPE)
+        leader_xof = XofTurboShake128.native(leader_blind, dst_part, b"\x00" + nonce) if self._uses_jr else None
+        parts: list[bytes] = []
+        src = meas
+        for j, share in enumerate(helper_shares, start=1):
+            helper_xof = XofTurboShake128.native(share, dst_meas, bytes([j]))
+            part_xof = XofTurboShake128.native(helper_blinds[j - 1], dst_part, bytes([j]) + nonce) if self._uses_jr else None
+            last = j == len(helper_shares)
+            f.expand_share(helper_xof, n, None, part_xof, src, lead, leader_xof if last else None)  # type: ignore[attr-defined]
+            src = lead
+            if part_xof is not None:
+                parts.append(part_xof.read(self.xof.SEED_SIZE))
+        if leader_xof is not None:
+            parts.insert(0, leader_xof.read(self.xof.SEED_SIZE))
+        return lead, parts
+
+    def _helper_meas_share_fused(
+        self, ctx: bytes, agg_id: int, share: bytes, blind: bytes, nonce: bytes
+    ) -> tuple[np.ndarray, bytes | None]:
+        """(helper's measurement share, its joint-randomness part or None) in one compiled pass:
+        the share's XOF and the part's XOF run on SIMD lanes, the share is never re-read."""
+        f = self.field
+        n = self.flp.MEAS_LEN
+        part_xof = None
+        if self._uses_jr:
+            part_xof = XofTurboShake128.native(blind, self._dst(USAGE_JOINT_RAND_PART, ctx), bytes([agg_id]) + nonce)
+        meas = np.empty(n, dtype=f.DTYPE)
+        f.expand_share(  # type: ignore[attr-defined]
+            XofTurboShake128.native(share, self._dst(USAGE_MEAS_SHARE, ctx), bytes([agg_id])), n, meas, part_xof
+        )
+        return meas, None if part_xof is None else part_xof.read(self.xof.SEED_SIZE)
 
     def _helper_proofs_share(self, ctx: bytes, agg_id: int, share: bytes) -> np.ndarray:
         return self.xof.expand_into_vec(
@@ -198,10 +272,11 @@ class Prio3Base(Generic[M, R]):
         return [encoded[i : i + s] for i in range(0, len(encoded), s)]
 
     def _decode_input_share(
-        self, ctx: bytes, agg_id: int, encoded: bytes
-    ) -> tuple[np.ndarray, np.ndarray, bytes, memoryview | None]:
+        self, ctx: bytes, agg_id: int, encoded: bytes, nonce: bytes
+    ) -> tuple[np.ndarray, np.ndarray, bytes, memoryview | None, bytes | None]:
         """(measurement share, proofs share, blind, the share's encoding when at hand: the leader's
-        bytes as received, the helper's XOF stream)."""
+        bytes as received, the helper's XOF stream; the helper's joint-randomness part when the
+        fused kernel computed it on the way)."""
         f = self.field
         s = self.xof.SEED_SIZE
         blind_len = s if self._uses_jr else 0
@@ -213,12 +288,16 @@ class Prio3Base(Generic[M, R]):
             view = memoryview(encoded)  # slices without copies (the share can be tens of MB)
             meas = f.view_vec(view[:meas_len])  # read-only view of `encoded` where the field allows
             proofs = f.decode_vec(view[meas_len : meas_len + proof_len])
-            return meas, proofs, encoded[meas_len + proof_len :], view[:meas_len]
+            return meas, proofs, encoded[meas_len + proof_len :], view[:meas_len], None
         if len(encoded) != s + blind_len:
             raise DecodeError("helper input share has the wrong length")
-        share = encoded[:s]
+        share, blind = encoded[:s], encoded[s:]
+        proofs = self._helper_proofs_share(ctx, agg_id, share)
+        if self._fused:
+            meas, part = self._helper_meas_share_fused(ctx, agg_id, share, blind, nonce)
+            return meas, proofs, blind, None, part
         meas, raw = self._helper_meas_share(ctx, agg_id, share)
-        return meas, self._helper_proofs_share(ctx, agg_id, share), encoded[s:], raw
+        return meas, proofs, blind, raw, None
 
     def _decode_verifier_share(self, encoded: bytes) -> tuple[np.ndarray, bytes]:
         f = self.field
@@ -233,4 +312,4 @@ class Prio3Base(Generic[M, R]):
             raise DecodeError("Prio3 takes no aggregation parameter")
 
 
-__all__ = ["M", "Prio3Base", "Prio3VerifyState", "R"]
+__all__ = ["FUSED_MIN_MEAS_LEN", "M", "Prio3Base", "Prio3VerifyState", "R"]

@@ -49,6 +49,11 @@ class Prio3Batch(Prio3Base[M, R]):
 
         def verifier_shares_to_message(self, ctx: bytes, agg_param: bytes, verifier_shares: list[bytes]) -> bytes: ...
 
+        def verify_init(
+            self, verify_key: bytes, ctx: bytes, agg_id: int, agg_param: bytes, nonce: bytes, public_share: bytes,
+            input_share: bytes,
+        ) -> tuple[Prio3VerifyState, bytes]: ...
+
     # ------------------------------------------------------------------ client
     def shard_batch(
         self, ctx: bytes, measurements: Sequence[M], nonces: Sequence[bytes], rands: Sequence[bytes]
@@ -233,6 +238,9 @@ class Prio3Batch(Prio3Base[M, R]):
                     verify_key, ctx, agg_id, agg_param, nonces[lo:hi], public_shares[lo:hi], input_shares[lo:hi]
                 ))
             return out
+        if self._fused:  # long reports fill the kernels on their own: the one-report path, report by report
+            return [self._verify_init_or_error(verify_key, ctx, agg_id, agg_param, n, p, i)
+                    for n, p, i in zip(nonces, public_shares, input_shares)]
         f = self.field
         bf = f.LARGE
         s = self.xof.SEED_SIZE
@@ -351,6 +359,15 @@ class Prio3Batch(Prio3Base[M, R]):
             state = Prio3VerifyState(out[i], seeds_corrected[i])
             results[b] = (state, ver_enc[i * vlen : (i + 1) * vlen] + jr_parts[i])
         return results
+
+    def _verify_init_or_error(
+        self, verify_key: bytes, ctx: bytes, agg_id: int, agg_param: bytes, nonce: bytes, public_share: bytes,
+        input_share: bytes,
+    ) -> tuple[Prio3VerifyState, bytes] | InvalidReport:
+        try:
+            return self.verify_init(verify_key, ctx, agg_id, agg_param, nonce, public_share, input_share)
+        except InvalidReport as exc:
+            return exc
 
     def verifier_shares_to_message_batch(
         self, ctx: bytes, agg_param: bytes, verifier_shares: Sequence[Sequence[bytes]]

@@ -67,20 +67,10 @@ class Prio3(Prio3Batch[M, R]):
             helper_blinds = []
             leader_blind, prove_seed = b"", seeds[k]
 
-        # Long measurements: at most the measurement, one share and one encoding live at a time.
-        leader_meas = meas
-        parts: list[bytes] = []
-        for j, share in enumerate(helper_shares, start=1):
-            helper_meas, helper_enc = self._helper_meas_share(ctx, j, share)
-            if self._uses_jr:
-                enc = helper_enc if helper_enc is not None else f.encode_vec(helper_meas)
-                parts.append(self._joint_rand_part(ctx, j, helper_blinds[j - 1], enc, nonce))
-            del helper_enc
-            leader_meas = f.sub(leader_meas, helper_meas)
-            del helper_meas
+        shard_meas = self._shard_meas_fused if self._fused else self._shard_meas
+        leader_meas, parts = shard_meas(ctx, meas, nonce, helper_shares, helper_blinds, leader_blind)
         leader_enc = self._encoding(f, leader_meas)
         if self._uses_jr:
-            parts.insert(0, self._joint_rand_part(ctx, 0, leader_blind, leader_enc, nonce))
             joint_rands = self._joint_rands(ctx, self._joint_rand_seed(ctx, parts))
 
         prove_rands = self._prove_rands(ctx, prove_seed)
@@ -123,14 +113,14 @@ class Prio3(Prio3Batch[M, R]):
         self._check_agg_param(agg_param)
         f = self.field
         parts = self._decode_public_share(public_share)
-        meas_share, proofs_share, blind, meas_enc = self._decode_input_share(ctx, agg_id, input_share)
+        meas_share, proofs_share, blind, meas_enc, part = self._decode_input_share(ctx, agg_id, input_share, nonce)
         out_share = self.flp.truncate(meas_share)
 
         corrected_seed: bytes | None = None
         jr_part = b""
         joint_rands = f.zeros(0)
         if parts is not None:  # this variant uses joint randomness
-            jr_part = self._joint_rand_part(
+            jr_part = part if part is not None else self._joint_rand_part(
                 ctx, agg_id, blind, meas_enc if meas_enc is not None else self._encoding(f, meas_share), nonce
             )
             parts = list(parts)

@@ -165,3 +165,110 @@ def test_next_vec_matches_reference_on_real_stream(field: type[_PrimeField]) -> 
     stream = XofTurboShake128(seed, b"d", b"b").next(field.ENCODED_SIZE * 300)
     expected, _ = reference_next_vec(stream, field, 250)
     assert field.to_ints(XofTurboShake128(seed, b"d", b"b").next_vec(field, 250)) == expected
+
+
+# ---- the compiled TurboSHAKE128 (crypto/xof_kernel.c) and the fused share kernel ----
+needs_kernel = pytest.mark.skipif(not native_built(), reason="LOUD SKIP: twinmpc.crypto._field_kernel is not built")
+
+
+@pytest.fixture(params=[0, 1, 2], ids=["plain", "avx2", "avx512vl"])
+def lanes(request: pytest.FixtureRequest) -> int:
+    """Each lane implementation the CPU can run (a level it cannot run falls back to a lower one)."""
+    if not native_built():
+        pytest.skip("LOUD SKIP: twinmpc.crypto._field_kernel is not built")
+    from twinmpc.crypto._field_kernel import lib
+
+    level = lib.ts_set_simd(request.param)
+    yield level
+    lib.ts_set_simd(-1)
+
+
+@needs_kernel
+def test_native_turboshake_rfc9861_vectors(lanes: int) -> None:
+    from twinmpc.crypto.xof import TurboShake128Native
+
+    assert TurboShake128Native(0x1F).read(64).hex() == (
+        "1e415f1c5983aff2169217277d17bb538cd945a397ddec541f1ce41af2c1b74c"
+        "3e8ccae2a4dae56c84a04c2385c03c15e8193bdf58737363321691c05462c8df"
+    )
+    assert TurboShake128Native(0x1F).read(10032)[-32:].hex() == (
+        "a3b9b0385900ce761f22aed548e754da10a5242d62e8c658e3f3a923a7555607"
+    )
+
+
+@needs_kernel
+@settings(max_examples=150, deadline=None)
+@given(domain=st.integers(1, 0x7F), chunks=st.lists(st.binary(max_size=400), max_size=5),
+       reads=st.lists(st.integers(0, 400), max_size=5))
+def test_native_turboshake_matches_xoflib(domain: int, chunks: list[bytes], reads: list[int]) -> None:
+    """Any split of the message (block boundaries included) and any read pattern."""
+    from xoflib import turbo_shake128
+
+    from twinmpc.crypto.xof import TurboShake128Native
+
+    ours, ref = TurboShake128Native(domain), turbo_shake128(domain, b"".join(chunks))
+    for c in chunks:
+        ours.absorb(c)
+    for n in reads:
+        assert ours.read(n) == ref.read(n)
+
+
+@needs_kernel
+def test_lanes_permute_independent_states_like_one_at_a_time(lanes: int) -> None:
+    """ts_absorb_many on 1-4 instances (different lengths, so lanes drop out) equals separate absorbs."""
+    from xoflib import turbo_shake128
+
+    from twinmpc.crypto._field_kernel import ffi, lib
+    from twinmpc.crypto.xof import TurboShake128Native
+
+    rng = np.random.default_rng(lanes)
+    for count in (1, 2, 3, 4):
+        msgs = [rng.bytes(int(n)) for n in rng.integers(0, 3000, size=count)]
+        hs = [TurboShake128Native(1, b"x" * k) for k in range(count)]
+        ptrs = ffi.new("void *[]", [h.ptr for h in hs])
+        ins = ffi.new("void *[]", [ffi.from_buffer(m) for m in msgs])
+        lib.ts_absorb_many(ptrs, ins, ffi.new("int64_t[]", [len(m) for m in msgs]), count)
+        for k, (h, m) in enumerate(zip(hs, msgs)):
+            assert h.read(300) == turbo_shake128(1, b"x" * k + m).read(300)
+
+
+def _inject_block(h: object, block: bytes) -> None:
+    """Make `block` the next 168 bytes a squeezing instance returns (the state as if just permuted);
+    what follows is the permutation of that state, as for any instance."""
+    state = h.state  # type: ignore[attr-defined]
+    lanes = np.frombuffer(block + bytes(200 - len(block)), dtype="<u8")
+    state[:25] = lanes
+    state[25], state[26] = 0, 1  # position 0 of a block, squeezing
+
+
+@needs_kernel
+@pytest.mark.parametrize("field", [Field64Native, Field128Native], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("n", [30, 5000])
+def test_fused_share_kernel_is_the_drafts_sampling_loop(field: type[_PrimeField], n: int, lanes: int) -> None:
+    """expand_share equals next_vec on the same stream, with rejected candidates (values >= p
+    injected into the first block), the share's encoding absorbed into one instance, the
+    leader's running share and its encoding into another, and in place."""
+    from twinmpc.crypto.xof import TurboShake128Native
+
+    size = field.ENCODED_SIZE
+    p = field.MODULUS
+    cands = [7, p, 2 ** (8 * size) - 1, 5, p - 1, p + 1] + list(range(1, 168 // size))
+    block = b"".join(v.to_bytes(size, "little") for v in cands)[:168]
+    source = lambda: _inject_block(h := TurboShake128Native(1), block) or h  # noqa: E731
+    stream = source().read(size * (n + 20))
+    want, _ = reference_next_vec(stream, field, n)
+    assert want[:3] == [7, 5, p - 1]
+    rng = np.random.default_rng(n)
+    meas = field.from_ints([int(v) for v in rng.integers(0, 2**62, size=n)])
+    lead_want = field.sub(meas, field.from_ints(want))
+
+    out, lead = np.empty(n, dtype=field.DTYPE), np.empty(n, dtype=field.DTYPE)
+    b, c = TurboShake128Native(1, b"b"), TurboShake128Native(1, b"c")
+    field.expand_share(source(), n, out, b, meas, lead, c)  # type: ignore[attr-defined]
+    assert field.to_ints(out) == want and np.array_equal(lead, lead_want)
+    assert b.read(32) == TurboShake128Native(1, b"b").absorb(field.encode_vec(out)).read(32)
+    assert c.read(32) == TurboShake128Native(1, b"c").absorb(field.encode_vec(lead_want)).read(32)
+
+    inplace = meas.copy()
+    field.expand_share(source(), n, None, None, inplace, inplace)  # type: ignore[attr-defined]
+    assert np.array_equal(inplace, lead_want)

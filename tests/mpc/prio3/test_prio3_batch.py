@@ -57,6 +57,19 @@ VARIANTS = {
         lambda r: [r.choice([-0.5, 0.0, 0.25]) for _ in range(3)],
     ),
 }
+
+
+def _fused(vdaf):  # type: ignore[no-untyped-def]
+    """The variant with the compiled fused share kernel forced on where the field is native (long
+    measurements get it by default; the batch path then verifies report by report)."""
+    vdaf._fused = vdaf.field.NATIVE
+    return vdaf
+
+
+VARIANTS["sumvec-fused"] = (_fused(Prio3SumVec(2, 20, 7, 4)), lambda r: [r.randrange(8) for _ in range(20)])
+VARIANTS["multihot-fused3"] = (
+    _fused(Prio3MultihotCountVec(3, 6, 2, 2)), lambda r: [1, 0, 0, 1, 0, 0] if r.randrange(2) else [0] * 6
+)
 SLOW = {"sumvec-limbs", "multiproof64-u64"}
 
 DEFECTS = ["none", "none", "evil", "nonce", "public", "length", "noncanonical", "proof-bit", "jr-part"]
@@ -392,3 +405,21 @@ def test_long_measurements_shard_report_by_report_in_a_batch(monkeypatch) -> Non
     vectorised = vdaf.shard_batch(CTX, *args)
     monkeypatch.setattr(batch_module, "SHARD_BATCH_MAX_MEAS_LEN", 1)
     assert vdaf.shard_batch(CTX, *args) == vectorised
+
+
+@pytest.mark.parametrize("shares", [2, 3])
+def test_fused_share_kernel_gives_the_bytes_of_the_plain_path(shares: int) -> None:
+    """Shard and both kinds of verification, fused kernel against the plain native path."""
+    if not native_built():
+        pytest.skip("LOUD SKIP: twinmpc.crypto._field_kernel is not built (pip install -e .)")
+    fused, plain = _fused(Prio3SumVec(shares, 30, 5, 7)), Prio3SumVec(shares, 30, 5, 7)
+    assert fused._fused and not plain._fused
+    rng = random.Random(shares)
+    for _ in range(3):
+        meas, nonce, rand = [rng.randrange(6) for _ in range(30)], rng.randbytes(16), rng.randbytes(fused.RAND_SIZE)
+        pub, inputs = fused.shard(CTX, meas, nonce, rand)
+        assert (pub, inputs) == plain.shard(CTX, meas, nonce, rand)
+        for j in range(shares):
+            got = fused.verify_init(bytes(32), CTX, j, b"", nonce, pub, inputs[j])
+            assert got[1] == plain.verify_init(bytes(32), CTX, j, b"", nonce, pub, inputs[j])[1]
+            assert np.array_equal(got[0].out_share, fused.verify_init_batch(bytes(32), CTX, j, b"", [nonce], [pub], [inputs[j]])[0][0].out_share)

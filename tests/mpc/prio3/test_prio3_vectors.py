@@ -107,6 +107,23 @@ def test_official_vector(path: Path, kernel: str) -> None:
     replay_vector(vdaf, doc, bad="_bad_" in path.stem)
 
 
+@pytest.mark.parametrize("path", VECTOR_FILES, ids=lambda p: p.stem)
+def test_official_vector_through_the_fused_share_kernel(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every official vector again with the compiled fused share kernel forced on (it normally
+    serves measurements of FUSED_MIN_MEAS_LEN elements and more)."""
+    _require_vectors()
+    if not native_built():
+        pytest.skip("LOUD SKIP: twinmpc.crypto._field_kernel is not built (pip install -e .)")
+    from twinmpc.mpc.prio3 import base
+
+    monkeypatch.setenv(KERNEL_ENV, "native")
+    monkeypatch.setattr(base, "FUSED_MIN_MEAS_LEN", 0)
+    doc = json.loads(path.read_text())
+    vdaf = build(path.stem, doc)
+    assert vdaf._fused
+    replay_vector(vdaf, doc, bad="_bad_" in path.stem)
+
+
 def replay_vector(vdaf: Prio3[Any, Any], doc: dict[str, Any], bad: bool) -> None:
     """Run every operation of a vector document, comparing each produced field."""
     ctx = bytes.fromhex(doc["ctx"])
