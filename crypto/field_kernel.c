@@ -30,16 +30,19 @@ typedef int64_t i64;
 #define EPS64 0xFFFFFFFFULL /* 2^64 mod p */
 
 static inline u64 f64_reduce(u128 x) {
-    /* x = hi*2^64 + lo, 2^64 = 2^32 - 1 and 2^96 = -1 (mod p) */
+    /* x = hi*2^64 + lo, 2^64 = 2^32 - 1 and 2^96 = -1 (mod p).  Branch-free: the
+     * borrow of lo - hh is a coin flip on random data (a mispredicted branch per
+     * product cost the transforms about half their time). */
     u64 lo = (u64)x, hi = (u64)(x >> 64);
     u64 hh = hi >> 32, hl = hi & EPS64;
-    u64 t0 = lo - hh;
-    if (lo < hh) t0 -= EPS64;
+    u64 t0;
+    u64 borrow = __builtin_sub_overflow(lo, hh, &t0);
+    t0 -= EPS64 & -borrow; /* wrapped below 0: add p = subtract 2^32 - 1 mod 2^64 */
     u64 t1 = hl * EPS64;
-    u64 r = t0 + t1;
-    if (r < t1) r += EPS64;
-    if (r >= P64) r -= P64;
-    return r;
+    u64 r;
+    u64 carry = __builtin_add_overflow(t0, t1, &r);
+    r += EPS64 & -carry; /* wrapped past 2^64: add 2^64 mod p */
+    return r - (P64 & -(u64)(r >= P64));
 }
 
 static inline u64 f64_add1(u64 a, u64 b) {
@@ -789,59 +792,102 @@ int f128_range_prove(u64 *out, const u64 *x, i64 rows, i64 n, const u64 *r, cons
     return 0;
 }
 
+typedef struct {
+    const u64 *x, *r, *seeds, *c;
+    i64 n, chunk, calls, p, j0, j1;
+    const u64 *tw_inv, *twist_br, *tw_fwd;
+    u128 *acc;  /* 2p accumulators and their 2^128 wrap counts, zeroed by the caller */
+    u64 *over;
+    u64 *tmp;   /* 2p words */
+    u64 *pw;    /* calls words: r_i^(j+1) */
+} range_job64;
+
+static void *f64_range_prove_part(void *arg) {
+    range_job64 *jb = arg;
+    i64 p = jb->p, calls = jb->calls, chunk = jb->chunk, n = jb->n;
+    u64 *tl = jb->tmp, *tr = jb->tmp + p, *pw = jb->pw;
+    u128 *acc = jb->acc;
+    u64 *over = jb->over;
+    for (i64 i = 0; i < calls; i++) pw[i] = f64_pow1(jb->r[i], (u64)jb->j0 + 1);
+    for (i64 j = jb->j0; j < jb->j1; j++) {
+        tl[0] = jb->seeds[2 * j], tr[0] = jb->seeds[2 * j + 1];
+        for (i64 i = 0; i < calls; i++) {
+            i64 at = i * chunk + j;
+            u64 xv = at < n ? jb->x[at] : 0;
+            tl[1 + i] = f64_mul1(pw[i], xv);
+            tr[1 + i] = f64_sub1(xv, jb->c[0]);
+            pw[i] = f64_mul1(pw[i], jb->r[i]);
+        }
+        for (i64 k = 1 + calls; k < p; k++) tl[k] = tr[k] = 0;
+        for (i64 k = 0; k < p; k++) {
+            u128 prod = (u128)tl[k] * tr[k];
+            acc[2 * k] += prod;
+            over[2 * k] += acc[2 * k] < prod;
+        }
+        f64_dif(tl, p, jb->tw_inv);
+        f64_dif(tr, p, jb->tw_inv);
+        for (i64 k = 0; k < p; k++) {
+            tl[k] = f64_mul1(tl[k], jb->twist_br[k]);
+            tr[k] = f64_mul1(tr[k], jb->twist_br[k]);
+        }
+        f64_dit(tl, p, jb->tw_fwd);
+        f64_dit(tr, p, jb->tw_fwd);
+        for (i64 k = 0; k < p; k++) {
+            u128 prod = (u128)tl[k] * tr[k];
+            acc[2 * k + 1] += prod;
+            over[2 * k + 1] += acc[2 * k + 1] < prod;
+        }
+    }
+    return NULL;
+}
+
+/* As f128_range_prove (threads split the slots; the sums are the same). */
 int f64_range_prove(u64 *out, const u64 *x, i64 rows, i64 n, const u64 *r, const u64 *seeds, const u64 *c,
                     i64 chunk, i64 calls, i64 p, const u64 *tw_inv, const u64 *twist_br, const u64 *tw_fwd,
                     int threads) {
-    (void)threads;
-    u64 *tl = malloc(2 * p * sizeof(u64)), *pw = malloc(calls * sizeof(u64) + 8);
-    u128 *acc = malloc(2 * p * sizeof(u128));
-    u64 *over = malloc(2 * p * sizeof(u64));
-    if (!tl || !pw || !acc || !over) {
-        free(tl), free(pw), free(acc), free(over);
+    if (threads < 1) threads = 1;
+    if (threads > 8) threads = 8;
+    if (chunk < 2 * threads) threads = 1;
+    range_job64 jobs[8];
+    pthread_t tids[8];
+    u64 *tmp = malloc((size_t)threads * 2 * p * sizeof(u64));
+    u64 *pw = malloc((size_t)threads * calls * sizeof(u64) + 8);
+    u128 *acc = malloc((size_t)threads * 2 * p * sizeof(u128));
+    u64 *over = malloc((size_t)threads * 2 * p * sizeof(u64));
+    if (!tmp || !pw || !acc || !over) {
+        free(tmp), free(pw), free(acc), free(over);
         return -1;
     }
-    u64 *tr = tl + p;
     for (i64 b = 0; b < rows; b++) {
-        const u64 *xb = x + b * n, *rb = r + b * calls, *sb = seeds + b * 2 * chunk;
-        memset(acc, 0, 2 * p * sizeof(u128));
-        memset(over, 0, 2 * p * sizeof(u64));
-        for (i64 i = 0; i < calls; i++) pw[i] = rb[i];
-        for (i64 j = 0; j < chunk; j++) {
-            tl[0] = sb[2 * j], tr[0] = sb[2 * j + 1];
-            for (i64 i = 0; i < calls; i++) {
-                i64 at = i * chunk + j;
-                u64 xv = at < n ? xb[at] : 0;
-                tl[1 + i] = f64_mul1(pw[i], xv);
-                tr[1 + i] = f64_sub1(xv, c[0]);
-                pw[i] = f64_mul1(pw[i], rb[i]);
-            }
-            for (i64 k = 1 + calls; k < p; k++) tl[k] = tr[k] = 0;
-            for (i64 k = 0; k < p; k++) {
-                u128 prod = (u128)tl[k] * tr[k];
-                acc[2 * k] += prod;
-                over[2 * k] += acc[2 * k] < prod;
-            }
-            f64_dif(tl, p, tw_inv);
-            f64_dif(tr, p, tw_inv);
-            for (i64 k = 0; k < p; k++) {
-                tl[k] = f64_mul1(tl[k], twist_br[k]);
-                tr[k] = f64_mul1(tr[k], twist_br[k]);
-            }
-            f64_dit(tl, p, tw_fwd);
-            f64_dit(tr, p, tw_fwd);
-            for (i64 k = 0; k < p; k++) {
-                u128 prod = (u128)tl[k] * tr[k];
-                acc[2 * k + 1] += prod;
-                over[2 * k + 1] += acc[2 * k + 1] < prod;
+        memset(acc, 0, (size_t)threads * 2 * p * sizeof(u128));
+        memset(over, 0, (size_t)threads * 2 * p * sizeof(u64));
+        int started = 0;
+        for (int t = 0; t < threads; t++) {
+            jobs[t] = (range_job64){x + b * n, r + b * calls, seeds + b * 2 * chunk, c, n, chunk, calls, p,
+                                    chunk * t / threads, chunk * (t + 1) / threads, tw_inv, twist_br, tw_fwd,
+                                    acc + t * 2 * p, over + t * 2 * p, tmp + t * 2 * p, pw + t * calls};
+            if (t == 0) continue;
+            if (pthread_create(&tids[t], NULL, f64_range_prove_part, &jobs[t]))
+                f64_range_prove_part(&jobs[t]);
+            else
+                started |= 1 << t;
+        }
+        f64_range_prove_part(&jobs[0]);
+        for (int t = 1; t < threads; t++) {
+            if (started & (1 << t)) pthread_join(tids[t], NULL);
+            for (i64 k = 0; k < 2 * p; k++) {
+                u128 add = acc[t * 2 * p + k];
+                acc[k] += add;
+                over[k] += over[t * 2 * p + k] + (acc[k] < add);
             }
         }
         u64 *o = out + b * 2 * p;
         for (i64 k = 0; k < 2 * p; k++) {
             u64 v = f64_reduce(acc[k]);
-            if (over[k]) v = f64_sub1(v, f64_mul1(over[k] % P64, 1ULL << 32));
+            if (over[k]) v = f64_sub1(v, f64_mul1(over[k] % P64, 1ULL << 32)); /* 2^128 = -2^32 */
             o[k] = v;
         }
     }
-    free(tl), free(pw), free(acc), free(over);
+    free(tmp), free(pw), free(acc), free(over);
     return 0;
 }
