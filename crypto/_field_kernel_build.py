@@ -38,7 +38,7 @@ int {f}_pmul_extend(uint64_t *out, const uint64_t *wires, int64_t rows, int64_t 
 void {f}_range_wires(uint64_t *wires, const uint64_t *x, int64_t rows, int64_t n, const uint64_t *r,
                      int64_t chunk, int64_t calls, const uint64_t *c);
 int {f}_range_evals(uint64_t *out, const uint64_t *x, int64_t rows, int64_t n, const uint64_t *r,
-                    const uint64_t *lam, int64_t chunk, int64_t calls, const uint64_t *c);
+                    const uint64_t *lam, int64_t chunk, int64_t calls, const uint64_t *c, int threads);
 int {f}_range_prove(uint64_t *out, const uint64_t *x, int64_t rows, int64_t n, const uint64_t *r,
                     const uint64_t *seeds, const uint64_t *c, int64_t chunk, int64_t calls, int64_t p,
                     const uint64_t *tw_inv, const uint64_t *twist_br, const uint64_t *tw_fwd, int threads);

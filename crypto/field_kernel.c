@@ -124,6 +124,14 @@ static inline void acc_mul(acc256 *acc, const u64 *a, const u64 *b) {
     acc->c3 += (u64)(p11 >> 64);
 }
 
+/* a times a one-word b (e.g. the weights of a range-checked decoding): two products */
+static inline void acc_mul64(acc256 *acc, const u64 *a, u64 b) {
+    u128 p0 = (u128)a[0] * b, p1 = (u128)a[1] * b;
+    acc->c0 += (u64)p0;
+    acc->c1 += (u128)(u64)(p0 >> 64) + (u64)p1;
+    acc->c2 += (u64)(p1 >> 64);
+}
+
 static inline void acc_add(acc256 *acc, const u64 *a) {
     acc->c0 += a[0];
     acc->c1 += a[1];
@@ -229,7 +237,12 @@ void f128_mul_sum(u64 *out, const u64 *a, const u64 *b, i64 n_outer, i64 n_red, 
             acc256 acc = {0, 0, 0, 0};
             if (b) {
                 const u64 *pb = b + 2 * (o * sb0 + i * sb2);
-                for (i64 r = 0; r < n_red; r++, pa += 2 * sa1, pb += 2 * sb1) acc_mul(&acc, pa, pb);
+                for (i64 r = 0; r < n_red; r++, pa += 2 * sa1, pb += 2 * sb1) {
+                    if (pb[1]) /* predictable: small weights (range-check decoding) skip half the products */
+                        acc_mul(&acc, pa, pb);
+                    else
+                        acc_mul64(&acc, pa, pb[0]);
+                }
             } else {
                 for (i64 r = 0; r < n_red; r++, pa += 2 * sa1) acc_add(&acc, pa);
             }
@@ -519,27 +532,99 @@ void f64_range_wires(u64 *wires, const u64 *x, i64 rows, i64 n, const u64 *r, i6
     }
 }
 
+/* range_evals' sums over the calls [i0, i1) of one row, into zeroed accumulators
+ * (threads > 1 split a row's calls; the partial sums are added at the end). */
+typedef struct {
+    const u64 *x, *r, *lam;
+    i64 n, chunk, i0, i1;
+    void *acc;
+    u64 *over; /* Field64: wraps of the 128-bit sums */
+} evals_job;
+
+static void *f128_range_evals_part(void *arg) {
+    evals_job *jb = arg;
+    const u64 *xb = jb->x, *rb = jb->r, *lb = jb->lam;
+    i64 n = jb->n, chunk = jb->chunk;
+    acc256 *acc = jb->acc;
+    for (i64 i0 = jb->i0; i0 < jb->i1; i0 += 4) { /* four calls at once: independent power chains */
+        i64 m = jb->i1 - i0 < 4 ? jb->i1 - i0 : 4;
+        u64 w[4][2];
+        for (i64 t = 0; t < m; t++) f128_mul1(lb + 2 * (i0 + t), rb + 2 * (i0 + t), w[t]);
+        for (i64 j = 0; j < chunk; j++)
+            for (i64 t = 0; t < m; t++) {
+                i64 i = i0 + t, at = i * chunk + j;
+                if (at >= n) continue;
+                const u64 *xv = xb + 2 * at;
+                acc_mul(&acc[2 * j], w[t], xv);
+                acc_mul(&acc[2 * j + 1], lb + 2 * i, xv);
+                f128_mul1(w[t], rb + 2 * i, w[t]);
+            }
+    }
+    return NULL;
+}
+
+static void *f64_range_evals_part(void *arg) {
+    evals_job *jb = arg;
+    const u64 *xb = jb->x, *rb = jb->r, *lb = jb->lam;
+    i64 n = jb->n, chunk = jb->chunk;
+    u128 *acc = jb->acc;
+    u64 *over = jb->over;
+    for (i64 i = jb->i0; i < jb->i1; i++) {
+        u64 w = f64_mul1(lb[i], rb[i]);
+        for (i64 j = 0; j < chunk && i * chunk + j < n; j++) {
+            u64 xv = xb[i * chunk + j];
+            u128 p1 = (u128)w * xv, p2 = (u128)lb[i] * xv;
+            acc[2 * j] += p1;
+            over[2 * j] += acc[2 * j] < p1;
+            acc[2 * j + 1] += p2;
+            over[2 * j + 1] += acc[2 * j + 1] < p2;
+            w = f64_mul1(w, rb[i]);
+        }
+    }
+    return NULL;
+}
+
+/* Run part(jobs[t]) for t < threads, jobs 1.. on new threads (in place if one cannot start). */
+static void run_parts(void *(*part)(void *), void *jobs, size_t job_size, int threads) {
+    pthread_t tids[8];
+    int started = 0;
+    for (int t = 1; t < threads; t++) {
+        void *jb = (char *)jobs + t * job_size;
+        if (pthread_create(&tids[t], NULL, part, jb))
+            part(jb);
+        else
+            started |= 1 << t;
+    }
+    part(jobs);
+    for (int t = 1; t < threads; t++)
+        if (started & (1 << t)) pthread_join(tids[t], NULL);
+}
+
+static int evals_threads(int threads, i64 calls) {
+    if (threads < 1) threads = 1;
+    if (threads > 8) threads = 8;
+    return calls < 8 * threads ? 1 : threads;
+}
+
 int f128_range_evals(u64 *out, const u64 *x, i64 rows, i64 n, const u64 *r, const u64 *lam, i64 chunk,
-                     i64 calls, const u64 *c) {
-    acc256 *acc = malloc(2 * chunk * sizeof(acc256));
+                     i64 calls, const u64 *c, int threads) {
+    threads = evals_threads(threads, calls);
+    acc256 *acc = malloc((size_t)threads * 2 * chunk * sizeof(acc256));
     if (!acc) return -1;
+    evals_job jobs[8];
     for (i64 b = 0; b < rows; b++) {
         const u64 *xb = x + 2 * b * n, *rb = r + 2 * b * calls, *lb = lam + 2 * b * calls;
-        memset(acc, 0, 2 * chunk * sizeof(acc256));
-        for (i64 i0 = 0; i0 < calls; i0 += 4) { /* four calls at once: independent power chains */
-            i64 m = calls - i0 < 4 ? calls - i0 : 4;
-            u64 w[4][2];
-            for (i64 t = 0; t < m; t++) f128_mul1(lb + 2 * (i0 + t), rb + 2 * (i0 + t), w[t]);
-            for (i64 j = 0; j < chunk; j++)
-                for (i64 t = 0; t < m; t++) {
-                    i64 i = i0 + t, at = i * chunk + j;
-                    if (at >= n) continue;
-                    const u64 *xv = xb + 2 * at;
-                    acc_mul(&acc[2 * j], w[t], xv);
-                    acc_mul(&acc[2 * j + 1], lb + 2 * i, xv);
-                    f128_mul1(w[t], rb + 2 * i, w[t]);
-                }
-        }
+        memset(acc, 0, (size_t)threads * 2 * chunk * sizeof(acc256));
+        for (int t = 0; t < threads; t++) /* call blocks of four, split evenly */
+            jobs[t] = (evals_job){xb, rb, lb, n, chunk, 4 * ((calls + 3) / 4 * t / threads),
+                                  t + 1 == threads ? calls : 4 * ((calls + 3) / 4 * (t + 1) / threads),
+                                  acc + t * 2 * chunk, NULL};
+        run_parts(f128_range_evals_part, jobs, sizeof(evals_job), threads);
+        for (int t = 1; t < threads; t++)
+            for (i64 k = 0; k < 2 * chunk; k++) {
+                acc256 *a = &acc[k], *o = &acc[t * 2 * chunk + k];
+                a->c0 += o->c0, a->c1 += o->c1, a->c2 += o->c2, a->c3 += o->c3;
+            }
         acc256 lam_sum = {0, 0, 0, 0};
         for (i64 i = 0; i < calls; i++) acc_add(&lam_sum, lb + 2 * i);
         u64 corr[2];
@@ -556,29 +641,29 @@ int f128_range_evals(u64 *out, const u64 *x, i64 rows, i64 n, const u64 *r, cons
 }
 
 int f64_range_evals(u64 *out, const u64 *x, i64 rows, i64 n, const u64 *r, const u64 *lam, i64 chunk,
-                    i64 calls, const u64 *c) {
-    u128 *acc = malloc(2 * chunk * sizeof(u128));
-    u64 *over = malloc(2 * chunk * sizeof(u64));
+                    i64 calls, const u64 *c, int threads) {
+    threads = evals_threads(threads, calls);
+    u128 *acc = malloc((size_t)threads * 2 * chunk * sizeof(u128));
+    u64 *over = malloc((size_t)threads * 2 * chunk * sizeof(u64));
     if (!acc || !over) {
         free(acc), free(over);
         return -1;
     }
+    evals_job jobs[8];
     for (i64 b = 0; b < rows; b++) {
         const u64 *xb = x + b * n, *rb = r + b * calls, *lb = lam + b * calls;
-        memset(acc, 0, 2 * chunk * sizeof(u128));
-        memset(over, 0, 2 * chunk * sizeof(u64));
-        for (i64 i = 0; i < calls; i++) {
-            u64 w = f64_mul1(lb[i], rb[i]);
-            for (i64 j = 0; j < chunk && i * chunk + j < n; j++) {
-                u64 xv = xb[i * chunk + j];
-                u128 p1 = (u128)w * xv, p2 = (u128)lb[i] * xv;
-                acc[2 * j] += p1;
-                over[2 * j] += acc[2 * j] < p1;
-                acc[2 * j + 1] += p2;
-                over[2 * j + 1] += acc[2 * j + 1] < p2;
-                w = f64_mul1(w, rb[i]);
+        memset(acc, 0, (size_t)threads * 2 * chunk * sizeof(u128));
+        memset(over, 0, (size_t)threads * 2 * chunk * sizeof(u64));
+        for (int t = 0; t < threads; t++)
+            jobs[t] = (evals_job){xb, rb, lb, n, chunk, calls * t / threads, calls * (t + 1) / threads,
+                                  acc + t * 2 * chunk, over + t * 2 * chunk};
+        run_parts(f64_range_evals_part, jobs, sizeof(evals_job), threads);
+        for (int t = 1; t < threads; t++)
+            for (i64 k = 0; k < 2 * chunk; k++) {
+                u128 add = acc[t * 2 * chunk + k];
+                acc[k] += add;
+                over[k] += over[t * 2 * chunk + k] + (acc[k] < add);
             }
-        }
         u64 lam_sum = 0;
         for (i64 i = 0; i < calls; i++) lam_sum = f64_add1(lam_sum, lb[i]);
         u64 corr = f64_mul1(lam_sum, c[0]);

@@ -48,8 +48,9 @@ THREADS_ENV = "TWINMPC_KERNEL_THREADS"
 
 
 def prover_threads() -> int:
-    """Threads of the FLP prover's fused Field128 kernel (``TWINMPC_KERNEL_THREADS``, default:
-    min(2, cores)); only long circuits use more than one, and the proof is the same either way."""
+    """Threads of the FLP's fused kernels, the prover's and the verifier's range-check sums
+    (``TWINMPC_KERNEL_THREADS``, default: min(2, cores)); only long circuits use more than one,
+    and the results are the same either way."""
     value = os.environ.get(THREADS_ENV, "")
     if value:
         threads = int(value)
@@ -76,8 +77,8 @@ def kernel_enabled() -> bool:
     return _lib is not None
 
 
-# From this many wire values per report (ARITY * P) the prover's fused kernel uses
-# prover_threads(): below it a thread start (~20-50 us) costs more than it saves.
+# From this many wire values per report (ARITY * P; the verifier: measurement elements)
+# the fused kernels use prover_threads(): below it a thread start (~20-50 us) costs more than it saves.
 PMUL_THREADS_MIN = 1 << 16
 
 
@@ -327,13 +328,15 @@ class _NativeOps:
         cls, x: np.ndarray, r: np.ndarray, lam: np.ndarray, chunk: int, calls: int, c: np.ndarray
     ) -> np.ndarray:
         """(B, 2*chunk) interleaved: sum_i lam_i r_i^(j+1) x[i*chunk+j] and
-        sum_i lam_i x[i*chunk+j] - (sum_i lam_i) * c[0]."""
+        sum_i lam_i x[i*chunk+j] - (sum_i lam_i) * c[0].  Long rows split their calls over
+        prover_threads() threads (the same sums)."""
         x = np.ascontiguousarray(x, dtype=cls._DTYPE)
         r = np.ascontiguousarray(r, dtype=cls._DTYPE)
         lam = np.ascontiguousarray(lam, dtype=cls._DTYPE)
         out = np.empty((x.shape[0], 2 * chunk), dtype=cls._DTYPE)
+        threads = prover_threads() if x.shape[1] >= PMUL_THREADS_MIN else 1
         if x.shape[0] and getattr(_lib, cls._RANGE_EVALS)(
-            _ptr(out), _ptr(x), x.shape[0], x.shape[1], _ptr(r), _ptr(lam), chunk, calls, _ptr(c)
+            _ptr(out), _ptr(x), x.shape[0], x.shape[1], _ptr(r), _ptr(lam), chunk, calls, _ptr(c), threads
         ):
             raise MemoryError("field kernel scratch")
         return out

@@ -134,21 +134,24 @@ def test_fused_prover_kernel_gives_the_same_values_on_any_thread_count(monkeypat
             assert np.array_equal(poly.parallel_mul_extend(nat, wires, 32), want), threads
 
 
-def test_range_check_kernels_match_the_reference() -> None:
-    """The compiled range-check wires and weighted sums equal the numpy formulas (ragged last call)."""
+def test_range_check_kernels_match_the_reference(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The compiled range-check wires and weighted sums equal the numpy formulas (ragged last call),
+    the sums on any thread count (calls split in blocks of four; uneven splits included)."""
+    from twinmpc.crypto import field_native
     from twinmpc.mpc.prio3.range_check import range_check_wire_evals_rows, range_check_wires_rows
 
+    monkeypatch.setattr(field_native, "PMUL_THREADS_MIN", 0)
     rng = np.random.default_rng(9)
     for ref, nat in PAIRS:
         rand = lambda *shape: ref.from_ints([int(x) for x in rng.integers(0, 2**62, size=int(np.prod(shape)))]).reshape(shape)
-        for n, chunk in ((23, 5), (8, 8), (9, 1), (30, 7)):
+        for n, chunk in ((23, 5), (8, 8), (9, 1), (30, 7), (300, 3), (1000, 7)):
             calls = -(-n // chunk)
             x, r, lam, c = rand(3, n), rand(3, calls), rand(3, calls), ref.const(ref.s_inv(2))
             assert np.array_equal(range_check_wires_rows(nat, x, r, chunk, calls, c), range_check_wires_rows(ref, x, r, chunk, calls, c))
-            assert np.array_equal(
-                range_check_wire_evals_rows(nat, x, r, chunk, calls, c, lam),
-                range_check_wire_evals_rows(ref, x, r, chunk, calls, c, lam),
-            )
+            want = range_check_wire_evals_rows(ref, x, r, chunk, calls, c, lam)
+            for threads in ("1", "2", "3"):
+                monkeypatch.setenv(field_native.THREADS_ENV, threads)
+                assert np.array_equal(range_check_wire_evals_rows(nat, x, r, chunk, calls, c, lam), want), threads
 
 
 @pytest.mark.parametrize("ref, nat", PAIRS, ids=lambda f: f.__name__)
