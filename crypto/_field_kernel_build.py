@@ -41,7 +41,8 @@ int {f}_range_evals(uint64_t *out, const uint64_t *x, int64_t rows, int64_t n, c
                     const uint64_t *lam, int64_t chunk, int64_t calls, const uint64_t *c, int threads);
 int {f}_range_prove(uint64_t *out, const uint64_t *x, int64_t rows, int64_t n, const uint64_t *r,
                     const uint64_t *seeds, const uint64_t *c, int64_t chunk, int64_t calls, int64_t p,
-                    const uint64_t *tw_inv, const uint64_t *twist_br, const uint64_t *tw_fwd, int threads);
+                    const uint64_t *tw_inv, const uint64_t *twist_br, const uint64_t *tw_fwd, int threads,
+                    int x_bits);
 int {f}_lagrange(uint64_t *out, const uint64_t *t, int64_t n, const uint64_t *roots, const uint64_t *n_inv);"""
         for f in ("f64", "f128")
     )
@@ -53,7 +54,8 @@ void ts_absorb_many(void **h, const void **in, const int64_t *len, int n);
 int ts_set_simd(int level);"""
     + "".join(
         f"""
-int {f}_expand_share(void *A, int64_t n, uint64_t *out, void *B, const uint64_t *meas, uint64_t *lead, void *C);"""
+int {f}_expand_share(void *A, int64_t n, uint64_t *out, void *B, const void *meas, int meas_bits, uint64_t *lead,
+                     void *C);"""
         for f in ("f64", "f128")
     ))
 )

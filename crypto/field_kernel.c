@@ -785,9 +785,11 @@ i64 f128_count_bad(const u64 *in, i64 n) {
  * scratch, extended as in f128_pmul_extend, and their products summed.  The
  * same values as range_wires + pmul_extend, with O(p + calls) memory per
  * thread instead of O(chunk * p).  x (rows, n), r (rows, calls), seeds
- * (rows, 2*chunk), out (rows, 2p). */
+ * (rows, 2*chunk), out (rows, 2p); with x_bits, x is (rows, n) bytes 0/1 (a
+ * client's measurement as its digits: 1/16 of the memory of field elements). */
 typedef struct {
     const u64 *x, *r, *seeds, *c;
+    const unsigned char *x8; /* the measurement as 0/1 bytes instead of x (a client's own encoding) */
     i64 n, chunk, calls, p, j0, j1;
     const u64 *tw_inv, *twist_br, *tw_fwd;
     acc256 *acc; /* 2p accumulators, zeroed by the caller */
@@ -814,7 +816,8 @@ static void *f128_range_prove_part(void *arg) {
         tr[0] = jb->seeds[4 * j + 2], tr[1] = jb->seeds[4 * j + 3];
         for (i64 i = 0; i < calls; i++) {
             i64 at = i * chunk + j;
-            const u64 *xv = at < n ? jb->x + 2 * at : zero;
+            u64 xs[2] = {at < n && jb->x8 ? jb->x8[at] : 0, 0};
+            const u64 *xv = at < n && !jb->x8 ? jb->x + 2 * at : xs;
             f128_mul1(pw + 2 * i, xv, tl + 2 * (1 + i));
             f128_sub1(xv, jb->c, tr + 2 * (1 + i));
             f128_mul1(pw + 2 * i, jb->r + 2 * i, pw + 2 * i);
@@ -837,7 +840,7 @@ static void *f128_range_prove_part(void *arg) {
 
 int f128_range_prove(u64 *out, const u64 *x, i64 rows, i64 n, const u64 *r, const u64 *seeds, const u64 *c,
                      i64 chunk, i64 calls, i64 p, const u64 *tw_inv, const u64 *twist_br, const u64 *tw_fwd,
-                     int threads) {
+                     int threads, int x_bits) {
     if (threads < 1) threads = 1;
     if (threads > 8) threads = 8;
     if (chunk < 2 * threads) threads = 1;
@@ -854,7 +857,8 @@ int f128_range_prove(u64 *out, const u64 *x, i64 rows, i64 n, const u64 *r, cons
         memset(acc, 0, (size_t)threads * 2 * p * sizeof(acc256));
         int started = 0;
         for (int t = 0; t < threads; t++) {
-            jobs[t] = (range_job){x + 2 * b * n, r + 2 * b * calls, seeds + 2 * b * 2 * chunk, c, n, chunk, calls, p,
+            jobs[t] = (range_job){x_bits ? NULL : x + 2 * b * n, r + 2 * b * calls, seeds + 2 * b * 2 * chunk, c,
+                                  x_bits ? (const unsigned char *)x + b * n : NULL, n, chunk, calls, p,
                                   chunk * t / threads, chunk * (t + 1) / threads, tw_inv, twist_br, tw_fwd,
                                   acc + t * 2 * p, tmp + t * 4 * p, pw + t * 2 * calls};
             if (t == 0) continue;
@@ -879,6 +883,7 @@ int f128_range_prove(u64 *out, const u64 *x, i64 rows, i64 n, const u64 *r, cons
 
 typedef struct {
     const u64 *x, *r, *seeds, *c;
+    const unsigned char *x8; /* as in range_job */
     i64 n, chunk, calls, p, j0, j1;
     const u64 *tw_inv, *twist_br, *tw_fwd;
     u128 *acc;  /* 2p accumulators and their 2^128 wrap counts, zeroed by the caller */
@@ -898,7 +903,7 @@ static void *f64_range_prove_part(void *arg) {
         tl[0] = jb->seeds[2 * j], tr[0] = jb->seeds[2 * j + 1];
         for (i64 i = 0; i < calls; i++) {
             i64 at = i * chunk + j;
-            u64 xv = at < n ? jb->x[at] : 0;
+            u64 xv = at < n ? (jb->x8 ? jb->x8[at] : jb->x[at]) : 0;
             tl[1 + i] = f64_mul1(pw[i], xv);
             tr[1 + i] = f64_sub1(xv, jb->c[0]);
             pw[i] = f64_mul1(pw[i], jb->r[i]);
@@ -929,7 +934,7 @@ static void *f64_range_prove_part(void *arg) {
 /* As f128_range_prove (threads split the slots; the sums are the same). */
 int f64_range_prove(u64 *out, const u64 *x, i64 rows, i64 n, const u64 *r, const u64 *seeds, const u64 *c,
                     i64 chunk, i64 calls, i64 p, const u64 *tw_inv, const u64 *twist_br, const u64 *tw_fwd,
-                    int threads) {
+                    int threads, int x_bits) {
     if (threads < 1) threads = 1;
     if (threads > 8) threads = 8;
     if (chunk < 2 * threads) threads = 1;
@@ -948,7 +953,8 @@ int f64_range_prove(u64 *out, const u64 *x, i64 rows, i64 n, const u64 *r, const
         memset(over, 0, (size_t)threads * 2 * p * sizeof(u64));
         int started = 0;
         for (int t = 0; t < threads; t++) {
-            jobs[t] = (range_job64){x + b * n, r + b * calls, seeds + b * 2 * chunk, c, n, chunk, calls, p,
+            jobs[t] = (range_job64){x_bits ? NULL : x + b * n, r + b * calls, seeds + b * 2 * chunk, c,
+                                    x_bits ? (const unsigned char *)x + b * n : NULL, n, chunk, calls, p,
                                     chunk * t / threads, chunk * (t + 1) / threads, tw_inv, twist_br, tw_fwd,
                                     acc + t * 2 * p, over + t * 2 * p, tmp + t * 2 * p, pw + t * calls};
             if (t == 0) continue;

@@ -87,6 +87,12 @@ PMUL_THREADS_MIN = 1 << 16
 SMALL_COPY = 1 << 14
 
 
+def is_bits(arr: np.ndarray) -> bool:
+    """Whether a measurement is given as uint8 0/1 digits (a client's own encoding, accepted by
+    the prover and share kernels in place of field elements; see `Valid.encode_bits`)."""
+    return arr.dtype == np.uint8
+
+
 def _ptr(arr: np.ndarray) -> Any:
     """uint64_t* to arr's first element (any strides; arr must outlive the call)."""
     if arr.flags.c_contiguous and arr.size:
@@ -312,13 +318,15 @@ class _NativeOps:
     ) -> np.ndarray:
         """Gadget values (B, 2p) of the range check ParallelSum(Mul, chunk) over x (B, n), straight
         from x, r (B, calls) and the wire seeds (B, 2*chunk): range_wires + pmul_extend without
-        ever storing the (B, 2*chunk, p) wires.  plan: crypto.poly's extension tables for p."""
-        x, r, seeds = (np.ascontiguousarray(v, dtype=cls._DTYPE) for v in (x, r, seeds))
+        ever storing the (B, 2*chunk, p) wires.  plan: crypto.poly's extension tables for p.
+        x may also be uint8 0/1 digits (`is_bits`): the same values at 1/16 of the memory."""
+        x = np.ascontiguousarray(x) if is_bits(x) else np.ascontiguousarray(x, dtype=cls._DTYPE)
+        r, seeds = (np.ascontiguousarray(v, dtype=cls._DTYPE) for v in (r, seeds))
         out = np.empty((x.shape[0], 2 * p), dtype=cls._DTYPE)
         threads = prover_threads() if 2 * chunk * p >= PMUL_THREADS_MIN else 1
         if x.shape[0] and getattr(_lib, cls._RANGE_PROVE)(
             _ptr(out), _ptr(x), x.shape[0], x.shape[1], _ptr(r), _ptr(seeds), _ptr(c), chunk, calls, p,
-            *(_ptr(t) for t in plan), threads,
+            *(_ptr(t) for t in plan), threads, int(is_bits(x)),
         ):
             raise MemoryError("field kernel scratch")
         return out
@@ -349,19 +357,26 @@ class _NativeOps:
     ) -> None:
         """The draft's helper measurement share (n elements of `xof` by rejection sampling), fused
         with its uses (all optional): written to `out`; its encoding absorbed by `absorb_share`;
-        lead = meas - share (in place when lead is meas); lead's encoding absorbed by
-        `absorb_lead`.  XOF arguments are crypto.xof.TurboShake128Native instances; their streams
-        share the permutation's SIMD lanes (see crypto/xof_kernel.c)."""
+        lead = meas - share (in place when lead is meas; meas may be uint8 0/1 digits, `is_bits`);
+        lead's encoding absorbed by `absorb_lead`.  XOF arguments are
+        crypto.xof.TurboShake128Native instances; their streams share the permutation's SIMD
+        lanes (see crypto/xof_kernel.c)."""
         for arr in (out, meas, lead):
-            if arr is not None and (arr.dtype != cls._DTYPE or arr.shape != (n,) or not arr.flags.c_contiguous):
-                raise ValueError("expand_share: vectors must be contiguous, of this field and of length n")
+            if arr is not None and (
+                (arr.dtype != cls._DTYPE and not (arr is meas and is_bits(arr)))
+                or arr.shape != (n,) or not arr.flags.c_contiguous
+            ):
+                raise ValueError("expand_share: vectors must be contiguous, of this field (or bits) and of length n")
         if lead is not None and (meas is None or not lead.flags.writeable):
             raise ValueError("expand_share: lead needs meas and must be writable")
         if out is not None and not out.flags.writeable:
             raise ValueError("expand_share: out must be writable")
         ptr = lambda a: _ffi.NULL if a is None else _ptr(a)
         st = lambda h: _ffi.NULL if h is None else h.ptr
-        if getattr(_lib, cls._EXPAND)(st(xof), n, ptr(out), st(absorb_share), ptr(meas), ptr(lead), st(absorb_lead)):
+        bits = meas is not None and is_bits(meas)
+        if getattr(_lib, cls._EXPAND)(
+            st(xof), n, ptr(out), st(absorb_share), ptr(meas), int(bits), ptr(lead), st(absorb_lead)
+        ):
             raise MemoryError("field kernel scratch")
 
     @classmethod
@@ -447,4 +462,7 @@ def native_field(field: type[_PrimeField]) -> type[_PrimeField]:
     return Field64Native if field.ENCODED_SIZE == 8 else Field128Native
 
 
-__all__ = ["KERNEL_ENV", "THREADS_ENV", "prover_threads", "Field64Native", "Field128Native", "kernel_enabled", "native_built", "native_field"]
+__all__ = [
+    "KERNEL_ENV", "THREADS_ENV", "Field64Native", "Field128Native", "is_bits", "kernel_enabled", "native_built",
+    "native_field", "prover_threads",
+]

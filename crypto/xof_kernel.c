@@ -241,7 +241,8 @@ void ts_absorb_many(ts128 **h, const void **in, const i64 *len, int n) {
  * same pass (every argument but A optional):
  *   out  <- the share;
  *   B    absorbs the share's encoding (the helper's joint-randomness part);
- *   lead <- meas - share (lead may be meas: the leader's share, helper by helper);
+ *   lead <- meas - share (lead may be meas: the leader's share, helper by helper;
+ *           with meas_bits, meas is the measurement as 0/1 bytes);
  *   C    absorbs lead's encoding (the leader's joint-randomness part).
  * A is squeezed chunk by chunk; each chunk is checked and subtracted, then the
  * next chunk's squeeze and this chunk's absorptions run as one lock-step job
@@ -255,7 +256,8 @@ static inline int f128_ok(const u64 *x) { return x[1] < PHI || (x[1] == PHI && x
 static inline void f64_sub_el(const u64 *a, const u64 *b, u64 *o) { o[0] = f64_sub1(a[0], b[0]); }
 
 #define EXPAND_SHARE(NAME, W, OK, SUB)                                                            \
-    int NAME(ts128 *A, i64 n, u64 *out, ts128 *B, const u64 *meas, u64 *lead, ts128 *C) {         \
+    int NAME(ts128 *A, i64 n, u64 *out, ts128 *B, const void *meas, int meas_bits, u64 *lead,     \
+             ts128 *C) {                                                                          \
         u64 *raw = malloc(2 * SHARE_CHUNK * W * sizeof(u64));                                     \
         u64 *tmp = out ? NULL : malloc(SHARE_CHUNK * W * sizeof(u64));                            \
         if (!raw || (!out && !tmp)) {                                                             \
@@ -274,7 +276,14 @@ static inline void f64_sub_el(const u64 *a, const u64 *b, u64 *o) { o[0] = f64_s
                 const u64 *x = cand + k * W;                                                      \
                 if (!OK(x)) continue;                                                             \
                 for (int w = 0; w < W; w++) acc[m * W + w] = x[w];                                \
-                if (lead) SUB(meas + (have + m) * W, x, lead + (have + m) * W);                   \
+                if (lead) {                                                                       \
+                    u64 mv[W] = {0};                                                              \
+                    if (meas_bits)                                                                \
+                        mv[0] = ((const unsigned char *)meas)[have + m];                          \
+                    else                                                                          \
+                        for (int w = 0; w < W; w++) mv[w] = ((const u64 *)meas)[(have + m) * W + w]; \
+                    SUB(mv, x, lead + (have + m) * W);                                            \
+                }                                                                                 \
                 m++;                                                                              \
             }                                                                                     \
             ts_job jobs[3];                                                                       \

@@ -47,6 +47,8 @@ class Prio3Batch(Prio3Base[M, R]):
 
         def shard_encoded(self, ctx: bytes, meas: np.ndarray, nonce: bytes, rand: bytes) -> tuple[bytes, list[bytes]]: ...
 
+        def _encode_for_shard(self, measurement: M) -> np.ndarray: ...
+
         def verifier_shares_to_message(self, ctx: bytes, agg_param: bytes, verifier_shares: list[bytes]) -> bytes: ...
 
         def verify_init(
@@ -77,7 +79,7 @@ class Prio3Batch(Prio3Base[M, R]):
             out = []
             for b, m in enumerate(measurements):
                 try:
-                    meas = self.flp.encode(m)
+                    meas = self._encode_for_shard(m)
                 except InvalidMeasurement as exc:
                     raise InvalidMeasurement(f"measurement {b}: {exc}") from exc
                 out.append(self.shard_encoded(ctx, meas, nonces[b], rands[b]))

@@ -154,7 +154,7 @@ class SumVec(RangeCheckRows, Valid[list[int], list[int]]):
             raise InvalidMeasurement(f"SumVec measurement must have length {self.length}")
         arr = np.asarray(measurement)
         if arr.shape == (self.length,) and arr.dtype.kind in "biu" and self.max_measurement < 2**63:
-            return self._encode_machine_ints(arr)
+            return self.field.from_u64(self._digits(arr, np.uint64).reshape(-1))
         vals = [_as_int(v, "SumVec entry") for v in measurement]
         if any(not 0 <= v <= self.max_measurement for v in vals):
             raise InvalidMeasurement(f"SumVec entry outside [0, {self.max_measurement}]")
@@ -166,18 +166,31 @@ class SumVec(RangeCheckRows, Valid[list[int], list[int]]):
         digits = np.concatenate([low_bits, top.astype(object).reshape(-1, 1) * 1], axis=1)
         return self.field.from_ints(digits.reshape(-1).tolist())
 
-    def _encode_machine_ints(self, arr: np.ndarray) -> np.ndarray:
-        """The same digits as `encode`, vectorised for integer/bool arrays (values < 2^63)."""
+    def encode_bits(self, measurement: Sequence[int]) -> np.ndarray | None:
+        """The digits of `encode` as uint8 (the native range-check prover takes them as they are)."""
+        if not self.field.NATIVE:
+            return None
+        if len(measurement) != self.length:
+            raise InvalidMeasurement(f"SumVec measurement must have length {self.length}")
+        arr = np.asarray(measurement)
+        if arr.shape != (self.length,) or arr.dtype.kind not in "biu" or self.max_measurement >= 2**63:
+            return None  # Python ints beyond machine words: `encode` checks and encodes them
+        return self._digits(arr, np.uint8).reshape(-1)
+
+    def _digits(self, arr: np.ndarray, dtype: type) -> np.ndarray:
+        """The digits of `encode`, (length, bits) of `dtype`, vectorised for integer/bool arrays
+        (values < 2^63)."""
         v = arr.astype(np.int64)  # uint64 values >= 2^63 wrap negative and are rejected like any > max
         if v.min() < 0 or v.max() > self.max_measurement:
             raise InvalidMeasurement(f"SumVec entry outside [0, {self.max_measurement}]")
         top = v > (1 << (self.bits - 1)) - 1
         low = np.where(top, v - self.weights[-1], v).astype(np.uint64)
-        digits = np.empty((v.shape[0], self.bits), dtype=np.uint64)  # filled in place: no joined copies
-        np.right_shift(low[:, None], np.arange(self.bits - 1, dtype=np.uint64)[None, :], out=digits[:, :-1])
-        digits[:, :-1] &= np.uint64(1)
+        digits = np.empty((v.shape[0], self.bits), dtype=dtype)  # filled in place: no joined copies
+        np.right_shift(low[:, None], np.arange(self.bits - 1, dtype=np.uint64)[None, :], out=digits[:, :-1],
+                       casting="unsafe")
+        digits[:, :-1] &= 1
         digits[:, -1] = top
-        return self.field.from_u64(digits.reshape(-1))
+        return digits
 
     def truncate(self, meas: np.ndarray) -> np.ndarray:
         return weighted_decode(self.field, meas.reshape(self.length, self.bits), self.weights)

@@ -233,6 +233,12 @@ class Valid(Generic[Measurement, AggResult]):
     def encode(self, measurement: Measurement) -> np.ndarray:
         raise NotImplementedError
 
+    def encode_bits(self, measurement: Measurement) -> np.ndarray | None:
+        """`encode` as uint8 0/1 digits, for circuits that can prove straight from them (their
+        gadgets prove through `prove_gadget_rows`; see crypto.field_native.is_bits), or None.
+        A long measurement then costs one byte per element at the client instead of 8 or 16."""
+        return None
+
     def truncate(self, meas: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 

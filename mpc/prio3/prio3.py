@@ -27,9 +27,11 @@ import hmac
 
 import numpy as np
 
+from twinmpc.crypto.field_native import is_bits
 from twinmpc.mpc.errors import DecodeError, InvalidMeasurement, VerifyError
 from twinmpc.mpc.prio3.base import M, Prio3VerifyState, R
 from twinmpc.mpc.prio3.batch import Prio3Batch
+from twinmpc.mpc.prio3.flp import Valid
 
 
 class Prio3(Prio3Batch[M, R]):
@@ -38,11 +40,21 @@ class Prio3(Prio3Batch[M, R]):
     # ------------------------------------------------------------------ client
     def shard(self, ctx: bytes, measurement: M, nonce: bytes, rand: bytes) -> tuple[bytes, list[bytes]]:
         """Client: encode, secret-share, prove (draft Section 7.2.1)."""
-        meas = self.flp.encode(measurement)
-        return self.shard_encoded(ctx, meas, nonce, rand)
+        return self.shard_encoded(ctx, self._encode_for_shard(measurement), nonce, rand)
+
+    def _encode_for_shard(self, measurement: M) -> np.ndarray:
+        """The encoded measurement; with the fused kernel, as uint8 digits where the circuit
+        proves from them (SumVec(100000): 0.8 MB instead of 12.8 MB of Field128 zeros and ones)."""
+        if self._fused:
+            bits = self.flp.valid.encode_bits(measurement)
+            if bits is not None:
+                return bits
+        return self.flp.encode(measurement)
 
     def shard_encoded(self, ctx: bytes, meas: np.ndarray, nonce: bytes, rand: bytes) -> tuple[bytes, list[bytes]]:
         """Shard an already encoded measurement (also how tests play a malicious client).
+
+        `meas` is a field vector, or on the fused path the uint8 digits of `Valid.encode_bits`.
 
         `shard_encoded_batch` computes the same bytes for many reports; this
         one-report twin skips its per-row bookkeeping (a one-row batch is
@@ -54,6 +66,8 @@ class Prio3(Prio3Batch[M, R]):
             raise ValueError("rand must be RAND_SIZE bytes")
         if meas.shape != (self.flp.MEAS_LEN,):
             raise InvalidMeasurement("encoded measurement has the wrong length")
+        if is_bits(meas) and not (self._fused and self.flp.valid.encode_bits.__func__ is not Valid.encode_bits):
+            raise InvalidMeasurement("uint8 digits are accepted only where the circuit proves from them")
         f = self.field
         s = self.xof.SEED_SIZE
         seeds = [rand[i : i + s] for i in range(0, len(rand), s)]

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from twinmpc.crypto.field import Field64, Field64Small, Field128
 from twinmpc.crypto.field128_limbs import Field128Limbs
+from twinmpc.crypto.field_native import Field64Native, Field128Native, native_built
 from twinmpc.mpc.errors import InvalidMeasurement
 from twinmpc.mpc.prio3.circuits import SumVec
 
@@ -104,3 +105,40 @@ def test_range_check_wire_evals_match_the_weighted_wires(field, make) -> None:  
         fast = circuit.wire_evals(meas, joint_rand, shares, weights)
         generic = Valid.wire_evals(circuit, meas, joint_rand, shares, weights)
         assert [field.to_ints(x) for x in fast] == [field.to_ints(x) for x in generic]
+
+
+@pytest.mark.skipif(not native_built(), reason="LOUD SKIP: twinmpc.crypto._field_kernel is not built")
+@pytest.mark.parametrize("field", [Field64Native, Field128Native], ids=lambda f: f.__name__)
+def test_sumvec_bit_encoding_is_the_field_encoding(field) -> None:  # type: ignore[no-untyped-def]
+    """encode_bits: the digits of encode as uint8 on native fields; None where encode must decide."""
+    rng = np.random.default_rng(4)
+    for max_measurement in (1, 5, 255, 2**40 + 3):
+        circuit = SumVec(field, 9, max_measurement, 4)
+        vals = [int(v) for v in rng.integers(0, max_measurement + 1, size=9)]
+        bits = circuit.encode_bits(vals)
+        assert bits.dtype == np.uint8 and bits.tolist() == field.to_ints(circuit.encode(vals))
+        with pytest.raises(InvalidMeasurement):
+            circuit.encode_bits([max_measurement + 1] + vals[1:])
+    assert SumVec(Field128Limbs, 3, 5, 2).encode_bits([1, 2, 3]) is None  # numpy path: field vectors
+    if field is Field128Native:
+        assert SumVec(field, 2, 2**64, 2).encode_bits([1, 2**64]) is None  # beyond machine words
+
+
+@pytest.mark.skipif(not native_built(), reason="LOUD SKIP: twinmpc.crypto._field_kernel is not built")
+@pytest.mark.parametrize("proofs", [1, 3])
+def test_sharding_from_digits_gives_the_bytes_of_field_elements(proofs: int) -> None:
+    """The fused path shards SumVec from uint8 digits (prover and share kernels read them in place):
+    the same shares as from the field encoding; elsewhere digits are refused."""
+    from twinmpc.mpc.prio3 import Prio3SumVec, Prio3SumVecWithMultiproof
+
+    vdaf = Prio3SumVecWithMultiproof(2, 40, 9, 6, proofs) if proofs > 1 else Prio3SumVec(3, 40, 9, 6)
+    vdaf._fused = True  # on by default from 4096 measurement elements
+    rng = np.random.default_rng(proofs)
+    meas, nonce, rand = [int(v) for v in rng.integers(0, 10, size=40)], rng.bytes(16), rng.bytes(vdaf.RAND_SIZE)
+    bits = vdaf._encode_for_shard(meas)
+    assert bits.dtype == np.uint8
+    want = vdaf.shard_encoded(b"ctx", vdaf.flp.encode(meas), nonce, rand)
+    assert vdaf.shard(b"ctx", meas, nonce, rand) == want == vdaf.shard_encoded(b"ctx", bits, nonce, rand)
+    vdaf._fused = False
+    with pytest.raises(InvalidMeasurement):
+        vdaf.shard_encoded(b"ctx", bits, nonce, rand)
