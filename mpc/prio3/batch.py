@@ -12,13 +12,13 @@ or in slices so that the arrays stay a few MB.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from twinmpc.mpc.errors import DecodeError, InvalidMeasurement, InvalidReport, VerifyError
-from twinmpc.mpc.prio3.base import M, Prio3Base, Prio3VerifyState, R
+from twinmpc.mpc.prio3.base import M, Prio3VerifyState, R
 from twinmpc.mpc.prio3.params import (
     USAGE_JOINT_RAND_PART,
     USAGE_JOINT_RAND_SEED,
@@ -28,6 +28,7 @@ from twinmpc.mpc.prio3.params import (
     USAGE_PROVE_RANDOMNESS,
     USAGE_QUERY_RANDOMNESS,
 )
+from twinmpc.mpc.prio3.stream import Prio3Stream
 
 # verify_init_batch works on (reports x measurement length) arrays; it slices a
 # batch so that this product stays below this many elements (a few MB per array).
@@ -40,7 +41,7 @@ BATCH_MAX_ELEMENTS = 1 << 18
 SHARD_BATCH_MAX_MEAS_LEN = 2048
 
 
-class Prio3Batch(Prio3Base[M, R]):
+class Prio3Batch(Prio3Stream[M, R]):
     """The batched paths of `Prio3`; long or malformed reports fall back to its one-report methods."""
 
     if TYPE_CHECKING:  # the one-report path, defined by Prio3
@@ -240,8 +241,10 @@ class Prio3Batch(Prio3Base[M, R]):
                     verify_key, ctx, agg_id, agg_param, nonces[lo:hi], public_shares[lo:hi], input_shares[lo:hi]
                 ))
             return out
-        if self._fused:  # long reports fill the kernels on their own: the one-report path, report by report
-            return [self._verify_init_or_error(verify_key, ctx, agg_id, agg_param, n, p, i)
+        if self._fused:  # long reports fill the kernels on their own: report by report, helpers in two
+            # passes that never hold the share (mpc/prio3/stream.py), the rest by the one-report path
+            one = self._verify_init_streamed if self._streams_helper(agg_id) else self.verify_init
+            return [self._verify_init_or_error(one, verify_key, ctx, agg_id, agg_param, n, p, i)
                     for n, p, i in zip(nonces, public_shares, input_shares)]
         f = self.field
         bf = f.LARGE
@@ -362,12 +365,12 @@ class Prio3Batch(Prio3Base[M, R]):
             results[b] = (state, ver_enc[i * vlen : (i + 1) * vlen] + jr_parts[i])
         return results
 
+    @staticmethod
     def _verify_init_or_error(
-        self, verify_key: bytes, ctx: bytes, agg_id: int, agg_param: bytes, nonce: bytes, public_share: bytes,
-        input_share: bytes,
+        verify_init: Callable[..., tuple[Prio3VerifyState, bytes]], *args: Any
     ) -> tuple[Prio3VerifyState, bytes] | InvalidReport:
         try:
-            return self.verify_init(verify_key, ctx, agg_id, agg_param, nonce, public_share, input_share)
+            return verify_init(*args)
         except InvalidReport as exc:
             return exc
 

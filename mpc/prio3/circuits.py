@@ -142,9 +142,13 @@ class SumVec(RangeCheckRows, Valid[list[int], list[int]]):
         self.GADGETS = [ParallelSum(Mul(), chunk_length)]
         self.GADGET_CALLS = [calls]
         self.JOINT_RAND_LEN = calls
+        self.STREAM_UNIT = self.bits  # one output per `bits` digits; combine reads only the gadget
 
     def combine(self, meas, joint_rand, num_shares, gadget_outputs):  # type: ignore[no-untyped-def]
         return self.field.sum(gadget_outputs[0], axis=-1)
+
+    def truncate_block(self, field, block):  # type: ignore[no-untyped-def]
+        return weighted_decode(field, block.reshape(-1, self.bits), self.weights)
 
     def combine_rows(self, field, meas, joint_rand, num_shares, gadget_outputs):  # type: ignore[no-untyped-def]
         return field.sum(gadget_outputs[0], axis=-1).reshape(-1, 1)

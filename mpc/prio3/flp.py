@@ -31,7 +31,7 @@ unity and interpolating back.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -55,6 +55,18 @@ PROVER_LARGE_BACKEND_MIN = 2048
 FEW_ROWS = 4
 
 Measurement = TypeVar("Measurement")
+
+
+class QueryPoints(NamedTuple):
+    """What `FlpBBCGGI19.query_points` derives from proofs and query randomness (rows = reports)."""
+
+    seeds_list: list[np.ndarray]  # per gadget: the wire seeds (B, ARITY)
+    polys: list[np.ndarray]  # per gadget: the gadget polynomial at all n-th roots
+    outputs: list[np.ndarray]  # per gadget: its outputs at the call points (B, calls)
+    wire_weights: list[np.ndarray]  # per gadget: Lagrange weights of the wire polynomials at t (B, 1 + calls)
+    gadget_weights: list[np.ndarray]  # per gadget: Lagrange weights of the gadget polynomial at t
+    query_rand: np.ndarray
+    hit: np.ndarray  # (B,) test point among the interpolation points
 AggResult = TypeVar("AggResult")
 
 
@@ -137,6 +149,11 @@ class Valid(Generic[Measurement, AggResult]):
     EVAL_OUTPUT_LEN: int
     GADGETS: list[Gadget]
     GADGET_CALLS: list[int]
+    # Measurement elements per output element when the verifier may see the measurement in
+    # consecutive blocks (each a whole number of these units): the circuit's combine does not
+    # read the measurement, its only gadget is a range check and `truncate_block` maps a block
+    # to its outputs (mpc/prio3/stream.py).  None: the verifier needs the whole measurement.
+    STREAM_UNIT: int | None = None
 
     def wire_inputs(self, meas: np.ndarray, joint_rand: np.ndarray, num_shares: int) -> list[np.ndarray]:
         raise NotImplementedError
@@ -225,6 +242,10 @@ class Valid(Generic[Measurement, AggResult]):
         proving wires (num_shares = 1) with these wire seeds (B, ARITY), or None to use the wire
         matrix.  Lets a circuit prove without storing its wires (the range checks do on native fields)."""
         return None
+
+    def truncate_block(self, field: type[_PrimeField], block: np.ndarray) -> np.ndarray:
+        """The outputs of consecutive measurement elements (a whole number of STREAM_UNITs)."""
+        raise NotImplementedError
 
     def truncate_rows(self, field: type[_PrimeField], meas: np.ndarray) -> np.ndarray:
         """`truncate` for B reports: (B, MEAS_LEN) -> (B, OUTPUT_LEN) (default: row by row)."""
@@ -391,8 +412,18 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
         extension product per gadget, one batched inverse NTT for all
         reports' Lagrange weights (each report has its own test point).
         """
+        points = self.query_points(field, proof, query_rand)
+        weights = [lam[:, 1:] for lam in points.wire_weights]
+        wire_evals = self.valid.wire_evals_rows(field, meas, joint_rand, num_shares, weights)
+        return self.query_finish(field, points, meas, joint_rand, num_shares, wire_evals)
+
+    def query_points(self, field: type[_PrimeField], proof: np.ndarray, query_rand: np.ndarray) -> QueryPoints:
+        """The part of `query_rows` that reads only the proofs and the query randomness: gadget
+        polynomials and outputs, test points and their Lagrange weights.  The wires' weighted sums
+        (`Valid.wire_evals_rows` with ``[lam[:, 1:] for lam in points.wire_weights]``) and
+        `query_finish` complete it; a caller streaming the measurement computes the sums itself."""
         valid = self.valid
-        b = meas.shape[0]
+        b = proof.shape[0]
         seeds_list, polys, outputs = [], [], []
         off = 0
         for g, calls in zip(valid.GADGETS, valid.GADGET_CALLS):
@@ -407,14 +438,7 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
             seeds_list.append(seeds)
             polys.append(full)
             outputs.append(full[:, step : (calls + 1) * step : step])
-        out = valid.combine_rows(field, meas, joint_rand, num_shares, outputs)
-
-        if valid.EVAL_OUTPUT_LEN > 1:
-            v = field.mul_sum(query_rand[:, : valid.EVAL_OUTPUT_LEN], out, axis=-1).reshape(b, 1)
-            test_points = query_rand[:, valid.EVAL_OUTPUT_LEN :]
-        else:
-            v = out[:, :1]
-            test_points = query_rand
+        test_points = query_rand[:, valid.EVAL_OUTPUT_LEN :] if valid.EVAL_OUTPUT_LEN > 1 else query_rand
         hit = np.zeros(b, dtype=bool)
         one = field.const(1)
         wire_weights, gadget_weights = [], []
@@ -432,12 +456,28 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
             lam_n = lagrange_weights_rows(field, t, full.shape[-1])
             wire_weights.append(subsample_lagrange_weights_rows(field, lam_n, t, p)[:, : calls + 1])
             gadget_weights.append(lam_n)
-        wire_evals = valid.wire_evals_rows(field, meas, joint_rand, num_shares, [lam[:, 1:] for lam in wire_weights])
+        return QueryPoints(seeds_list, polys, outputs, wire_weights, gadget_weights, query_rand, hit)
+
+    def query_finish(
+        self, field: type[_PrimeField], points: QueryPoints, meas: np.ndarray | None, joint_rand: np.ndarray,
+        num_shares: int, wire_evals: list[np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`query_rows`' result from its points and the wires' weighted sums (`meas` may be None
+        for circuits whose combine does not read it, `Valid.COMBINE_READS_MEAS`)."""
+        valid = self.valid
+        b = points.query_rand.shape[0]
+        out = valid.combine_rows(field, meas, joint_rand, num_shares, points.outputs)
+        if valid.EVAL_OUTPUT_LEN > 1:
+            v = field.mul_sum(points.query_rand[:, : valid.EVAL_OUTPUT_LEN], out, axis=-1).reshape(b, 1)
+        else:
+            v = out[:, :1]
         verifier = [v]
-        for seeds, lam, w_at_t, full, lam_n in zip(seeds_list, wire_weights, wire_evals, polys, gadget_weights):
+        for seeds, lam, w_at_t, full, lam_n in zip(
+            points.seeds_list, points.wire_weights, wire_evals, points.polys, points.gadget_weights
+        ):
             verifier.append(field.add(field.mul(seeds, lam[:, :1]), w_at_t))
             verifier.append(field.mul_sum(full, lam_n, axis=-1).reshape(b, 1))
-        return field.concat(verifier, axis=1), hit
+        return field.concat(verifier, axis=1), points.hit
 
     def decide_rows(self, field: type[_PrimeField], verifier: np.ndarray) -> np.ndarray:
         """`decide` for B verifiers (B, VERIFIER_LEN) at once -> (B,) bool (gadgets run on all rows)."""
@@ -474,4 +514,4 @@ class FlpBBCGGI19(Generic[Measurement, AggResult]):
         return self.valid.decode(output, num_measurements)
 
 
-__all__ = ["FlpBBCGGI19", "Gadget", "Mul", "ParallelSum", "PolyEval", "Valid", "zeros2"]
+__all__ = ["FlpBBCGGI19", "Gadget", "Mul", "ParallelSum", "PolyEval", "QueryPoints", "Valid", "zeros2"]

@@ -423,3 +423,25 @@ def test_fused_share_kernel_gives_the_bytes_of_the_plain_path(shares: int) -> No
             got = fused.verify_init(bytes(32), CTX, j, b"", nonce, pub, inputs[j])
             assert got[1] == plain.verify_init(bytes(32), CTX, j, b"", nonce, pub, inputs[j])[1]
             assert np.array_equal(got[0].out_share, fused.verify_init_batch(bytes(32), CTX, j, b"", [nonce], [pub], [inputs[j]])[0][0].out_share)
+
+
+@pytest.mark.parametrize("shares, proofs", [(2, 1), (3, 1), (2, 3)])
+def test_streamed_helper_verification_is_verify_init(shares: int, proofs: int, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The helpers' two-pass verification (verify_init_batch of long SumVec reports) gives
+    verify_init's state and verifier share, or its error, for honest and defective reports;
+    tiny blocks so that calls, output units and the ragged last call cross block borders."""
+    if not native_built():
+        pytest.skip("LOUD SKIP: twinmpc.crypto._field_kernel is not built (pip install -e .)")
+    from twinmpc.mpc.prio3 import stream
+
+    monkeypatch.setattr(stream, "STREAM_BLOCK_ELEMENTS", 16)
+    vdaf = _fused(Prio3SumVecWithMultiproof(shares, 11, 5, 4, proofs) if proofs > 1 else Prio3SumVec(shares, 11, 5, 4))
+    assert vdaf._streams_helper(1) and not vdaf._streams_helper(0)
+    measure = lambda r: [r.randrange(6) for _ in range(11)]  # noqa: E731
+    nonces, pubs, inputs = _make_batch(vdaf, measure, random.Random(shares + proofs), DEFECTS)
+    for j in range(1, shares):
+        batch = vdaf.verify_init_batch(bytes(32), CTX, j, b"", nonces, pubs, inputs[j])
+        for b in range(len(nonces)):
+            single = _outcome(vdaf.verify_init, bytes(32), CTX, j, b"", nonces[b], pubs[b], inputs[j][b])
+            _same(_outcome(vdaf._verify_init_streamed, bytes(32), CTX, j, b"", nonces[b], pubs[b], inputs[j][b]), single, vdaf)
+            _same(batch[b], single, vdaf)
