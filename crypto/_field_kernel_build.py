@@ -32,6 +32,7 @@ ffibuilder.cdef(
         f"""
 void {f}_decode(uint64_t *out, const uint64_t *in, int64_t n, unsigned char *ok);
 int64_t {f}_count_bad(const uint64_t *in, int64_t n);
+void {f}_matvec(uint64_t *out, const uint64_t *a, const uint64_t *b, int64_t m, int64_t k, int threads);
 void {f}_ntt(uint64_t *x, int64_t rows, int64_t n, const uint64_t *tw, const uint64_t *scale);
 int {f}_pmul_extend(uint64_t *out, const uint64_t *wires, int64_t rows, int64_t pairs, int64_t p,
                     const uint64_t *tw_inv, const uint64_t *twist_br, const uint64_t *tw_fwd, int threads);

@@ -250,6 +250,38 @@ void f128_mul_sum(u64 *out, const u64 *a, const u64 *b, i64 n_outer, i64 n_red, 
         }
 }
 
+/* out (m) = a (m, k, contiguous) times b (k), the rows split over threads (the
+ * range-checked decodings of long measurements: truncate). */
+typedef struct {
+    void (*fn)(u64 *, const u64 *, const u64 *, i64, i64, i64, i64, i64, i64, i64, i64, i64);
+    u64 *out;
+    const u64 *a, *b;
+    i64 rows, k, width;
+} matvec_job;
+
+static void *matvec_part(void *arg) {
+    matvec_job *jb = arg;
+    if (jb->rows) jb->fn(jb->out, jb->a, jb->b, jb->rows, jb->k, 1, jb->k, 1, 0, 0, 1, 0);
+    return NULL;
+}
+
+static void run_parts(void *(*part)(void *), void *jobs, size_t job_size, int threads);
+
+#define MATVEC(NAME, FN, W)                                                                     \
+    void NAME(u64 *out, const u64 *a, const u64 *b, i64 m, i64 k, int threads) {              \
+        if (threads < 1) threads = 1;                                                           \
+        if (threads > 8) threads = 8;                                                           \
+        matvec_job jobs[8];                                                                     \
+        for (int t = 0; t < threads; t++) {                                                     \
+            i64 r0 = m * t / threads, r1 = m * (t + 1) / threads;                               \
+            jobs[t] = (matvec_job){FN, out + r0 * W, a + r0 * k * W, b, r1 - r0, k, W};          \
+        }                                                                                       \
+        run_parts(matvec_part, jobs, sizeof(matvec_job), threads);                              \
+    }
+
+MATVEC(f64_matvec, f64_mul_sum, 1)
+MATVEC(f128_matvec, f128_mul_sum, 2)
+
 /* ------------------------------------------------------------------- NTT */
 /* Radix-2 passes on one row of n elements (a power of two), tw[j] = w^j for
  * j < n/2.  DIF: natural order in, bit-reversed out; DIT: bit-reversed in,

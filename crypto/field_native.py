@@ -162,6 +162,7 @@ class _NativeOps:
     _RANGE_PROVE: str
     _COUNT_BAD: str
     _EXPAND: str
+    _MATVEC: str
 
     @classmethod
     def _binary(cls, fname: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -215,7 +216,8 @@ class _NativeOps:
                 and a.flags.c_contiguous and b.flags.c_contiguous and a.size):  # matrix times vector
             m, k = a.shape
             out = np.empty(m, dtype=cls._DTYPE)
-            getattr(_lib, cls._MUL_SUM)(_ptr(out), _ptr(a), _ptr(b), m, k, 1, k, 1, 0, 0, 1, 0)
+            threads = prover_threads() if a.size >= PMUL_THREADS_MIN else 1  # e.g. truncate of a long share
+            getattr(_lib, cls._MATVEC)(_ptr(out), _ptr(a), _ptr(b), m, k, threads)
             return out
         ops = [_prep(a)] if b is None else [_prep(a), _prep(b)]
         shape, strides = _broadcast(ops, cls._DTYPE.itemsize)
@@ -424,7 +426,7 @@ class Field64Native(_NativeOps, Field64):
     _ADD, _SUB, _MUL, _MUL_SUM, _NTT = "f64_add", "f64_sub", "f64_mul", "f64_mul_sum", "f64_ntt"
     _PMUL, _RANGE_WIRES, _RANGE_EVALS = "f64_pmul_extend", "f64_range_wires", "f64_range_evals"
     _LAGRANGE, _DECODE, _RANGE_PROVE = "f64_lagrange", "f64_decode", "f64_range_prove"
-    _COUNT_BAD, _EXPAND = "f64_count_bad", "f64_expand_share"
+    _COUNT_BAD, _EXPAND, _MATVEC = "f64_count_bad", "f64_expand_share", "f64_matvec"
 
 
 class Field128Native(_NativeOps, Field128Limbs):
@@ -435,7 +437,7 @@ class Field128Native(_NativeOps, Field128Limbs):
     _ADD, _SUB, _MUL, _MUL_SUM, _NTT = "f128_add", "f128_sub", "f128_mul", "f128_mul_sum", "f128_ntt"
     _PMUL, _RANGE_WIRES, _RANGE_EVALS = "f128_pmul_extend", "f128_range_wires", "f128_range_evals"
     _LAGRANGE, _DECODE, _RANGE_PROVE = "f128_lagrange", "f128_decode", "f128_range_prove"
-    _COUNT_BAD, _EXPAND = "f128_count_bad", "f128_expand_share"
+    _COUNT_BAD, _EXPAND, _MATVEC = "f128_count_bad", "f128_expand_share", "f128_matvec"
 
     @classmethod
     def from_u64(cls, small: np.ndarray) -> np.ndarray:

@@ -24,14 +24,26 @@ draft's vectors are reproducible; `Prio3.shard` callers in production pass
 from __future__ import annotations
 
 import hmac
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from twinmpc.crypto.field_native import is_bits
+from twinmpc.crypto.field_native import is_bits, prover_threads
 from twinmpc.mpc.errors import DecodeError, InvalidMeasurement, VerifyError
 from twinmpc.mpc.prio3.base import M, Prio3VerifyState, R
 from twinmpc.mpc.prio3.batch import Prio3Batch
 from twinmpc.mpc.prio3.flp import Valid
+
+
+_BACKGROUND: ThreadPoolExecutor | None = None
+
+
+def _background() -> ThreadPoolExecutor:
+    """One worker thread for a report's long XOF next to its arithmetic (created on first use)."""
+    global _BACKGROUND
+    if _BACKGROUND is None:
+        _BACKGROUND = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prio3-xof")
+    return _BACKGROUND
 
 
 class Prio3(Prio3Batch[M, R]):
@@ -128,7 +140,14 @@ class Prio3(Prio3Batch[M, R]):
         f = self.field
         parts = self._decode_public_share(public_share)
         meas_share, proofs_share, blind, meas_enc, part = self._decode_input_share(ctx, agg_id, input_share, nonce)
+        pending = None
+        if parts is not None and part is None and self._fused and meas_enc is not None and prover_threads() > 1:
+            # A long share hashed into the joint-randomness part on a second thread (the compiled
+            # XOF releases the GIL) while this one computes the output share.
+            pending = _background().submit(self._joint_rand_part, ctx, agg_id, blind, meas_enc, nonce)
         out_share = self.flp.truncate(meas_share)
+        if pending is not None:
+            part = pending.result()
 
         corrected_seed: bytes | None = None
         jr_part = b""

@@ -205,3 +205,20 @@ def test_canonical_check_and_views_match_the_reference(ref, nat) -> None:  # typ
         else:
             with pytest.raises(DecodeError):
                 nat.view_vec(data)
+
+
+@pytest.mark.parametrize("ref, nat", PAIRS, ids=lambda f: f.__name__)
+def test_matrix_vector_sums_on_any_thread_count(ref, nat, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The row-split matrix times vector (truncate of long shares) equals the reference, small
+    (one-word) and full factors alike."""
+    from twinmpc.crypto import field_native
+
+    monkeypatch.setattr(field_native, "PMUL_THREADS_MIN", 0)
+    rng = np.random.default_rng(11)
+    a = ref.from_ints([ref.MODULUS - 1] * 8 + [int(v) for v in rng.integers(0, 2**62, size=37 * 8 - 8)]).reshape(37, 8)
+    for weights in ([1, 2, 4, 8, 16, 32, 64, 128], [ref.MODULUS - 1, 3, 2**63, 5, 0, 1, ref.MODULUS - 2, 7]):
+        w = ref.from_ints(weights)
+        want = ref.mul_sum(a, w)
+        for threads in ("1", "2", "3"):
+            monkeypatch.setenv(field_native.THREADS_ENV, threads)
+            assert np.array_equal(nat.mul_sum(a, w), want), threads
