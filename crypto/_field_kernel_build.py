@@ -1,5 +1,6 @@
-"""cffi build script for `twinmpc.crypto._field_kernel` (the C sources are crypto/field_kernel.c
-and crypto/xof_kernel.c, compiled as one unit: the XOF kernels use the field's element helpers).
+"""cffi build script for `twinmpc.crypto._field_kernel` (the C sources are crypto/field_kernel.c,
+crypto/field_kernel_ifma.c and crypto/xof_kernel.c, compiled as one unit: the later files use the
+field's element helpers).
 
 Run by setuptools at `pip install` (setup.py's ``cffi_modules``); never imported at run time.
 """
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from cffi import FFI
 
-_SOURCES = [Path(__file__).with_name(name) for name in ("field_kernel.c", "xof_kernel.c")]
+_SOURCES = [Path(__file__).with_name(name) for name in ("field_kernel.c", "field_kernel_ifma.c", "xof_kernel.c")]
 
 def _as_void_pointers(decls: str) -> str:
     return decls.replace("const uint64_t *", "const void *").replace("uint64_t *", "void *").replace(
@@ -52,7 +53,8 @@ void ts_init(void *h, int64_t domain);
 void ts_absorb(void *h, const void *in, int64_t len);
 void ts_squeeze(void *h, void *out, int64_t len);
 void ts_absorb_many(void **h, const void **in, const int64_t *len, int n);
-int ts_set_simd(int level);"""
+int ts_set_simd(int level);
+int f128_set_ifma(int level);"""
     + "".join(
         f"""
 int {f}_expand_share(void *A, int64_t n, uint64_t *out, void *B, const void *meas, int meas_bits, uint64_t *lead,

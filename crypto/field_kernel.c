@@ -638,31 +638,43 @@ static int evals_threads(int threads, i64 calls) {
     return calls < 8 * threads ? 1 : threads;
 }
 
+/* The same sums on AVX-512 IFMA lanes (crypto/field_kernel_ifma.c); 1 when unavailable. */
+static int f128_range_evals_fast(u64 *out, const u64 *x, i64 n, const u64 *r, const u64 *lam, i64 chunk,
+                                 i64 calls, int threads);
+
 int f128_range_evals(u64 *out, const u64 *x, i64 rows, i64 n, const u64 *r, const u64 *lam, i64 chunk,
                      i64 calls, const u64 *c, int threads) {
-    threads = evals_threads(threads, calls);
-    acc256 *acc = malloc((size_t)threads * 2 * chunk * sizeof(acc256));
+    int ev_threads = evals_threads(threads, calls);
+    acc256 *acc = malloc((size_t)ev_threads * 2 * chunk * sizeof(acc256));
     if (!acc) return -1;
     evals_job jobs[8];
     for (i64 b = 0; b < rows; b++) {
         const u64 *xb = x + 2 * b * n, *rb = r + 2 * b * calls, *lb = lam + 2 * b * calls;
-        memset(acc, 0, (size_t)threads * 2 * chunk * sizeof(acc256));
-        for (int t = 0; t < threads; t++) /* call blocks of four, split evenly */
-            jobs[t] = (evals_job){xb, rb, lb, n, chunk, 4 * ((calls + 3) / 4 * t / threads),
-                                  t + 1 == threads ? calls : 4 * ((calls + 3) / 4 * (t + 1) / threads),
-                                  acc + t * 2 * chunk, NULL};
-        run_parts(f128_range_evals_part, jobs, sizeof(evals_job), threads);
-        for (int t = 1; t < threads; t++)
-            for (i64 k = 0; k < 2 * chunk; k++) {
-                acc256 *a = &acc[k], *o = &acc[t * 2 * chunk + k];
-                a->c0 += o->c0, a->c1 += o->c1, a->c2 += o->c2, a->c3 += o->c3;
-            }
+        int fast = f128_range_evals_fast(out + 2 * b * 2 * chunk, xb, n, rb, lb, chunk, calls,
+                                         threads < 1 ? 1 : threads > 8 ? 8 : threads);
+        if (fast < 0) {
+            free(acc);
+            return -1;
+        }
+        if (fast == 1) { /* the scalar kernel */
+            memset(acc, 0, (size_t)ev_threads * 2 * chunk * sizeof(acc256));
+            for (int t = 0; t < ev_threads; t++) /* call blocks of four, split evenly */
+                jobs[t] = (evals_job){xb, rb, lb, n, chunk, 4 * ((calls + 3) / 4 * t / ev_threads),
+                                      t + 1 == ev_threads ? calls : 4 * ((calls + 3) / 4 * (t + 1) / ev_threads),
+                                      acc + t * 2 * chunk, NULL};
+            run_parts(f128_range_evals_part, jobs, sizeof(evals_job), ev_threads);
+            for (int t = 1; t < ev_threads; t++)
+                for (i64 k = 0; k < 2 * chunk; k++) {
+                    acc256 *a = &acc[k], *o = &acc[t * 2 * chunk + k];
+                    a->c0 += o->c0, a->c1 += o->c1, a->c2 += o->c2, a->c3 += o->c3;
+                }
+            for (i64 k = 0; k < 2 * chunk; k++) acc_done(&acc[k], out + 2 * (b * 2 * chunk + k));
+        }
         acc256 lam_sum = {0, 0, 0, 0};
         for (i64 i = 0; i < calls; i++) acc_add(&lam_sum, lb + 2 * i);
         u64 corr[2];
         acc_done(&lam_sum, corr);
         f128_mul1(corr, c, corr);
-        for (i64 k = 0; k < 2 * chunk; k++) acc_done(&acc[k], out + 2 * (b * 2 * chunk + k));
         for (i64 j = 0; j < chunk; j++) {
             u64 *right = out + 2 * (b * 2 * chunk + 2 * j + 1);
             f128_sub1(right, corr, right);

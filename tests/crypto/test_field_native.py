@@ -134,17 +134,43 @@ def test_fused_prover_kernel_gives_the_same_values_on_any_thread_count(monkeypat
             assert np.array_equal(poly.parallel_mul_extend(nat, wires, 32), want), threads
 
 
-def test_range_check_kernels_match_the_reference(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The compiled range-check wires and weighted sums equal the numpy formulas (ragged last call),
-    the sums on any thread count (calls split in blocks of four; uneven splits included)."""
+@pytest.fixture(params=[0, 1], ids=["scalar", "ifma"])
+def ifma(request: pytest.FixtureRequest) -> int:
+    """Field128 kernels on the scalar path and on AVX-512 IFMA lanes (where the CPU has them)."""
+    from twinmpc.crypto._field_kernel import lib
+
+    level = lib.f128_set_ifma(request.param)
+    if request.param and not level:
+        pytest.skip("this CPU has no AVX-512 IFMA")
+    yield level
+    lib.f128_set_ifma(-1)
+
+
+def _edge_or_random(ref, rng, shape):  # type: ignore[no-untyped-def]
+    """Elements of `shape`, about a quarter of them edge values (0, 1, p-1, limb and fold boundaries)."""
+    p = ref.MODULUS
+    edges = [0, 1, p - 1, p - 2, 2**63, 2**64 - 1 if p > 2**64 else p - 3]
+    if p > 2**64:
+        edges += [2**64, 2**104 - 1, 2**104, 2**127, p - 2**64, (p >> 52) << 52, 2**52 - 1, 2**52]
+    size = int(np.prod(shape))
+    vals = [int(v) for v in rng.integers(0, 2**62, size=size)]
+    for k in rng.integers(0, size, size=size // 4):
+        vals[int(k)] = edges[int(k) % len(edges)]
+    return ref.from_ints(vals).reshape(shape)
+
+
+def test_range_check_kernels_match_the_reference(monkeypatch, ifma) -> None:  # type: ignore[no-untyped-def]
+    """The compiled range-check wires and weighted sums equal the numpy formulas (ragged last call,
+    edge elements), the sums on any thread count (calls split in blocks of four or, on IFMA lanes,
+    slots split; uneven splits included)."""
     from twinmpc.crypto import field_native
     from twinmpc.mpc.prio3.range_check import range_check_wire_evals_rows, range_check_wires_rows
 
     monkeypatch.setattr(field_native, "PMUL_THREADS_MIN", 0)
     rng = np.random.default_rng(9)
     for ref, nat in PAIRS:
-        rand = lambda *shape: ref.from_ints([int(x) for x in rng.integers(0, 2**62, size=int(np.prod(shape)))]).reshape(shape)
-        for n, chunk in ((23, 5), (8, 8), (9, 1), (30, 7), (300, 3), (1000, 7)):
+        rand = lambda *shape: _edge_or_random(ref, rng, shape)  # noqa: E731
+        for n, chunk in ((23, 5), (8, 8), (9, 1), (30, 7), (300, 3), (1000, 7), (3000, 2)):
             calls = -(-n // chunk)
             x, r, lam, c = rand(3, n), rand(3, calls), rand(3, calls), ref.const(ref.s_inv(2))
             assert np.array_equal(range_check_wires_rows(nat, x, r, chunk, calls, c), range_check_wires_rows(ref, x, r, chunk, calls, c))
