@@ -846,7 +846,6 @@ static void *f128_range_prove_part(void *arg) {
     i64 p = jb->p, calls = jb->calls, chunk = jb->chunk, n = jb->n;
     acc256 *acc = jb->acc;
     u64 *tl = jb->tmp, *tr = jb->tmp + 2 * p, *pw = jb->pw;
-    static const u64 zero[2] = {0, 0};
     for (i64 i = 0; i < calls; i++) { /* pw[i] = r_i^(j0+1) */
         u64 e = (u64)jb->j0 + 1, base[2] = {jb->r[2 * i], jb->r[2 * i + 1]}, res[2] = {1, 0};
         for (; e; e >>= 1) {
@@ -882,11 +881,25 @@ static void *f128_range_prove_part(void *arg) {
     return NULL;
 }
 
+/* The same on AVX-512 IFMA lanes (crypto/field_kernel_ifma.c): 0 done, 1 unavailable, -1 no memory. */
+static int f128_range_prove_fast(u64 *out, const u64 *x, const unsigned char *x8, i64 n, const u64 *r,
+                                 const u64 *seeds, const u64 *c, i64 chunk, i64 calls, i64 p, const u64 *tw_inv,
+                                 const u64 *twist_br, const u64 *tw_fwd, int threads);
+
 int f128_range_prove(u64 *out, const u64 *x, i64 rows, i64 n, const u64 *r, const u64 *seeds, const u64 *c,
                      i64 chunk, i64 calls, i64 p, const u64 *tw_inv, const u64 *twist_br, const u64 *tw_fwd,
                      int threads, int x_bits) {
     if (threads < 1) threads = 1;
     if (threads > 8) threads = 8;
+    int fast = 1;
+    for (i64 b = 0; b < rows; b++) {
+        fast = f128_range_prove_fast(out + 2 * b * 2 * p, x_bits ? NULL : x + 2 * b * n,
+                                     x_bits ? (const unsigned char *)x + b * n : NULL, n, r + 2 * b * calls,
+                                     seeds + 2 * b * 2 * chunk, c, chunk, calls, p, tw_inv, twist_br, tw_fwd, threads);
+        if (fast) break; /* unavailable (the same for every row) or out of memory */
+    }
+    if (fast < 0) return -1;
+    if (fast == 0) return 0;
     if (chunk < 2 * threads) threads = 1;
     range_job jobs[8];
     pthread_t tids[8];

@@ -25,6 +25,17 @@ typedef struct {
     __m512i l0, l1, l2;
 } v3;
 
+static int ifma_level = -1; /* 1: IFMA kernels in use */
+
+static int ifma_on(void) {
+    if (ifma_level < 0) {
+        __builtin_cpu_init();
+        ifma_level = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                     __builtin_cpu_supports("avx512ifma");
+    }
+    return ifma_level;
+}
+
 IFMA static inline v3 v3_from_words(__m512i lo, __m512i hi) {
     const __m512i m = _mm512_set1_epi64(M52);
     v3 r = {_mm512_and_si512(lo, m),
@@ -185,16 +196,256 @@ IFMA static void *f128_range_evals_ifma_part(void *arg) {
     return NULL;
 }
 
-static int ifma_level = -1; /* 1: IFMA kernels in use */
+/* ------------------------------------------------ prover: the fused range check on IFMA lanes */
+/* f128_range_prove with eight slots j per vector (lane l: slot j0 + l).  Per
+ * group of slots, the two wire rows are built at the p-th roots, extended by an
+ * inverse DIF transform, the twist and a forward DIT transform (eight
+ * transforms at once, the same twiddle in every lane), and the products
+ * L * R summed per point.  Bounds (limbs below 2^62 throughout): rows < 2p;
+ * DIF sums double per stage (< 2^10 p after ten) while its differences
+ * u - v + 2^12 p go through a Montgomery product (< 2p); twist and DIT
+ * products are Montgomery products too (the tables hold w * 2^156), DIT values
+ * stay below 42p; sums of products are Montgomery products (L * R / 2^156),
+ * so the final sums are multiplied back by 2^156 in the scalar reduction. */
 
-static int ifma_on(void) {
-    if (ifma_level < 0) {
-        __builtin_cpu_init();
-        ifma_level = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                     __builtin_cpu_supports("avx512ifma");
-    }
-    return ifma_level;
+static const u64 COL_WEIGHT_R[3][2] = {/* 2^(52k) * 2^156 mod p */
+                                       {0xfffffffff0000000ULL, 0x1bfffffffULL},
+                                       {0xffffffffffe40000ULL, 0x30effffULL},
+                                       {0xffffffffffffcf10ULL, 0x5587fULL}};
+
+IFMA static inline v3 v3_add(v3 a, v3 b) {
+    v3 r = {_mm512_add_epi64(a.l0, b.l0), _mm512_add_epi64(a.l1, b.l1), _mm512_add_epi64(a.l2, b.l2)};
+    return r;
 }
+
+/* a + k - b for a constant k given in borrow-proof limbs (each limb >= b's) */
+IFMA static inline v3 v3_sub_plus(v3 a, v3 b, v3 k) {
+    v3 r = {_mm512_sub_epi64(_mm512_add_epi64(a.l0, k.l0), b.l0),
+            _mm512_sub_epi64(_mm512_add_epi64(a.l1, k.l1), b.l1),
+            _mm512_sub_epi64(_mm512_add_epi64(a.l2, k.l2), b.l2)};
+    return r;
+}
+
+IFMA static inline v3 v3_norm(v3 a) {
+    const __m512i m52 = _mm512_set1_epi64(M52);
+    a.l1 = _mm512_add_epi64(a.l1, _mm512_srli_epi64(a.l0, 52));
+    a.l0 = _mm512_and_si512(a.l0, m52);
+    a.l2 = _mm512_add_epi64(a.l2, _mm512_srli_epi64(a.l1, 52));
+    a.l1 = _mm512_and_si512(a.l1, m52);
+    return a;
+}
+
+IFMA static inline v3 v3_bcast(const u64 *limbs) {
+    v3 r = {_mm512_set1_epi64((long long)limbs[0]), _mm512_set1_epi64((long long)limbs[1]),
+            _mm512_set1_epi64((long long)limbs[2])};
+    return r;
+}
+
+static void limbs_of(const u64 *x, u64 *l) {
+    l[0] = x[0] & M52, l[1] = ((x[0] >> 52) | (x[1] << 12)) & M52, l[2] = x[1] >> 40;
+}
+
+typedef struct {
+    const u64 *x, *r, *seeds, *c;
+    const unsigned char *x8;
+    i64 n, chunk, calls, p, g0, g1; /* groups [g0, g1) of eight slots */
+    const u64 *twi, *twist, *twf;   /* Montgomery-form tables as limbs (3 words per entry) */
+    v3 *acc;                        /* 2p sums, zeroed by the caller */
+    int failed;
+} ifma_prove_job;
+
+IFMA static void ifma_dif(v3 *x, i64 n, const u64 *tw) {
+    const u64 kl[3] = {4096ULL + (1ULL << 62), 4503599157608448ULL + (1ULL << 62) - 1024, 68719476735ULL - 1024};
+    const v3 k = v3_bcast(kl); /* 2^12 p */
+    for (i64 h = n >> 1, step = 1; h >= 1; h >>= 1, step <<= 1)
+        for (i64 s = 0; s < n; s += 2 * h)
+            for (i64 j = 0; j < h; j++) {
+                v3 u = x[s + j], v = x[s + j + h];
+                x[s + j] = v3_add(u, v);
+                x[s + j + h] = v3_mont(v3_norm(v3_sub_plus(u, v, k)), v3_bcast(tw + 3 * j * step));
+            }
+}
+
+IFMA static void ifma_dit(v3 *x, i64 n, const u64 *tw) {
+    const u64 kl[3] = {4ULL + (1ULL << 52), 4503599626911744ULL + (1ULL << 52) - 1, 67108863ULL - 1};
+    const v3 k = v3_bcast(kl); /* 4p */
+    for (i64 h = 1, step = n >> 1; h < n; h <<= 1, step >>= 1)
+        for (i64 s = 0; s < n; s += 2 * h)
+            for (i64 j = 0; j < h; j++) {
+                v3 u = x[s + j], b = v3_mont(v3_norm(x[s + j + h]), v3_bcast(tw + 3 * j * step));
+                x[s + j] = v3_add(u, b);
+                x[s + j + h] = v3_sub_plus(u, b, k);
+            }
+}
+
+IFMA static void *f128_range_prove_ifma_part(void *arg) {
+    ifma_prove_job *jb = arg;
+    i64 p = jb->p, calls = jb->calls, chunk = jb->chunk, n = jb->n;
+    v3 *rows = aligned_alloc(64, (size_t)(2 * p + calls) * sizeof(v3));
+    u64 *r8 = malloc((size_t)calls * 3 * sizeof(u64));
+    if (!rows || !r8) {
+        free(rows), free(r8);
+        jb->failed = 1;
+        return NULL;
+    }
+    v3 *L = rows, *R = rows + p, *pw = rows + 2 * p; /* pw[i]: r_i^(j+1) * 2^156 for the group's slots */
+    const __m512i lane = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+    u64 pcl[3], cm[2];
+    f128_sub1((const u64[2]){1, PHI}, jb->c, cm); /* p - c (p itself for c = 0: fine as limbs) */
+    limbs_of(cm, pcl);
+    for (i64 i = 0; i < calls; i++) { /* r_i^8 * 2^156, and r_i^(8 g0 + 1 + l) * 2^156 per lane */
+        u64 base[2] = {jb->r[2 * i], jb->r[2 * i + 1]}, e8[2], t[2], wl[8], wh[8];
+        f128_mul1(base, base, e8), f128_mul1(e8, e8, e8), f128_mul1(e8, e8, e8); /* r^8 */
+        f128_mul1(e8, R156, t);
+        limbs_of(t, r8 + 3 * i);
+        u64 e = (u64)(8 * jb->g0) + 1, b2[2] = {base[0], base[1]}, acc[2] = {1, 0};
+        for (; e; e >>= 1) {
+            if (e & 1) f128_mul1(acc, b2, acc);
+            f128_mul1(b2, b2, b2);
+        }
+        f128_mul1(acc, R156, acc);
+        for (int l = 0; l < 8; l++) {
+            wl[l] = acc[0], wh[l] = acc[1];
+            f128_mul1(acc, base, acc);
+        }
+        pw[i] = v3_from_words(_mm512_loadu_si512(wl), _mm512_loadu_si512(wh));
+    }
+    for (i64 g = jb->g0; g < jb->g1; g++) {
+        i64 j0 = 8 * g;
+        __mmask8 live = (__mmask8)(j0 + 8 <= chunk ? 0xFF : (1u << (chunk - j0)) - 1);
+        u64 sl[8] = {0}, sh[8] = {0}, tl[8] = {0}, th[8] = {0};
+        for (int l = 0; l < 8; l++)
+            if (j0 + l < chunk) {
+                const u64 *sd = jb->seeds + 4 * (j0 + l);
+                sl[l] = sd[0], sh[l] = sd[1], tl[l] = sd[2], th[l] = sd[3];
+            }
+        L[0] = v3_from_words(_mm512_loadu_si512(sl), _mm512_loadu_si512(sh));
+        R[0] = v3_from_words(_mm512_loadu_si512(tl), _mm512_loadu_si512(th));
+        for (i64 i = 0; i < calls; i++) {
+            i64 at0 = i * chunk + j0;
+            __mmask8 in = live & (__mmask8)_mm512_cmplt_epi64_mask(_mm512_add_epi64(lane, _mm512_set1_epi64(at0)),
+                                                                 _mm512_set1_epi64(n));
+            v3 xv;
+            if (in == 0xFF && jb->x8) { /* eight slots' digits of call i: consecutive bytes */
+                xv.l0 = _mm512_cvtepu8_epi64(_mm_loadl_epi64((const __m128i *)(jb->x8 + at0)));
+                xv.l1 = xv.l2 = _mm512_setzero_si512();
+            } else if (in == 0xFF) { /* consecutive (lo, hi) pairs, de-interleaved */
+                __m512i a = _mm512_loadu_si512(jb->x + 2 * at0), b = _mm512_loadu_si512(jb->x + 2 * at0 + 8);
+                __m512i lo = _mm512_permutex2var_epi64(a, _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0), b);
+                __m512i hi = _mm512_permutex2var_epi64(a, _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1), b);
+                xv = v3_from_words(lo, hi);
+            } else { /* the last group or the ragged last call: lane by lane */
+                u64 lo[8] = {0}, hi[8] = {0};
+                for (int l = 0; l < 8; l++)
+                    if (in >> l & 1) {
+                        lo[l] = jb->x8 ? jb->x8[at0 + l] : jb->x[2 * (at0 + l)];
+                        hi[l] = jb->x8 ? 0 : jb->x[2 * (at0 + l) + 1];
+                    }
+                xv = v3_from_words(_mm512_loadu_si512(lo), _mm512_loadu_si512(hi));
+            }
+            L[1 + i] = v3_mont(pw[i], xv); /* r_i^(j+1) x, zero where x is */
+            pw[i] = v3_mont(pw[i], v3_bcast(r8 + 3 * i));
+            v3 rv = v3_norm(v3_add(xv, v3_bcast(pcl))); /* x - c + p */
+            rv.l0 = _mm512_maskz_mov_epi64(live, rv.l0);
+            rv.l1 = _mm512_maskz_mov_epi64(live, rv.l1);
+            rv.l2 = _mm512_maskz_mov_epi64(live, rv.l2);
+            R[1 + i] = rv;
+        }
+        for (i64 k = 1 + calls; k < p; k++) {
+            L[k].l0 = L[k].l1 = L[k].l2 = _mm512_setzero_si512();
+            R[k] = L[k];
+        }
+        for (i64 k = 0; k < p; k++) jb->acc[2 * k] = v3_add(jb->acc[2 * k], v3_mont(L[k], R[k]));
+        ifma_dif(L, p, jb->twi);
+        ifma_dif(R, p, jb->twi);
+        for (i64 k = 0; k < p; k++) {
+            v3 t = v3_bcast(jb->twist + 3 * k);
+            L[k] = v3_mont(v3_norm(L[k]), t);
+            R[k] = v3_mont(v3_norm(R[k]), t);
+        }
+        ifma_dit(L, p, jb->twf);
+        ifma_dit(R, p, jb->twf);
+        for (i64 k = 0; k < p; k++)
+            jb->acc[2 * k + 1] = v3_add(jb->acc[2 * k + 1], v3_mont(v3_norm(L[k]), v3_norm(R[k])));
+    }
+    free(rows), free(r8);
+    return NULL;
+}
+
+/* Table t (count entries) times 2^156, as limbs. */
+static void mont_limbs(const u64 *t, i64 count, u64 *out) {
+    for (i64 k = 0; k < count; k++) {
+        u64 v[2];
+        f128_mul1(t + 2 * k, R156, v);
+        limbs_of(v, out + 3 * k);
+    }
+}
+
+/* One row of f128_range_prove on IFMA lanes: 0 done, -1 out of memory. */
+IFMA static int f128_range_prove_ifma(u64 *out, const u64 *x, const unsigned char *x8, i64 n, const u64 *r,
+                                      const u64 *seeds, const u64 *c, i64 chunk, i64 calls, i64 p,
+                                      const u64 *tw_inv, const u64 *twist_br, const u64 *tw_fwd, int threads) {
+    i64 groups = (chunk + 7) / 8;
+    if (threads > groups) threads = (int)groups;
+    if (threads < 1) threads = 1;
+    u64 *tab = malloc((size_t)(2 * p) * 3 * sizeof(u64));
+    v3 *acc = aligned_alloc(64, (size_t)threads * 2 * p * sizeof(v3));
+    if (!tab || !acc) {
+        free(tab), free(acc);
+        return -1;
+    }
+    memset(acc, 0, (size_t)threads * 2 * p * sizeof(v3));
+    mont_limbs(tw_inv, p / 2, tab);
+    mont_limbs(twist_br, p, tab + 3 * (p / 2));
+    mont_limbs(tw_fwd, p / 2, tab + 3 * (p / 2 + p));
+    ifma_prove_job jobs[8];
+    for (int t = 0; t < threads; t++)
+        jobs[t] = (ifma_prove_job){x, r, seeds, c, x8, n, chunk, calls, p, groups * t / threads,
+                                   groups * (t + 1) / threads, tab, tab + 3 * (p / 2), tab + 3 * (p / 2 + p),
+                                   acc + t * 2 * p, 0};
+    pthread_t tids[8];
+    int started = 0, failed = 0;
+    for (int t = 1; t < threads; t++) {
+        if (pthread_create(&tids[t], NULL, f128_range_prove_ifma_part, &jobs[t]))
+            f128_range_prove_ifma_part(&jobs[t]);
+        else
+            started |= 1 << t;
+    }
+    f128_range_prove_ifma_part(&jobs[0]);
+    for (int t = 0; t < threads; t++) {
+        if (t && (started & (1 << t))) pthread_join(tids[t], NULL);
+        failed |= jobs[t].failed;
+    }
+    if (!failed)
+        for (i64 k = 0; k < 2 * p; k++) {
+            v3 sum = acc[k];
+            for (int t = 1; t < threads; t++) sum = v3_add(sum, acc[t * 2 * p + k]);
+            __m512i cols[6] = {sum.l0, sum.l1, sum.l2, _mm512_setzero_si512(), _mm512_setzero_si512(),
+                               _mm512_setzero_si512()};
+            cols_normalize(cols);
+            acc256 a = {0, 0, 0, 0};
+            for (int q = 0; q < 3; q++) {
+                u64 s[2] = {(u64)_mm512_reduce_add_epi64(cols[q]), 0};
+                acc_mul(&a, s, COL_WEIGHT_R[q]);
+            }
+            u64 s3[2] = {(u64)_mm512_reduce_add_epi64(cols[3]), 0}; /* carries out of the top limb */
+            u64 w3[2];
+            f128_mul1(COL_WEIGHT[3], R156, w3);
+            acc_mul(&a, s3, w3);
+            acc_done(&a, out + 2 * k);
+        }
+    free(tab), free(acc);
+    return failed ? -1 : 0;
+}
+
+/* 1 where IFMA is unavailable (the caller runs the scalar kernel). */
+static int f128_range_prove_fast(u64 *out, const u64 *x, const unsigned char *x8, i64 n, const u64 *r,
+                                 const u64 *seeds, const u64 *c, i64 chunk, i64 calls, i64 p, const u64 *tw_inv,
+                                 const u64 *twist_br, const u64 *tw_fwd, int threads) {
+    if (!ifma_on() || p < 2) return 1;
+    return f128_range_prove_ifma(out, x, x8, n, r, seeds, c, chunk, calls, p, tw_inv, twist_br, tw_fwd, threads);
+}
+
 
 /* One row of f128_range_evals on IFMA lanes, the slots split over threads (out: before the
  * right sums' correction); 0 on success, 1 without IFMA, -1 without memory. */
@@ -223,6 +474,14 @@ static int f128_range_evals_fast(u64 *out, const u64 *x, i64 n, const u64 *r, co
     return failed ? -1 : 0;
 }
 #else
+static int f128_range_prove_fast(u64 *out, const u64 *x, const unsigned char *x8, i64 n, const u64 *r,
+                                 const u64 *seeds, const u64 *c, i64 chunk, i64 calls, i64 p, const u64 *tw_inv,
+                                 const u64 *twist_br, const u64 *tw_fwd, int threads) {
+    (void)out, (void)x, (void)x8, (void)n, (void)r, (void)seeds, (void)c, (void)chunk, (void)calls, (void)p;
+    (void)tw_inv, (void)twist_br, (void)tw_fwd, (void)threads;
+    return 1;
+}
+
 static int f128_range_evals_fast(u64 *out, const u64 *x, i64 n, const u64 *r, const u64 *lam, i64 chunk,
                                  i64 calls, int threads) {
     (void)out, (void)x, (void)n, (void)r, (void)lam, (void)chunk, (void)calls, (void)threads;

@@ -345,9 +345,9 @@ void ts_squeeze(ts128 *h, void *out, i64 len) {
 }
 
 /* Absorb buffers into several instances at once (lanes): in[k] (len[k] bytes) into h[k]. */
-void ts_absorb_many(ts128 **h, const void **in, const i64 *len, int n) {
+void ts_absorb_many(void **h, const void **in, const i64 *len, int n) {
     ts_job jobs[4];
-    for (int k = 0; k < n; k++) jobs[k] = (ts_job){h[k], in[k], NULL, len[k], 0};
+    for (int k = 0; k < n; k++) jobs[k] = (ts_job){(ts128 *)h[k], in[k], NULL, len[k], 0};
     ts_run(jobs, n);
 }
 

@@ -190,27 +190,29 @@ def test_lagrange_kernel_matches_the_python_formula(ref, nat) -> None:  # type: 
             assert np.array_equal(got, want), (n, t)
 
 
+@pytest.mark.parametrize("length, top, chunk", [(13, 5, 4), (45, 7, 19)])
 @pytest.mark.parametrize("nat", [Field64Native, Field128Native], ids=lambda f: f.__name__)
-def test_fused_range_check_prover_equals_the_wire_matrix_path(nat, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Proofs from the fused kernel (any thread count, ragged last call) equal those built from the wire matrix."""
+def test_fused_range_check_prover_equals_the_wire_matrix_path(nat, length, top, chunk, monkeypatch, ifma) -> None:  # type: ignore[no-untyped-def]
+    """Proofs from the fused kernel (any thread count, scalar or IFMA lanes, ragged last call and
+    slot groups) equal those built from the wire matrix."""
     from twinmpc.crypto import field_native
     from twinmpc.mpc.prio3.circuits import SumVec
     from twinmpc.mpc.prio3.flp import FlpBBCGGI19, Valid
 
     monkeypatch.setattr(field_native, "PMUL_THREADS_MIN", 0)
-    flp = FlpBBCGGI19(SumVec(nat, 13, 5, 4))  # 39 bits in calls of 4: the last call is partial
+    flp = FlpBBCGGI19(SumVec(nat, length, top, chunk))  # the last call is partial
     rng = np.random.default_rng(2)
     rows = 3
-    meas = np.stack([flp.encode([int(v) for v in rng.integers(0, 6, size=13)]) for _ in range(rows)])
+    meas = np.stack([flp.encode([int(v) for v in rng.integers(0, top + 1, size=length)]) for _ in range(rows)])
     rand = lambda k: nat.from_ints([int(x) for x in rng.integers(0, 2**62, size=rows * k)]).reshape(rows, k)
     prove_rand, joint_rand = rand(flp.PROVE_RAND_LEN), rand(flp.JOINT_RAND_LEN)
     fused = {}
-    for threads in ("1", "2"):
+    for threads in ("1", "2", "3"):
         monkeypatch.setenv(field_native.THREADS_ENV, threads)
         fused[threads] = flp.prove_rows(nat, meas, prove_rand, joint_rand)
     monkeypatch.setattr(type(flp.valid), "prove_gadget_rows", Valid.prove_gadget_rows)
     assert np.array_equal(fused["1"], flp.prove_rows(nat, meas, prove_rand, joint_rand))
-    assert np.array_equal(fused["2"], fused["1"])
+    assert np.array_equal(fused["2"], fused["1"]) and np.array_equal(fused["3"], fused["1"])
 
 
 @pytest.mark.parametrize("ref, nat", PAIRS, ids=lambda f: f.__name__)
