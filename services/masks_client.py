@@ -147,6 +147,8 @@ class MasksRoundClient:
                 self._log.record(task.task_id, window_start)
             request = pb.MasksRoundRequest(task_id=task.task_id, window_start=window_start, attempt=attempt, message=message)
             reply = await self._call(rpc, request, task.masks.round_seconds)
+            if not reply and phase < Phase.UNMASK:  # the round ended while this node retried, its input summed
+                return RoundOutcome("summed", attempt, f"the round ended while this node retried {phase.name}")
         return RoundOutcome("summed", attempt)
 
     async def _call(self, rpc, request: pb.MasksRoundRequest, round_seconds: int) -> bytes:

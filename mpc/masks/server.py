@@ -74,12 +74,14 @@ _KIND_PHASE = {
 
 @dataclass(frozen=True)
 class RoundResult:
-    """The unmasked sum of U3's inputs, their noise included, and how many clients it holds."""
+    """The unmasked sum of U3's inputs, their noise included, how many clients it holds and whose
+    inputs they are (a client that retries after the round ended learns whether it was counted)."""
 
     config: RoundConfig
     plan: RoundPlan
     count: int
     vector: np.ndarray = field(repr=False, compare=False)
+    summed: frozenset[str] = field(default=frozenset(), repr=False)
 
 
 class MasksServer:
@@ -304,7 +306,8 @@ class MasksServer:
                 public = self._adverts[self._ids[v - 1]].mask_public_key
                 mask = channel.pairwise_mask(channel.exchange(mask_key, public), self.session, min(u, v), max(u, v), d)
                 (np.subtract if v < u else np.add)(total, mask, out=total)  # v's input carries +mask iff v < u
-        self._result = RoundResult(self.config, self._plan, len(self._u3), total)
+        summed = frozenset(self._ids[u - 1] for u in self._u3)
+        self._result = RoundResult(self.config, self._plan, len(self._u3), total, summed)
 
     # ------------------------------------------------------------- reply ---
     def reply(self, identity: str) -> bytes:

@@ -11,6 +11,7 @@ Blob names (``{s}`` = ``masks/{task id, base64url}/{window start}/{attempt}``)::
 
     masks/sessions          live sessions: concatenated 44-byte session encodings
     {s}/status              version | opened_at ms | closes {phase, count, closed_at ms} | outcome | reason
+                            | u16 count, identities summed (version 2; kept after the wipe so late retries get an answer)
     {s}/r{phase}/index      identities in arrival order (u8 length + UTF-8 each); emptied once the session ended
     {s}/r{phase}/{h}        the message of the identity whose SHA-256 starts with h (hex, 32 chars); emptied likewise
     masks-window/{task id}/{window start}
@@ -34,7 +35,7 @@ from twinmpc.services.storage import Datastore
 
 SESSIONS_BLOB = "masks/sessions"
 RUNNING, DONE, ABORTED = 0, 1, 2
-_VERSION = 1
+_VERSION = 2  # version 1 (no summed identities) is still read
 
 
 def session_prefix(session: Session) -> str:
@@ -52,19 +53,22 @@ class Status:
     closes: list[tuple[int, int, int]] = field(default_factory=list)  # (phase, messages it closed with, closed_at ms)
     outcome: int = RUNNING
     reason: str = ""
+    summed: frozenset[str] | None = None  # whose inputs a DONE round holds (None: not recorded)
 
     def encode(self) -> bytes:
         out = [struct.pack(">BQB", _VERSION, self.opened_at_ms, len(self.closes))]
         out += [struct.pack(">BIQ", *c) for c in self.closes]
         reason = self.reason.encode()[:60000]
         out.append(struct.pack(">BH", self.outcome, len(reason)) + reason)
+        if self.summed is not None:
+            out.append(struct.pack(">H", len(self.summed)) + _pack_identities(sorted(self.summed)))
         return b"".join(out)
 
     @classmethod
     def decode(cls, data: bytes) -> Status:
         try:
             version, opened, count = struct.unpack_from(">BQB", data, 0)
-            if version != _VERSION:
+            if version not in (1, _VERSION):
                 raise DecodeError(f"unsupported masks journal version {version}")
             closes = [struct.unpack_from(">BIQ", data, 10 + 13 * i) for i in range(count)]
             pos = 10 + 13 * count
@@ -72,9 +76,17 @@ class Status:
             reason = data[pos + 3 : pos + 3 + length]
         except struct.error as exc:
             raise DecodeError("masks journal status is truncated") from exc
-        if pos + 3 + length != len(data):
-            raise DecodeError("masks journal status has trailing bytes")
-        return cls(opened, [tuple(c) for c in closes], outcome, reason.decode())
+        end = pos + 3 + length
+        if end > len(data) or (version == 1 and end != len(data)):
+            raise DecodeError("masks journal status is truncated or has trailing bytes")
+        summed = None
+        if end < len(data):
+            rest = data[end + 2 :]
+            names = _unpack_identities(rest)
+            if len(data) < end + 2 or struct.unpack_from(">H", data, end)[0] != len(names) or _pack_identities(names) != rest:
+                raise DecodeError("masks journal status has a truncated identity list")
+            summed = frozenset(names)
+        return cls(opened, [tuple(c) for c in closes], outcome, reason.decode(), summed)
 
     @property
     def last_event_ms(self) -> int:

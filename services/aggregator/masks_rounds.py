@@ -33,7 +33,7 @@ from twinmpc.mpc.masks.errors import NotAParticipant, OutOfOrder, RoundAborted
 from twinmpc.mpc.masks.server import MasksServer, Phase
 from twinmpc.mpc.masks.session import Session
 from twinmpc.mpc.task import Task
-from twinmpc.services.aggregator.masks_journal import ABORTED, DONE, RoundJournal, Status, live_sessions, window_blob
+from twinmpc.services.aggregator.masks_journal import ABORTED, DONE, RUNNING, RoundJournal, Status, live_sessions, window_blob
 from twinmpc.services.storage import Datastore
 
 log = logging.getLogger("twinmpc.aggregator.masks")
@@ -66,7 +66,7 @@ class MasksRounds:
         self.load_task = load_task
         self.clock = clock
         self._live: dict[Session, LiveRound] = {}
-        self._ended: dict[Session, str] = {}  # aborted sessions -> reason ("" when done)
+        self._ended: dict[Session, Status] = {}  # ended sessions' outcomes
         self._opening = asyncio.Lock()  # one session at a time is looked up or opened
         self._wiping: set[asyncio.Task] = set()  # ended sessions' messages being emptied
 
@@ -134,29 +134,35 @@ class MasksRounds:
                     await self._close(live)
 
     # -------------------------------------------------------------- rounds ---
-    async def _session(self, session: Session, phase: Phase) -> LiveRound | None:
-        """The live round; None when it already finished and this is a retried last call."""
+    async def _session(self, session: Session, phase: Phase, identity: str) -> LiveRound | None:
+        """The live round; None when it already finished with `identity`'s input summed (a retry that
+        arrived after the end: the caller answers b"", the end of the round)."""
         live = self._live.get(session)
         if live is not None:
             return live
         async with self._opening:
-            return await self._find_or_open(session, phase)
+            return await self._find_or_open(session, phase, identity)
 
-    async def _find_or_open(self, session: Session, phase: Phase) -> LiveRound | None:
+    async def _find_or_open(self, session: Session, phase: Phase, identity: str) -> LiveRound | None:
         live = self._live.get(session)
         if live is not None:
             return live
-        reason = self._ended.get(session)
-        if reason is None:
+        ended = self._ended.get(session)
+        if ended is None:
             status = await asyncio.to_thread(RoundJournal(self.store, session).status)
             if status is not None:  # ended in an earlier process (a running one was resumed at start)
-                reason = status.reason if status.outcome == ABORTED else ""
-        if reason:
-            raise RoundAborted(reason)
-        if reason == "":
-            if phase == Phase.UNMASK:
+                ended = status
+        if ended is not None and ended.outcome == RUNNING:  # resume() gave up on it: nothing may be released
+            raise RoundAborted(f"round {session.name} was abandoned when it could not be resumed")
+        if ended is not None and ended.outcome == ABORTED:
+            raise RoundAborted(ended.reason)
+        if ended is not None:
+            if ended.summed is None:  # recorded before outcomes named their inputs: only the last call is known safe
+                if phase == Phase.UNMASK:
+                    return None
+            elif identity in ended.summed:
                 return None
-            raise WindowAlreadyAggregated(f"round {session.name} is finished")
+            raise WindowAlreadyAggregated(f"round {session.name} is finished without {identity!r}'s input")
         if phase != Phase.ADVERTISE:
             raise NotAParticipant(f"no masks round {session.name} is running; start with Advertise")
         return await self._open(session)
@@ -185,7 +191,7 @@ class MasksRounds:
 
     async def submit(self, identity: str, session: Session, phase: Phase, data: bytes) -> bytes:
         """Submit `identity`'s message of `phase`; once that round closed, its input for the next (b"" at the end)."""
-        live = await self._session(session, phase)
+        live = await self._session(session, phase, identity)
         if live is None:
             return b""
         async with live.lock:
@@ -236,7 +242,9 @@ class MasksRounds:
     async def _finish(self, live: LiveRound) -> None:
         """Leave the result for collection (idempotent merge), record the outcome, drop the session."""
         session, task = live.server.session, live.task
+        summed = None
         if live.server.phase == Phase.DONE:
+            summed = live.server.result.summed
             state = mode.window_state(live.server.result)
             await asyncio.to_thread(self.store.update_blob, window_blob(session.task_id, session.window_start),
                                     lambda old: mode.merge(task)(old, state))
@@ -246,12 +254,12 @@ class MasksRounds:
             outcome, reason = ABORTED, live.server.abort_reason
 
         def ended(status: Status) -> None:
-            status.outcome, status.reason = outcome, reason
+            status.outcome, status.reason, status.summed = outcome, reason, summed
 
         await asyncio.to_thread(live.journal.update_status, ended)
         await asyncio.to_thread(live.journal.finish)
         self._live.pop(session, None)
-        self._ended[session] = reason
+        self._ended[session] = Status(0, outcome=outcome, reason=reason, summed=summed)
         wipe = asyncio.get_running_loop().create_task(asyncio.to_thread(live.journal.wipe), name=f"masks-wipe-{session.name}")
         self._wiping.add(wipe)
         wipe.add_done_callback(self._wiping.discard)

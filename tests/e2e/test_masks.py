@@ -244,8 +244,62 @@ def test_aggregator_sigkill_mid_round_never_yields_a_wrong_result(loop_thread, c
     except grpc.aio.AioRpcError as exc:  # an abort is acceptable (nothing to collect); a wrong sum never is
         assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION and all(o.status != "summed" for o in outcomes[1:]), outcomes
         return
-    assert count == n and result == values.sum(axis=0).tolist(), (outcomes, collected)
+    assert count == n and result == values.sum(axis=0).tolist(), (outcomes, count, result)
     assert all(o.status == "summed" for o in outcomes[1:]), outcomes
+
+
+def test_a_retry_after_the_round_ended_learns_whether_its_input_was_summed(loop_thread, cluster) -> None:
+    """A node whose confirmation arrives after the round finished (a retry delayed past its end)
+    is told its input was summed; a node that never sent a masked input, retrying an earlier
+    message, gets FAILED_PRECONDITION, never a second chance at the window."""
+    n = 8
+    task = _task(loop_thread, cluster, n, dropout="1/4")
+    window = _window(6)
+    values = np.random.default_rng(6).integers(0, 1 << 16, size=(n, 4))
+    session = Session(task.task_id, window, 0)
+    sent: dict[int, list[pb.MasksRoundRequest]] = {}
+
+    async def round_done() -> None:
+        store = _store(cluster)
+        try:
+            while True:
+                status = await asyncio.to_thread(RoundJournal(store, session).status)
+                if status is not None and status.outcome != 0:
+                    return
+                await asyncio.sleep(0.05)
+        finally:
+            store.close()
+
+    async def go():
+        clients = _clients(cluster, n)
+        for i, client in enumerate(clients):
+            original = client._call
+
+            async def call(rpc, request, round_seconds, i=i, original=original):  # type: ignore[no-untyped-def]
+                sent.setdefault(i, []).append(request)
+                if i == 1 and len(sent[i]) == 4:  # client 1's confirmation: held back until the round ended
+                    await round_done()
+                return await original(rpc, request, round_seconds)
+
+            client._call = call
+        outcomes = await asyncio.gather(*(
+            c.run(task, window, values[i].tolist(), drop_before=Phase.MASKED_INPUT if i == 0 else None)
+            for i, c in enumerate(clients)
+        ))
+        for c in clients:
+            await c.close()
+        channel, stub = _stub(cluster, "edge", "edge-m00")
+        late = await _status(stub.ShareKeys(sent[0][1], timeout=5))
+        await channel.close()
+        return outcomes, late
+
+    outcomes, late = loop_thread.run(go(), timeout=90)
+    assert outcomes[0].status == "dropped"
+    assert outcomes[1].status == "summed" and "ended while this node retried CONFIRM" in outcomes[1].detail, outcomes[1]
+    assert all(o.status == "summed" and not o.detail for o in outcomes[2:]), outcomes
+    assert late[0] == grpc.StatusCode.FAILED_PRECONDITION and "finished without 'edge-m00'" in late[1], late
+    count, result = _collect(loop_thread, cluster, task, window)
+    assert count == n - 1 and result == values[1:].sum(axis=0).tolist()
 
 
 def test_edge_agents_in_masks_mode_sum_their_windows(loop_thread, cluster, tmp_path) -> None:
