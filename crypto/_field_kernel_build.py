@@ -1,6 +1,6 @@
 """cffi build script for `twinmpc.crypto._field_kernel` (the C sources are crypto/field_kernel.c,
-crypto/field_kernel_ifma.c and crypto/xof_kernel.c, compiled as one unit: the later files use the
-field's element helpers).
+crypto/field_kernel_flp.c, crypto/field_kernel_ifma.c and crypto/xof_kernel.c, compiled as one
+unit: the later files use the field's element helpers).
 
 Run by setuptools at `pip install` (setup.py's ``cffi_modules``); never imported at run time.
 """
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cffi import FFI
 
-_SOURCES = [Path(__file__).with_name(name) for name in ("field_kernel.c", "field_kernel_ifma.c", "xof_kernel.c")]
+_SOURCES = [Path(__file__).with_name(name) for name in ("field_kernel.c", "field_kernel_flp.c", "field_kernel_ifma.c", "xof_kernel.c")]
 
 def _as_void_pointers(decls: str) -> str:
     return decls.replace("const uint64_t *", "const void *").replace("uint64_t *", "void *").replace(

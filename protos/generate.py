@@ -1,7 +1,7 @@
 """Regenerate the committed protobuf/gRPC Python code from protos/twinmpc/v1/*.proto.
 
 Run ``python -m twinmpc.protos.generate`` after editing a .proto; the test
-``tests/test_protos.py`` fails if the committed code drifts from the source.
+``tests/protos/test_protos.py`` fails if the committed code drifts from the source.
 """
 
 from __future__ import annotations
