@@ -10,7 +10,7 @@ aggregators) and checks:
   delay reduction over fixed-time.
 
 Usage: ``python -m twinmpc.bench.bench_twin [--intersections 1000] [--windows 12]
-[--window-seconds 5] [--epsilon 1 ...] [--mode prio3] [--json]``.  Exit status 1
+[--window-seconds 5] [--epsilon 1 [--epsilon 0.5 ...]] [--mode prio3] [--json]``.  Exit status 1
 when a budget is missed (the numbers are printed either way).
 """
 
