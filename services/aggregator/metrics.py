@@ -22,8 +22,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+
+from twinmpc.services.storage import TxStats
 
 log = logging.getLogger("twinmpc.aggregator")
 
@@ -96,6 +100,12 @@ class Metrics:
         """Current value of a counter (0 if never incremented)."""
         return self.registry.get_sample_value(PREFIX + name, labels) or 0.0
 
+    def watch_transactions(self, stats: Callable[[], Mapping[str, TxStats]]) -> None:
+        """Export the datastore's per-transaction counters, read from `stats` at each scrape:
+        commit latency (SQLite's fsync) and serialization retries (PostgreSQL replicas
+        contending) are what an operator looks at first when uploads slow down."""
+        self.registry.register(_TransactionCollector(stats))
+
     def render(self) -> bytes:
         """Prometheus text exposition (HELP/TYPE lines, counters, histogram buckets)."""
         return generate_latest(self.registry)
@@ -116,3 +126,23 @@ class Metrics:
             self._pending[key] = (0.0, now) if due else (count, last)
         if due:
             log.info(_SUMMARISED[name], count, where)
+
+
+class _TransactionCollector:
+    """prometheus-client custom collector over a datastore's `transaction_stats`."""
+
+    def __init__(self, stats: Callable[[], Mapping[str, TxStats]]) -> None:
+        self._stats = stats
+
+    def describe(self) -> list[Metric]:
+        return []  # read nothing at registration: the store may not be ready to answer yet
+
+    def collect(self) -> Iterator[Metric]:
+        commits = CounterMetricFamily(PREFIX + "db_transactions", "Datastore transactions committed, by name.", labels=["name"])
+        retries = CounterMetricFamily(PREFIX + "db_transaction_retries", "Datastore transaction attempts retried (serialization failures, deadlocks, lost connections), by name.", labels=["name"])
+        seconds = CounterMetricFamily(PREFIX + "db_transaction_seconds", "Time in committed datastore transactions, by name (seconds).", labels=["name"])
+        for name, tx in sorted(self._stats().items()):
+            commits.add_metric([name], tx.commits)
+            retries.add_metric([name], tx.retries)
+            seconds.add_metric([name], tx.seconds)
+        yield from (commits, retries, seconds)

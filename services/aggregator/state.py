@@ -82,7 +82,9 @@ class AggregatorState:
             store.close()
             raise
         keys.start()
-        return cls(config, identity, store, Metrics(), guard, clock, keys)
+        metrics = Metrics()
+        metrics.watch_transactions(store.transaction_stats)
+        return cls(config, identity, store, metrics, guard, clock, keys)
 
     def close(self) -> None:
         self.keys.close()

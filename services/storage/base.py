@@ -157,6 +157,15 @@ class CollectionRecord:
         return f"CollectionRecord({self.collection_id}, window={self.window_start}, index={self.index}, {self.state})"
 
 
+@dataclass
+class TxStats:
+    """Per transaction name: commits, retried attempts, seconds spent in committed attempts."""
+
+    commits: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+
+
 class Datastore(Protocol):
     # tasks (immutable: put_task raises AlreadyExists; update_task is for audited amendments)
     def put_task(self, task_id: bytes, record: TaskRecord) -> None: ...
@@ -213,5 +222,9 @@ class Datastore(Protocol):
     def delete_expired_helper_reports(self, task_id: bytes, before: int, limit: int) -> int: ...
     def delete_finished_jobs(self, task_id: bytes, limit: int, helper_blob_prefix: str) -> int: ...
     def delete_expired_windows(self, task_id: bytes, before: int, limit: int) -> int: ...
+
+    # operations: commits, retries and time per transaction name since the store was opened
+    # (the aggregator exports them as Prometheus counters)
+    def transaction_stats(self) -> dict[str, TxStats]: ...
 
     def close(self) -> None: ...

@@ -50,6 +50,7 @@ from twinmpc.services.storage.base import (
     PendingReport,
     PutOutcome,
     TaskRecord,
+    TxStats,
     WindowClosed,
     WindowRecord,
     pack_list,
@@ -57,7 +58,7 @@ from twinmpc.services.storage.base import (
 from twinmpc.services.storage.postgres_collections import PostgresCollections
 from twinmpc.services.storage.postgres_lifecycle import PostgresLifecycle
 from twinmpc.services.storage.postgres_locks import share_window_locks
-from twinmpc.services.storage.postgres_pool import ConnectionPool, TxStats
+from twinmpc.services.storage.postgres_pool import ConnectionPool
 from twinmpc.services.storage.postgres_schema import create_schema
 from twinmpc.services.storage.rows import HELPER_ROW_COLUMNS, REPORT_COLUMNS, helper_rows, window_record
 from twinmpc.services.storage.sealing import ColumnSealer  # one format for both backends
@@ -420,4 +421,4 @@ class PostgresDatastore(PostgresCollections, PostgresLifecycle):
         return n
 
 
-__all__ = ["PostgresDatastore", "TxStats"]
+__all__ = ["PostgresDatastore"]

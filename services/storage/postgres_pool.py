@@ -15,29 +15,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
-from twinmpc.services.storage.base import StorageError
+from twinmpc.services.storage.base import StorageError, TxStats
 
 log = logging.getLogger("twinmpc.storage.postgres")
 
 T = TypeVar("T")
 
 _RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
-
-
-@dataclass
-class TxStats:
-    """Per transaction name: commits, retried attempts, seconds spent in committed attempts."""
-
-    commits: int = 0
-    retries: int = 0
-    seconds: float = 0.0
 
 
 class Transact(Protocol):

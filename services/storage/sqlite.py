@@ -30,6 +30,7 @@ from twinmpc.services.storage.base import (
     PendingReport,
     PutOutcome,
     TaskRecord,
+    TxStats,
     WindowBusy,
     WindowClosed,
     WindowRecord,
@@ -113,6 +114,7 @@ class SqliteDatastore:
         self._lease_seconds = lease_seconds
         self.path = str(path)
         self._lock = threading.Lock()
+        self._writes = TxStats()  # one writer, no retries: every write transaction under one name
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -137,6 +139,7 @@ class SqliteDatastore:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            started = time.perf_counter()
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -144,6 +147,13 @@ class SqliteDatastore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            self._writes.commits += 1
+            self._writes.seconds += time.perf_counter() - started
+
+    def transaction_stats(self) -> dict[str, TxStats]:
+        """Write transactions (commits and time, the fsync included) under the name "write"."""
+        with self._lock:
+            return {"write": TxStats(self._writes.commits, 0, self._writes.seconds)}
 
     # --- tasks -------------------------------------------------------------------
     def put_task(self, task_id: bytes, record: TaskRecord) -> None:

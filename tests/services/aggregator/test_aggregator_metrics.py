@@ -43,6 +43,11 @@ def test_scrape_after_upload_and_collection(loop_thread, cluster2, caplog):
     assert [b.value for b in buckets] == sorted(b.value for b in buckets)  # cumulative
     assert buckets[-1].value == counts["collect"]
 
+    commits = {s.labels["name"]: s.value for s in families["twinmpc_db_transactions"].samples if s.name.endswith("_total")}
+    spent = {s.labels["name"]: s.value for s in families["twinmpc_db_transaction_seconds"].samples if s.name.endswith("_total")}
+    assert commits["write"] >= 3 and spent["write"] > 0, commits  # the task, the reports, the job at least (SQLite)
+    assert "twinmpc_db_transaction_retries_total" in text
+
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert any(m.startswith("upload: 4 report(s) acknowledged") and task.task_id_b64[:8] in m for m in messages), messages
     assert any(m.startswith("job: ") for m in messages), messages
