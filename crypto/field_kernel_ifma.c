@@ -403,19 +403,9 @@ IFMA static int f128_range_prove_ifma(u64 *out, const u64 *x, const unsigned cha
         jobs[t] = (ifma_prove_job){x, r, seeds, c, x8, n, chunk, calls, p, groups * t / threads,
                                    groups * (t + 1) / threads, tab, tab + 3 * (p / 2), tab + 3 * (p / 2 + p),
                                    acc + t * 2 * p, 0};
-    pthread_t tids[8];
-    int started = 0, failed = 0;
-    for (int t = 1; t < threads; t++) {
-        if (pthread_create(&tids[t], NULL, f128_range_prove_ifma_part, &jobs[t]))
-            f128_range_prove_ifma_part(&jobs[t]);
-        else
-            started |= 1 << t;
-    }
-    f128_range_prove_ifma_part(&jobs[0]);
-    for (int t = 0; t < threads; t++) {
-        if (t && (started & (1 << t))) pthread_join(tids[t], NULL);
-        failed |= jobs[t].failed;
-    }
+    run_parts(f128_range_prove_ifma_part, jobs, sizeof jobs[0], threads); /* crypto/field_kernel_flp.c */
+    int failed = 0;
+    for (int t = 0; t < threads; t++) failed |= jobs[t].failed;
     if (!failed)
         for (i64 k = 0; k < 2 * p; k++) {
             v3 sum = acc[k];

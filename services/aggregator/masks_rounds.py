@@ -152,15 +152,14 @@ class MasksRounds:
             status = await asyncio.to_thread(RoundJournal(self.store, session).status)
             if status is not None:  # ended in an earlier process (a running one was resumed at start)
                 ended = status
-        if ended is not None and ended.outcome == RUNNING:  # resume() gave up on it: nothing may be released
-            raise RoundAborted(f"round {session.name} was abandoned when it could not be resumed")
-        if ended is not None and ended.outcome == ABORTED:
-            raise RoundAborted(ended.reason)
         if ended is not None:
-            if ended.summed is None:  # recorded before outcomes named their inputs: only the last call is known safe
-                if phase == Phase.UNMASK:
-                    return None
-            elif identity in ended.summed:
+            if ended.outcome == RUNNING:  # resume() gave up on it: nothing may be released
+                raise RoundAborted(f"round {session.name} was abandoned when it could not be resumed")
+            if ended.outcome == ABORTED:
+                raise RoundAborted(ended.reason)
+            # a record from before outcomes named their inputs: only a retried last call is known summed
+            counted = phase == Phase.UNMASK if ended.summed is None else identity in ended.summed
+            if counted:
                 return None
             raise WindowAlreadyAggregated(f"round {session.name} is finished without {identity!r}'s input")
         if phase != Phase.ADVERTISE:
