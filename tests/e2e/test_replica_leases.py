@@ -1,8 +1,8 @@
 """Two leader replicas (real processes) on one real PostgreSQL: job leases.
 
-Replica A claims an aggregation job and is stuck in it (its helper is down),
-then is SIGKILLed. Replica B, running all along on the same database, leaves the
-job alone while A's lease is valid, takes it over once the lease expired, and
+Replica A claims an aggregation job and is stuck in it (its helper is down).
+Replica B starts on the same database, A is SIGKILLed, and B leaves the job
+alone while A's lease is valid, takes it over once the lease expired, and
 the window's result through B counts every acknowledged report exactly once.
 """
 
@@ -33,9 +33,7 @@ def test_second_replica_takes_over_a_sigkilled_replicas_job_after_its_lease(loop
     loop_thread.run(cluster.start())
     replica = None
     try:
-        replica, replica_port = start_leader_replica(cluster, "agg0b")
         owner_a = bytes.fromhex((tmp_path / "agg0-data" / "replica.id").read_text())
-        owner_b = bytes.fromhex((tmp_path / "agg0b-data" / "replica.id").read_text())
         task = provision(loop_thread, cluster, {"type": "sum", "bits": 8})
         window = past_window()
         cluster.kill(1)  # the helper is down: A's job waits in InitJob
@@ -52,6 +50,9 @@ def test_second_replica_takes_over_a_sigkilled_replicas_job_after_its_lease(loop
             assert time.monotonic() < deadline, "replica A claimed no job"
             time.sleep(0.05)
         assert job()[0] == owner_a
+        # B starts once A holds the job (started earlier, B's own poll could claim the reports first)
+        replica, replica_port = start_leader_replica(cluster, "agg0b")
+        owner_b = bytes.fromhex((tmp_path / "agg0b-data" / "replica.id").read_text())
         cluster.kill(0)  # A dies holding the lease
         loop_thread.run(cluster.restart(1))
         seen = []
