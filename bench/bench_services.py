@@ -104,7 +104,9 @@ async def run(
             expected = [expected] if vector else expected
             ingest_rates, latencies = [], []
             async with cluster.upload_client(batch_size=batch) as uploader, cluster.collector() as collector:
+                shard_started = time.perf_counter()
                 bursts = [[shard_report(burst_task, value(i)) for i in range(reports_per_window)] for _ in range(windows)]
+                shard_seconds = (time.perf_counter() - shard_started) / windows  # one window's reports
                 burst_started = time.perf_counter()  # sharded ahead: the aggregation rate excludes client work
                 for reports in bursts:  # ingest: bursts as fast as the leader acknowledges
                     t0 = time.perf_counter()
@@ -115,8 +117,10 @@ async def run(
                 await _drained(cluster, timeout=600)
                 aggregate_rate = windows * reports_per_window / (time.perf_counter() - burst_started)
                 for _ in range(windows):  # close -> result: paced arrivals, collect at the close
-                    now = time.time()
-                    window = int(now) - int(now) % window_seconds + window_seconds  # next full window
+                    # the first window that starts after this window's reports are sharded, so the
+                    # uploads spread over the whole window as the scenario says
+                    ready = time.time() + 1.5 * shard_seconds + 0.5
+                    window = int(ready) - int(ready) % window_seconds + window_seconds
                     reports = [shard_report(task, value(i), time=window + 1) for i in range(reports_per_window)]
                     await asyncio.sleep(max(0.0, window - time.time()))
                     await _paced_upload(uploader, task, reports, batch, window + window_seconds)

@@ -66,6 +66,8 @@ class Limits(BaseModel):
     commit_delay_ms: float = Field(2.0, ge=0, le=10_000)
     # the job driver waits this long after new reports before starting a job (larger jobs, fewer commits)
     job_delay_ms: float = Field(20.0, ge=0, le=10_000)
+    # aggregation jobs the leader runs at once (its work on one overlaps the helpers' on another)
+    concurrent_jobs: int = Field(2, ge=1, le=64)
     # worker processes that open HPKE-sealed shares of large batches (0: one per core)
     share_open_workers: int = Field(0, ge=0, le=64)
 

@@ -20,6 +20,13 @@ on worker threads (SQLite and numpy release the GIL in their heavy parts), so
 uploads keep being acknowledged while a job commits or verifies. After a wakeup
 the driver waits `job_delay_ms` for more reports, so one upload call per edge node
 still makes jobs of many reports.
+
+Up to `concurrent_jobs` jobs run at once: one job's steps alternate between the
+leader's work and a round trip to the helpers, so a single job at a time leaves
+both sides idle half the time. Jobs claim disjoint reports in the store and
+merge into window accumulators in their own transactions, as jobs of replicas
+sharing a database already do; a job this process is running is never resumed a
+second time beside itself.
 """
 
 from __future__ import annotations
@@ -39,9 +46,11 @@ from twinmpc.services.aggregator.errors import PeerFailure
 from twinmpc.services.aggregator.peers import HelperPeers
 from twinmpc.services.aggregator.state import AggregatorState
 from twinmpc.services.aggregator.tasks import LoadedTask, TaskRegistry
-from twinmpc.services.storage import PendingReport
+from twinmpc.services.storage import JobRecord, PendingReport
 
 log = logging.getLogger("twinmpc.aggregator")
+
+MIN_SPLIT_JOB_SIZE = 100  # below this, a job's fixed costs (two peer round trips, commits) dominate
 
 
 class LeaderJobs:
@@ -50,12 +59,19 @@ class LeaderJobs:
         self.tasks = tasks
         self.peers = peers
         self._wakeup = asyncio.Event()
-        self._lock = asyncio.Lock()
+        self._flushing = asyncio.Lock()  # one window flush at a time
+        self._slots = asyncio.Semaphore(state.config.limits.concurrent_jobs)
+        self._running: set[bytes] = set()  # job ids this process is running now
+        self._jobs: set[asyncio.Task] = set()
+        self._retry_at = 0.0  # loop time before which no job starts (after a peer failure)
+        self._backoff = 0.05
+        self._unclaimed = 0  # reports this process stored and no job of it claimed yet (sizes the next jobs)
         self._driver: asyncio.Task | None = None
         self._stopping = False
 
-    def wake(self) -> None:
-        """New reports are stored: run a job soon."""
+    def wake(self, stored: int) -> None:
+        """`stored` new reports are durable: run a job soon."""
+        self._unclaimed += stored
         self._wakeup.set()
 
     def start(self) -> None:
@@ -66,51 +82,118 @@ class LeaderJobs:
     async def stop(self) -> None:
         self._stopping = True
         self._wakeup.set()
-        if self._driver is not None:
-            self._driver.cancel()
-            try:
-                await self._driver
-            except (asyncio.CancelledError, Exception):
-                pass
+        for task in [self._driver, *self._jobs]:
+            if task is not None:
+                task.cancel()
+        for task in [self._driver, *self._jobs]:
+            if task is not None:
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
 
     async def _drive_forever(self) -> None:
-        backoff = 0.05
+        loop = asyncio.get_running_loop()
         delay = self.state.config.limits.job_delay_ms / 1000
         while not self._stopping:
             if delay:
                 await asyncio.sleep(delay)  # gather the reports of many upload calls into one job
+            await asyncio.sleep(max(0.0, self._retry_at - loop.time()))
+            await self._slots.acquire()
             try:
-                async with self._lock:
-                    worked = await self._resume_unfinished() or await self._run_next_job()
-                backoff = 0.05
-            except PeerFailure as exc:
-                log.warning("aggregation job postponed: %s", exc)
-                worked = False
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-            if not worked:
+                job = await self._claim()
+            except BaseException:
+                self._slots.release()
+                raise
+            if job is None:
+                self._slots.release()
                 self._wakeup.clear()
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), timeout=0.5)
                 except asyncio.TimeoutError:
                     pass
+                continue
+            runner = loop.create_task(self._run_claimed(*job), name=f"aggregation-job-{job[1].hex()[:8]}")
+            self._jobs.add(runner)
+            runner.add_done_callback(self._jobs.discard)
 
-    async def _resume_unfinished(self) -> bool:
-        jobs = await asyncio.to_thread(self.state.store.get_unfinished_jobs)
-        for job in jobs:
-            reports = await asyncio.to_thread(self.state.store.get_job_reports, job.job_id)
-            verdicts = list(pb.AggregationJobContinue.FromString(job.verdicts).verdicts) if job.state == "continuing" else None
-            await self._run_job(self.tasks.load(job.task_id), job.job_id, reports, verdicts)
-        return bool(jobs)
-
-    async def _run_next_job(self) -> bool:
+    async def _claim(self) -> tuple[LoadedTask, bytes, list[PendingReport], list | None] | None:
+        """The next job to run, marked running: one a previous process (or a failed attempt) left
+        unfinished first, else a new one over pending reports; None when there is nothing to do."""
+        for job in await asyncio.to_thread(self.state.store.get_unfinished_jobs):
+            if job.job_id not in self._running:
+                self._running.add(job.job_id)
+                try:
+                    return await self._reload(job)
+                except BaseException:
+                    self._running.discard(job.job_id)
+                    raise
         job_id = os.urandom(16)
-        claimed = await asyncio.to_thread(self.state.store.acquire_pending_reports, job_id, self.state.config.limits.job_size)
+        self._running.add(job_id)
+        try:
+            claimed = await asyncio.to_thread(self.state.store.acquire_pending_reports, job_id, self._next_job_size())
+        except BaseException:
+            self._running.discard(job_id)
+            raise
         if claimed is None:
-            return False
+            self._running.discard(job_id)
+            self._unclaimed = 0
+            return None
         task_id, reports = claimed
-        await self._run_job(self.tasks.load(task_id), job_id, reports, None)
-        return True
+        self._unclaimed = max(0, self._unclaimed - len(reports))
+        return self.tasks.load(task_id), job_id, reports, None
+
+    def _next_job_size(self) -> int:
+        """Split a small backlog over the free job slots; a large (or unknown) one goes in `job_size` jobs."""
+        if self._unclaimed <= 0:
+            return self.state.config.limits.job_size  # reports stored by another process or before a restart
+        return self._split(self._unclaimed, self.state.config.limits.concurrent_jobs - len(self._jobs))
+
+    def _split(self, backlog: int, slots: int) -> int:
+        """The size of each of `slots` jobs over `backlog` reports, within [MIN_SPLIT_JOB_SIZE, job_size].
+
+        Near a window's close the backlog is the last few upload calls: one job over all
+        of them would leave the other slots idle and delay the collection by its whole
+        run, while jobs of a few hundred reports cost little more per report.
+        """
+        limit = self.state.config.limits.job_size
+        return max(min(MIN_SPLIT_JOB_SIZE, limit), min(limit, -(-backlog // max(1, slots))))
+
+    async def _reload(self, job: JobRecord) -> tuple[LoadedTask, bytes, list[PendingReport], list | None]:
+        reports = await asyncio.to_thread(self.state.store.get_job_reports, job.job_id)
+        verdicts = list(pb.AggregationJobContinue.FromString(job.verdicts).verdicts) if job.state == "continuing" else None
+        return self.tasks.load(job.task_id), job.job_id, reports, verdicts
+
+    async def _run_claimed(self, loaded: LoadedTask, job_id: bytes, reports: list[PendingReport], verdicts) -> None:
+        """Run one claimed job in its slot; a failure leaves it unfinished in the store, resumed later."""
+        try:
+            await self._run_job(loaded, job_id, reports, verdicts)
+            self._backoff = 0.05
+        except PeerFailure as exc:
+            log.warning("aggregation job postponed: %s", exc)
+            self._postpone()
+        except Exception:
+            log.exception("aggregation job failed; it stays unfinished and is retried")
+            self._postpone()
+        finally:
+            self._running.discard(job_id)
+            self._slots.release()
+            self._wakeup.set()
+
+    def _postpone(self) -> None:
+        self._retry_at = asyncio.get_running_loop().time() + self._backoff
+        self._backoff = min(self._backoff * 2, 2.0)
+
+    async def _resume_unfinished(self) -> None:
+        """Run here every unfinished job of ours that no job task of this process is running."""
+        for job in await asyncio.to_thread(self.state.store.get_unfinished_jobs):
+            if job.job_id in self._running:
+                continue
+            self._running.add(job.job_id)
+            try:
+                await self._run_job(*await self._reload(job))
+            finally:
+                self._running.discard(job.job_id)
 
     async def flush_window(self, loaded: LoadedTask, window_start: int) -> None:
         """Aggregate every stored report of a window now (before a collection).
@@ -125,21 +208,45 @@ class LeaderJobs:
         if await asyncio.to_thread(store.count_pending, task_id, window_start) == 0:
             return  # the driver already aggregated it: concurrent collections need not queue behind its jobs
         deadline = time.monotonic() + self.state.config.limits.peer_timeout_seconds
-        async with self._lock:
+        async with self._flushing:
             while True:
                 await self._resume_unfinished()
-                while True:
-                    job_id = os.urandom(16)
-                    reports = await asyncio.to_thread(store.acquire_window_reports, job_id, task_id, window_start,
-                                                      self.state.config.limits.job_size)
-                    if not reports:
-                        break
-                    await self._run_job(loaded, job_id, reports, None)
+                in_window = await asyncio.to_thread(store.count_pending, task_id, window_start)
+                if in_window == 0:
+                    return
+                await self._run_window_jobs(loaded, window_start, self._split(in_window, self.state.config.limits.concurrent_jobs))
                 if await asyncio.to_thread(store.count_pending, task_id, window_start) == 0:
                     return
                 if time.monotonic() > deadline:
                     raise PeerFailure(f"window {window_start} still has reports in flight; retry the collection")
                 await asyncio.sleep(0.02)
+
+    async def _run_window_jobs(self, loaded: LoadedTask, window_start: int, size: int) -> None:
+        """Claim the window's pending reports into up to `concurrent_jobs` jobs of `size` and run them at once.
+
+        A job that fails stays unfinished in the store (the others are cancelled the same
+        way) and is resumed by the next flush or by the driver.
+        """
+        claimed: list[tuple[bytes, list[PendingReport]]] = []
+        try:
+            for _ in range(self.state.config.limits.concurrent_jobs):
+                job_id = os.urandom(16)
+                self._running.add(job_id)
+                claimed.append((job_id, []))
+                reports = await asyncio.to_thread(self.state.store.acquire_window_reports, job_id, loaded.task.task_id,
+                                                  window_start, size)
+                if not reports:
+                    break
+                claimed[-1] = (job_id, reports)
+            async with asyncio.TaskGroup() as group:
+                for job_id, reports in claimed:
+                    if reports:
+                        group.create_task(self._run_job(loaded, job_id, reports, None))
+        except BaseExceptionGroup as failures:
+            raise failures.exceptions[0] from None  # the first failure speaks for the flush (a PeerFailure as a rule)
+        finally:
+            for job_id, _ in claimed:
+                self._running.discard(job_id)
 
     def _run_alone(self, task: Task, job_id: bytes, reports: list[PendingReport]) -> None:
         """A mode without helpers sums the job's reports itself; one transaction commits the job."""

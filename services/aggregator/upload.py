@@ -45,7 +45,7 @@ def outcome(report_id: bytes, exc: InvalidReport) -> pb.ReportOutcome:
 
 
 class UploadRole:
-    def __init__(self, state: AggregatorState, tasks: TaskRegistry, on_stored: Callable[[], None],
+    def __init__(self, state: AggregatorState, tasks: TaskRegistry, on_stored: Callable[[int], None],
                  admission: Admission | None = None) -> None:
         self.state = state
         self.tasks = tasks
@@ -97,7 +97,7 @@ class UploadRole:
                 metrics.inc("reports_refused_total", status=pb.ReportStatus.Name(o.status))
                 log.warning("report refused: %s (%s)", pb.ReportStatus.Name(o.status), o.message)
         if accepted:
-            self._on_stored()
+            self._on_stored(accepted)
         metrics.observe("upload", time.perf_counter() - started)
         return outcomes  # type: ignore[return-value]
 
