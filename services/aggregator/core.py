@@ -50,7 +50,7 @@ class AggregatorCore:
         self.peers = HelperPeers(config.limits, peer_credentials)
         self.jobs = LeaderJobs(self.state, self.tasks, self.peers)
         self.admission = Admission(self.state.store, self.state.metrics, config.limits)
-        self.upload = UploadRole(self.state, self.tasks, self.jobs.wake, self.admission)
+        self.upload = UploadRole(self.state, self.tasks, self.jobs, self.admission)
         self.gc = GarbageCollector(self.state, self.tasks)
         self.collection = LeaderCollection(self.state, self.tasks, self.jobs, self.peers)
         self.helper = HelperRole(self.state, self.tasks)

@@ -50,6 +50,7 @@ from twinmpc.services.storage import JobRecord, PendingReport
 
 log = logging.getLogger("twinmpc.aggregator")
 
+INGEST_QUIET_SECONDS = 0.1  # no upload call running for this long: extra job slots may start
 MIN_SPLIT_JOB_SIZE = 100  # below this, a job's fixed costs (two peer round trips, commits) dominate
 
 
@@ -65,14 +66,22 @@ class LeaderJobs:
         self._jobs: set[asyncio.Task] = set()
         self._retry_at = 0.0  # loop time before which no job starts (after a peer failure)
         self._backoff = 0.05
+        self._uploads_in_flight = 0
+        self._last_upload = -INGEST_QUIET_SECONDS  # loop time the last upload call ended
         self._unclaimed = 0  # reports this process stored and no job of it claimed yet (sizes the next jobs)
         self._driver: asyncio.Task | None = None
         self._stopping = False
 
-    def wake(self, stored: int) -> None:
-        """`stored` new reports are durable: run a job soon."""
-        self._unclaimed += stored
-        self._wakeup.set()
+    def upload_started(self) -> None:
+        self._uploads_in_flight += 1
+
+    def upload_ended(self, stored: int) -> None:
+        """An upload call ended having stored `stored` reports durably: run a job soon."""
+        self._uploads_in_flight -= 1
+        self._last_upload = asyncio.get_running_loop().time()
+        if stored:
+            self._unclaimed += stored
+            self._wakeup.set()
 
     def start(self) -> None:
         """Start the driver; it first resumes jobs a previous process left unfinished."""
@@ -96,11 +105,12 @@ class LeaderJobs:
         loop = asyncio.get_running_loop()
         delay = self.state.config.limits.job_delay_ms / 1000
         while not self._stopping:
-            if delay:
-                await asyncio.sleep(delay)  # gather the reports of many upload calls into one job
-            await asyncio.sleep(max(0.0, self._retry_at - loop.time()))
             await self._slots.acquire()
             try:
+                if delay:
+                    await asyncio.sleep(delay)  # gather the reports of many upload calls into one job
+                await asyncio.sleep(max(0.0, self._retry_at - loop.time()))
+                await self._wait_while_ingesting()
                 job = await self._claim()
             except BaseException:
                 self._slots.release()
@@ -117,6 +127,19 @@ class LeaderJobs:
             self._jobs.add(runner)
             runner.add_done_callback(self._jobs.discard)
 
+    def _ingesting(self) -> bool:
+        return self._uploads_in_flight > 0 or asyncio.get_running_loop().time() - self._last_upload < INGEST_QUIET_SECONDS
+
+    async def _wait_while_ingesting(self) -> None:
+        """Start a second concurrent job only once uploads have paused.
+
+        While upload calls stream in, this process's event loop is what acknowledges
+        them: one job at a time keeps ingest at its full rate (a second job would take
+        the same cores, not add any). Once they pause, every slot drains the backlog.
+        """
+        while self._jobs and self._ingesting():
+            await asyncio.wait(set(self._jobs), timeout=INGEST_QUIET_SECONDS)
+
     async def _claim(self) -> tuple[LoadedTask, bytes, list[PendingReport], list | None] | None:
         """The next job to run, marked running: one a previous process (or a failed attempt) left
         unfinished first, else a new one over pending reports; None when there is nothing to do."""
@@ -124,10 +147,13 @@ class LeaderJobs:
             if job.job_id not in self._running:
                 self._running.add(job.job_id)
                 try:
-                    return await self._reload(job)
+                    reloaded = await self._reload(job)
                 except BaseException:
                     self._running.discard(job.job_id)
                     raise
+                if reloaded is not None:
+                    return reloaded
+                self._running.discard(job.job_id)
         job_id = os.urandom(16)
         self._running.add(job_id)
         try:
@@ -144,10 +170,12 @@ class LeaderJobs:
         return self.tasks.load(task_id), job_id, reports, None
 
     def _next_job_size(self) -> int:
-        """Split a small backlog over the free job slots; a large (or unknown) one goes in `job_size` jobs."""
+        """Split a small backlog over the free job slots (one while uploads stream in); a large (or unknown)
+        one goes in `job_size` jobs."""
         if self._unclaimed <= 0:
             return self.state.config.limits.job_size  # reports stored by another process or before a restart
-        return self._split(self._unclaimed, self.state.config.limits.concurrent_jobs - len(self._jobs))
+        slots = 1 if self._ingesting() else self.state.config.limits.concurrent_jobs - len(self._jobs)
+        return self._split(self._unclaimed, slots)
 
     def _split(self, backlog: int, slots: int) -> int:
         """The size of each of `slots` jobs over `backlog` reports, within [MIN_SPLIT_JOB_SIZE, job_size].
@@ -159,7 +187,14 @@ class LeaderJobs:
         limit = self.state.config.limits.job_size
         return max(min(MIN_SPLIT_JOB_SIZE, limit), min(limit, -(-backlog // max(1, slots))))
 
-    async def _reload(self, job: JobRecord) -> tuple[LoadedTask, bytes, list[PendingReport], list | None]:
+    async def _reload(self, job: JobRecord) -> tuple[LoadedTask, bytes, list[PendingReport], list | None] | None:
+        """A listed unfinished job, ready to run; None if it finished since it was listed.
+
+        The list is a snapshot: a job of this process may finish (and leave `_running`)
+        while it is read. Run again from 'init', the helpers would refuse the finished job.
+        """
+        if await asyncio.to_thread(self.state.store.get_job_state, job.job_id) == "done":
+            return None
         reports = await asyncio.to_thread(self.state.store.get_job_reports, job.job_id)
         verdicts = list(pb.AggregationJobContinue.FromString(job.verdicts).verdicts) if job.state == "continuing" else None
         return self.tasks.load(job.task_id), job.job_id, reports, verdicts
@@ -191,7 +226,8 @@ class LeaderJobs:
                 continue
             self._running.add(job.job_id)
             try:
-                await self._run_job(*await self._reload(job))
+                if (reloaded := await self._reload(job)) is not None:
+                    await self._run_job(*reloaded)
             finally:
                 self._running.discard(job.job_id)
 

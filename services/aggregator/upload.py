@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from typing import Protocol
 
 from twinmpc.mpc.errors import DecodeError, InvalidReport, ReplayedReport, StaleReport
 from twinmpc.mpc.modes import mode_of
@@ -44,17 +44,33 @@ def outcome(report_id: bytes, exc: InvalidReport) -> pb.ReportOutcome:
     return pb.ReportOutcome(report_id=report_id, status=status, message=str(exc))
 
 
+class UploadListener(Protocol):
+    """What the leader's job driver learns from uploads: when calls run, and how many reports they stored."""
+
+    def upload_started(self) -> None: ...
+    def upload_ended(self, stored: int) -> None: ...
+
+
 class UploadRole:
-    def __init__(self, state: AggregatorState, tasks: TaskRegistry, on_stored: Callable[[int], None],
+    def __init__(self, state: AggregatorState, tasks: TaskRegistry, listener: UploadListener,
                  admission: Admission | None = None) -> None:
         self.state = state
         self.tasks = tasks
-        self._on_stored = on_stored  # wakes the leader's job driver
+        self._listener = listener  # the leader's job driver: wakes on stored reports, yields to running calls
         self._admission = admission  # refuses uploads while aggregation is behind (services.aggregator.backpressure)
         self.committer = GroupCommitter(state.store, max_delay=state.config.limits.commit_delay_ms / 1000)
 
     async def ingest(self, task_id: bytes, reports: list[pb.Report]) -> list[pb.ReportOutcome]:
         """Validate, open own share, store durably; one outcome per report, in order."""
+        self._listener.upload_started()
+        outcomes: list[pb.ReportOutcome] = []
+        try:
+            outcomes = await self._ingest(task_id, reports)
+        finally:
+            self._listener.upload_ended(sum(1 for o in outcomes if o.status == pb.ACCEPTED))
+        return outcomes
+
+    async def _ingest(self, task_id: bytes, reports: list[pb.Report]) -> list[pb.ReportOutcome]:
         started = time.perf_counter()
         loaded = self.tasks.load(task_id)
         if loaded.agg_index != 0:
@@ -96,8 +112,6 @@ class UploadRole:
             if o is not None and o.status != pb.ACCEPTED:
                 metrics.inc("reports_refused_total", status=pb.ReportStatus.Name(o.status))
                 log.warning("report refused: %s (%s)", pb.ReportStatus.Name(o.status), o.message)
-        if accepted:
-            self._on_stored(accepted)
         metrics.observe("upload", time.perf_counter() - started)
         return outcomes  # type: ignore[return-value]
 

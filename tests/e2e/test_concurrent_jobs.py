@@ -46,17 +46,6 @@ def cluster(loop_thread, tmp_path):
     loop_thread.run(cluster.stop())
 
 
-def test_a_small_backlog_is_split_over_the_job_slots(loop_thread, cluster):
-    """One upload call of 300 reports becomes three jobs of 100 (not one job leaving two slots idle)."""
-    task = provision(loop_thread, cluster, {"type": "sum", "bits": 8})
-    window = past_window()
-    assert all(o.accepted for o in upload(loop_thread, cluster, task, [shard_report(task, v % 200, time=window + 1) for v in range(300)]))
-    jobs = _wait_until_aggregated(cluster, 300)
-    assert sorted(n for _, n in jobs) == [100, 100, 100]
-    result = collect(loop_thread, cluster, task, window)
-    assert (result.report_count, result.result) == (300, sum(v % 200 for v in range(300)))
-
-
 def test_concurrent_jobs_over_many_calls_and_windows_count_each_report_once(loop_thread, cluster):
     task = provision(loop_thread, cluster, {"type": "sum", "bits": 8})
     windows = [past_window(3), past_window(2)]
