@@ -67,7 +67,7 @@ class LeaderJobs:
         self._retry_at = 0.0  # loop time before which no job starts (after a peer failure)
         self._backoff = 0.05
         self._uploads_in_flight = 0
-        self._last_upload = -INGEST_QUIET_SECONDS  # loop time the last upload call ended
+        self._last_upload = -INGEST_QUIET_SECONDS  # time.monotonic() when the last upload call ended
         self._unclaimed = 0  # reports this process stored and no job of it claimed yet (sizes the next jobs)
         self._driver: asyncio.Task | None = None
         self._stopping = False
@@ -78,7 +78,7 @@ class LeaderJobs:
     def upload_ended(self, stored: int) -> None:
         """An upload call ended having stored `stored` reports durably: run a job soon."""
         self._uploads_in_flight -= 1
-        self._last_upload = asyncio.get_running_loop().time()
+        self._last_upload = time.monotonic()
         if stored:
             self._unclaimed += stored
             self._wakeup.set()
@@ -91,15 +91,10 @@ class LeaderJobs:
     async def stop(self) -> None:
         self._stopping = True
         self._wakeup.set()
-        for task in [self._driver, *self._jobs]:
-            if task is not None:
-                task.cancel()
-        for task in [self._driver, *self._jobs]:
-            if task is not None:
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):
-                    pass
+        tasks = [t for t in (self._driver, *self._jobs) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _drive_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -128,7 +123,7 @@ class LeaderJobs:
             runner.add_done_callback(self._jobs.discard)
 
     def _ingesting(self) -> bool:
-        return self._uploads_in_flight > 0 or asyncio.get_running_loop().time() - self._last_upload < INGEST_QUIET_SECONDS
+        return self._uploads_in_flight > 0 or time.monotonic() - self._last_upload < INGEST_QUIET_SECONDS
 
     async def _wait_while_ingesting(self) -> None:
         """Start a second concurrent job only once uploads have paused.
@@ -144,16 +139,8 @@ class LeaderJobs:
         """The next job to run, marked running: one a previous process (or a failed attempt) left
         unfinished first, else a new one over pending reports; None when there is nothing to do."""
         for job in await asyncio.to_thread(self.state.store.get_unfinished_jobs):
-            if job.job_id not in self._running:
-                self._running.add(job.job_id)
-                try:
-                    reloaded = await self._reload(job)
-                except BaseException:
-                    self._running.discard(job.job_id)
-                    raise
-                if reloaded is not None:
-                    return reloaded
-                self._running.discard(job.job_id)
+            if (reserved := await self._reserve(job)) is not None:
+                return reserved
         job_id = os.urandom(16)
         self._running.add(job_id)
         try:
@@ -187,17 +174,26 @@ class LeaderJobs:
         limit = self.state.config.limits.job_size
         return max(min(MIN_SPLIT_JOB_SIZE, limit), min(limit, -(-backlog // max(1, slots))))
 
-    async def _reload(self, job: JobRecord) -> tuple[LoadedTask, bytes, list[PendingReport], list | None] | None:
-        """A listed unfinished job, ready to run; None if it finished since it was listed.
+    async def _reserve(self, job: JobRecord) -> tuple[LoadedTask, bytes, list[PendingReport], list | None] | None:
+        """A listed unfinished job, marked running and ready to run; None (and not marked) if this
+        process is running it or it finished since it was listed.
 
         The list is a snapshot: a job of this process may finish (and leave `_running`)
         while it is read. Run again from 'init', the helpers would refuse the finished job.
         """
-        if await asyncio.to_thread(self.state.store.get_job_state, job.job_id) == "done":
+        if job.job_id in self._running:
             return None
-        reports = await asyncio.to_thread(self.state.store.get_job_reports, job.job_id)
-        verdicts = list(pb.AggregationJobContinue.FromString(job.verdicts).verdicts) if job.state == "continuing" else None
-        return self.tasks.load(job.task_id), job.job_id, reports, verdicts
+        self._running.add(job.job_id)
+        try:
+            if await asyncio.to_thread(self.state.store.get_job_state, job.job_id) != "done":
+                reports = await asyncio.to_thread(self.state.store.get_job_reports, job.job_id)
+                verdicts = list(pb.AggregationJobContinue.FromString(job.verdicts).verdicts) if job.state == "continuing" else None
+                return self.tasks.load(job.task_id), job.job_id, reports, verdicts
+        except BaseException:
+            self._running.discard(job.job_id)
+            raise
+        self._running.discard(job.job_id)
+        return None
 
     async def _run_claimed(self, loaded: LoadedTask, job_id: bytes, reports: list[PendingReport], verdicts) -> None:
         """Run one claimed job in its slot; a failure leaves it unfinished in the store, resumed later."""
@@ -222,12 +218,10 @@ class LeaderJobs:
     async def _resume_unfinished(self) -> None:
         """Run here every unfinished job of ours that no job task of this process is running."""
         for job in await asyncio.to_thread(self.state.store.get_unfinished_jobs):
-            if job.job_id in self._running:
+            if (reserved := await self._reserve(job)) is None:
                 continue
-            self._running.add(job.job_id)
             try:
-                if (reloaded := await self._reload(job)) is not None:
-                    await self._run_job(*reloaded)
+                await self._run_job(*reserved)
             finally:
                 self._running.discard(job.job_id)
 
@@ -263,26 +257,21 @@ class LeaderJobs:
         A job that fails stays unfinished in the store (the others are cancelled the same
         way) and is resumed by the next flush or by the driver.
         """
-        claimed: list[tuple[bytes, list[PendingReport]]] = []
+        job_ids: list[bytes] = []  # marked running before the claim commits: a concurrent resume must skip them
         try:
-            for _ in range(self.state.config.limits.concurrent_jobs):
-                job_id = os.urandom(16)
-                self._running.add(job_id)
-                claimed.append((job_id, []))
-                reports = await asyncio.to_thread(self.state.store.acquire_window_reports, job_id, loaded.task.task_id,
-                                                  window_start, size)
-                if not reports:
-                    break
-                claimed[-1] = (job_id, reports)
             async with asyncio.TaskGroup() as group:
-                for job_id, reports in claimed:
-                    if reports:
-                        group.create_task(self._run_job(loaded, job_id, reports, None))
+                for _ in range(self.state.config.limits.concurrent_jobs):
+                    job_ids.append(job_id := os.urandom(16))
+                    self._running.add(job_id)
+                    reports = await asyncio.to_thread(self.state.store.acquire_window_reports, job_id, loaded.task.task_id,
+                                                      window_start, size)
+                    if not reports:
+                        break
+                    group.create_task(self._run_job(loaded, job_id, reports, None))
         except BaseExceptionGroup as failures:
             raise failures.exceptions[0] from None  # the first failure speaks for the flush (a PeerFailure as a rule)
         finally:
-            for job_id, _ in claimed:
-                self._running.discard(job_id)
+            self._running.difference_update(job_ids)
 
     def _run_alone(self, task: Task, job_id: bytes, reports: list[PendingReport]) -> None:
         """A mode without helpers sums the job's reports itself; one transaction commits the job."""

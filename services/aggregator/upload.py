@@ -64,13 +64,15 @@ class UploadRole:
         """Validate, open own share, store durably; one outcome per report, in order."""
         self._listener.upload_started()
         outcomes: list[pb.ReportOutcome] = []
+        accepted = 0
         try:
-            outcomes = await self._ingest(task_id, reports)
+            outcomes, accepted = await self._ingest(task_id, reports)
         finally:
-            self._listener.upload_ended(sum(1 for o in outcomes if o.status == pb.ACCEPTED))
+            self._listener.upload_ended(accepted)
         return outcomes
 
-    async def _ingest(self, task_id: bytes, reports: list[pb.Report]) -> list[pb.ReportOutcome]:
+    async def _ingest(self, task_id: bytes, reports: list[pb.Report]) -> tuple[list[pb.ReportOutcome], int]:
+        """The outcomes, and how many reports were stored."""
         started = time.perf_counter()
         loaded = self.tasks.load(task_id)
         if loaded.agg_index != 0:
@@ -113,7 +115,7 @@ class UploadRole:
                 metrics.inc("reports_refused_total", status=pb.ReportStatus.Name(o.status))
                 log.warning("report refused: %s (%s)", pb.ReportStatus.Name(o.status), o.message)
         metrics.observe("upload", time.perf_counter() - started)
-        return outcomes  # type: ignore[return-value]
+        return outcomes, accepted  # type: ignore[return-value]
 
     def _check_all(self, task: Task, msgs: list[pb.Report], now: float) -> list[PendingReport | InvalidReport]:
         """Check each report's framing and time, then open the leader's shares of all of them in one batch."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -18,59 +18,41 @@ def _driver(**limits) -> LeaderJobs:
     return LeaderJobs(state, tasks=None, peers=None)  # type: ignore[arg-type]
 
 
-def _quiet(jobs: LeaderJobs) -> None:
-    jobs._last_upload = asyncio.get_running_loop().time() - 2 * INGEST_QUIET_SECONDS
+def _uploaded(jobs: LeaderJobs, stored: int, *, quiet: bool = False) -> None:
+    """One upload call that stored `stored` reports; `quiet`: it ended long enough ago for extra slots."""
+    jobs.upload_started()
+    jobs.upload_ended(stored)
+    if quiet:
+        jobs._last_upload = time.monotonic() - 2 * INGEST_QUIET_SECONDS
 
 
 def test_a_small_backlog_is_split_over_the_slots_once_uploads_pause():
-    asyncio.run(_test_a_small_backlog_is_split_over_the_slots_once_uploads_pause())
-
-
-async def _test_a_small_backlog_is_split_over_the_slots_once_uploads_pause():
     jobs = _driver(concurrent_jobs=3, job_size=1000)
-    jobs.upload_started()
-    jobs.upload_ended(stored=300)
+    _uploaded(jobs, 300)
     assert jobs._next_job_size() == 300  # an upload just ended: one job, the loop keeps acknowledging
-    _quiet(jobs)
+    jobs._last_upload -= 2 * INGEST_QUIET_SECONDS
     assert jobs._next_job_size() == 100
 
 
 def test_a_running_upload_call_keeps_one_slot_and_sizes_for_it():
-    asyncio.run(_test_a_running_upload_call_keeps_one_slot_and_sizes_for_it())
-
-
-async def _test_a_running_upload_call_keeps_one_slot_and_sizes_for_it():
     jobs = _driver(concurrent_jobs=2, job_size=1000)
-    jobs.upload_started()
-    jobs.upload_ended(stored=600)
-    _quiet(jobs)
+    _uploaded(jobs, 600, quiet=True)
     jobs.upload_started()  # a call in flight counts as ingesting however long ago the last one ended
     assert jobs._ingesting() and jobs._next_job_size() == 600
 
 
 def test_a_large_or_unknown_backlog_goes_in_full_jobs():
-    asyncio.run(_test_a_large_or_unknown_backlog_goes_in_full_jobs())
-
-
-async def _test_a_large_or_unknown_backlog_goes_in_full_jobs():
     jobs = _driver(concurrent_jobs=2, job_size=1000)
     assert jobs._next_job_size() == 1000  # nothing stored by this process: another worker's or a restart's reports
-    jobs.upload_ended(stored=50_000)
-    _quiet(jobs)
+    _uploaded(jobs, 50_000, quiet=True)
     assert jobs._next_job_size() == 1000
 
 
 def test_an_upload_that_stored_nothing_does_not_wake_the_driver():
-    asyncio.run(_test_an_upload_that_stored_nothing_does_not_wake_the_driver())
-
-
-async def _test_an_upload_that_stored_nothing_does_not_wake_the_driver():
     jobs = _driver()
-    jobs.upload_started()
-    jobs.upload_ended(stored=0)
+    _uploaded(jobs, 0)
     assert not jobs._wakeup.is_set() and jobs._unclaimed == 0
-    jobs.upload_started()
-    jobs.upload_ended(stored=5)
+    _uploaded(jobs, 5)
     assert jobs._wakeup.is_set() and jobs._unclaimed == 5
 
 
