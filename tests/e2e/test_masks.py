@@ -245,7 +245,7 @@ def test_aggregator_sigkill_mid_round_never_yields_a_wrong_result(loop_thread, c
         assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION and all(o.status != "summed" for o in outcomes[1:]), outcomes
         return
     assert count == n and result == values.sum(axis=0).tolist(), (outcomes, count, result)
-    assert all(o.status == "summed" for o in outcomes[1:]), outcomes
+    assert all(o.status == "summed" for o in outcomes[1:]), [(o.status, o.attempt, o.detail) for o in outcomes]
 
 
 def test_a_retry_after_the_round_ended_learns_whether_its_input_was_summed(loop_thread, cluster) -> None:
