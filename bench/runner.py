@@ -467,7 +467,8 @@ async def run_scenario(scn: Scenario, *, with_peers: bool = True, logs: Path | N
     load_before = round(os.getloadavg()[0], 2)  # other jobs on a shared machine show here
     with tempfile.TemporaryDirectory(prefix="twinmpc-bench-") as tmp:
         work = Path(tmp)
-        cluster = LocalCluster(work / "cluster", k=scn.workload.aggregators, processes=True)
+        cluster = LocalCluster(work / "cluster", k=scn.workload.aggregators, processes=True,
+                               workers={0: scn.workload.leader_workers})
         await cluster.start()
         try:
             main = await _guarded_phase(cluster, scn, "main", scn.network, None, scn.workload.windows, work)

@@ -49,6 +49,8 @@ class Workload(_Strict):
     measurement: dict[str, Any]
     vdaf: Literal["twinring64", "prio3"] = "twinring64"
     aggregators: int = Field(2, ge=2, le=5)
+    # processes serving the leader's port (the aggregator's `workers` setting)
+    leader_workers: int = Field(1, ge=1, le=64)
     # readings an edge node buffers before one upload RPC (1 = one RPC per reading)
     upload_batch: int = Field(1, ge=1, le=10_000)
     # gRPC channels the load generator shares among its simulated edge nodes

@@ -55,9 +55,15 @@ def test_quick_and_full_profiles_exist() -> None:
     assert {c.action for c in full.chaos} == {"kill_restart", "drop_edges", "link_fault", "replay_storm", "malformed_storm"}
 
 
+def test_city_profile_offers_2500_reports_per_second_one_rpc_each() -> None:
+    w = load_scenario(SCENARIO_DIR / "city.toml").workload
+    assert w.upload_batch == 1 and w.leader_workers == 2
+    assert w.reports_per_window / (w.window_seconds * w.send_fraction) == 2500
+
+
 def test_minimal_scenario_defaults() -> None:
     scn = parse_scenario(MINIMAL)
-    assert scn.workload.vdaf == "twinring64" and scn.workload.aggregators == 2
+    assert scn.workload.vdaf == "twinring64" and scn.workload.aggregators == 2 and scn.workload.leader_workers == 1
     assert scn.network.link == "none" and scn.chaos == [] and not scn.peers.enabled
 
 
@@ -84,6 +90,7 @@ def test_top_level_errors(patch: str, where: str | None) -> None:
         ('{ type = "sum", bits = 8 }', '{ type = "sum", bits = 8, colour = 1 }', "workload.measurement"),
         ('{ type = "sum", bits = 8 }', '{ type = "fixedpointvec", length = 2, frac_bits = 8, clip = 1.0 }', "workload.measurement"),
         ("window_seconds = 2", "window_seconds = 1", "workload.window_seconds"),
+        ("windows = 1", "windows = 1\nleader_workers = 0", "workload.leader_workers"),
         ("windows = 1", 'windows = 1\ndp = { algo = "discrete-gaussian", epsilon = 1, delta = 1e-9, sigma = 3 }', "workload.dp"),
         ("windows = 1", 'windows = 1\ndp = { algo = "gaussian", epsilon = 1 }', "workload.dp"),
     ],
