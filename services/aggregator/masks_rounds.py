@@ -69,16 +69,24 @@ class MasksRounds:
         self._ended: dict[Session, Status] = {}  # ended sessions' outcomes
         self._opening = asyncio.Lock()  # one session at a time is looked up or opened
         self._wiping: set[asyncio.Task] = set()  # ended sessions' messages being emptied
+        # Set once `resume` has rebuilt what a previous process left running. Until then a
+        # retry must wait: its session's journal still says RUNNING, which after resume means
+        # "abandoned", so answering early told a client whose input was then summed that its
+        # round was abandoned.
+        self._resumed = asyncio.Event()
 
     # ----------------------------------------------------------- lifecycle ---
     async def resume(self) -> None:
         """Rebuild the sessions a previous process left running (at start-up)."""
-        for session in await asyncio.to_thread(live_sessions, self.store):
-            try:
-                await self._rebuild(session)
-            except Exception:  # one broken session must not stop the aggregator; it is logged and dropped
-                log.exception("masks round %s could not be resumed; it is abandoned", session.name)
-                await asyncio.to_thread(RoundJournal(self.store, session).finish)
+        try:
+            for session in await asyncio.to_thread(live_sessions, self.store):
+                try:
+                    await self._rebuild(session)
+                except Exception:  # one broken session must not stop the aggregator; it is logged and dropped
+                    log.exception("masks round %s could not be resumed; it is abandoned", session.name)
+                    await asyncio.to_thread(RoundJournal(self.store, session).finish)
+        finally:
+            self._resumed.set()
 
     async def _rebuild(self, session: Session) -> LiveRound | None:
         journal = RoundJournal(self.store, session)
@@ -140,6 +148,7 @@ class MasksRounds:
         live = self._live.get(session)
         if live is not None:
             return live
+        await self._resumed.wait()
         async with self._opening:
             return await self._find_or_open(session, phase, identity)
 
