@@ -21,8 +21,10 @@ from tests.helpers import make_task
 def batch():
     kit = make_task({"type": "sum", "bits": 8}, vdaf="prio3")
     reports = shard_reports(kit.task, [i % 256 for i in range(300)], time=1_700_000_000)
-    tampered = dataclasses.replace(reports[5], sealed_shares=(reports[5].sealed_shares[0][:-1] + b"x",) + reports[5].sealed_shares[1:])
-    foreign_id = dataclasses.replace(reports[7], sealed_shares=(b"\x63" + reports[7].sealed_shares[0][1:],) + reports[7].sealed_shares[1:])
+    # flip bits rather than overwrite: an overwritten byte equal to the original (1 run in 256) tampered nothing
+    sealed5, sealed7 = reports[5].sealed_shares[0], reports[7].sealed_shares[0]
+    tampered = dataclasses.replace(reports[5], sealed_shares=(sealed5[:-1] + bytes([sealed5[-1] ^ 1]),) + reports[5].sealed_shares[1:])
+    foreign_id = dataclasses.replace(reports[7], sealed_shares=(bytes([sealed7[0] ^ 0x63]) + sealed7[1:],) + reports[7].sealed_shares[1:])
     reports[5], reports[7] = tampered, foreign_id
     return kit, reports
 
